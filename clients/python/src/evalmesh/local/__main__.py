@@ -1,0 +1,109 @@
+"""``python -m evalmesh.local up``: start the mesh, print how to use it, stop it all on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from evalmesh.local.bootstrap import create_admin_key
+from evalmesh.local.mesh import LocalMesh, MeshEndpoints, wait_for_exit
+from evalmesh.local.processes import StartupError
+
+PREFERRED_EDGE_PORT = 8080
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m evalmesh.local", description=__doc__)
+    parser.add_argument("command", choices=["up"], help="start the mesh in the foreground")
+    parser.add_argument("--state-dir", type=Path, default=Path(".evalmesh"), help="data and logs")
+    parser.add_argument("--edge-port", type=int, default=None, help="edge port (default 8080)")
+    parser.add_argument("--timeout", type=float, default=90.0, help="seconds to become healthy")
+    return parser.parse_args(argv)
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _banner(endpoints: MeshEndpoints, state_file: Path) -> str:
+    key = endpoints.admin_api_key or "<no key: storage could not create one>"
+    gateway = endpoints.services["gateway"]
+    create = (
+        f"grpcurl -plaintext -H 'authorization: Bearer {key}' "
+        """-d '{"request_id": "hello-1", "spec": {"code": "print(\\"hello\\")"}}' """
+        f"{gateway} evalmesh.v1.EvaluationService/CreateEvaluation"
+    )
+    return "\n".join(
+        [
+            "evalmesh is up.",
+            f"  URL (browser, gRPC-web): {endpoints.url}",
+            f"  gRPC (gateway):          {gateway}",
+            f"  admin API key:           {key}",
+            f"  state file:              {state_file}",
+            "",
+            "Try:",
+            f"  grpcurl -plaintext {gateway} list",
+            f"  {create}",
+            "",
+            "Press Ctrl-C to stop everything.",
+        ]
+    )
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, handler)
+
+
+def _stop_when_one_exits(mesh: LocalMesh, stop: threading.Event) -> None:
+    ended = wait_for_exit(list(mesh.processes))
+    print(f"{ended.name} exited:\n{ended.log_tail()}", file=sys.stderr, flush=True)
+    stop.set()
+
+
+def up(args: argparse.Namespace) -> int:
+    """Start the mesh, print the banner, and run until a signal or a component's exit."""
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    port = args.edge_port
+    if port is None:
+        port = PREFERRED_EDGE_PORT if _free(PREFERRED_EDGE_PORT) else 0
+    mesh = LocalMesh(args.state_dir.resolve(), edge_port=port, bootstrap_key=create_admin_key)
+    try:
+        endpoints = mesh.start(timeout=args.timeout)
+        print(_banner(endpoints, mesh.state_file), flush=True)
+        threading.Thread(target=_stop_when_one_exits, args=(mesh, stop), daemon=True).start()
+        stop.wait()
+    except StartupError as error:
+        print(f"evalmesh could not start: {error}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping evalmesh...", file=sys.stderr, flush=True)
+        mesh.stop()
+    print("evalmesh stopped; nothing left running.", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m evalmesh.local``."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    return up(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

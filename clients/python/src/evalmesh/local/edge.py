@@ -1,0 +1,67 @@
+"""Run Envoy as the local edge: gRPC-web and CORS in front of the gateway, on one loopback port."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from evalmesh.local.processes import ManagedProcess, StartupError
+from evalmesh_envoy import EdgeSettings, render_yaml
+
+__all__ = ["start_edge"]
+
+
+def _envoy_binary() -> str:
+    return str(Path(sys.executable).parent / "envoy")
+
+
+def _admin_address(path: Path, process: ManagedProcess, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.ensure_running()
+        text = path.read_text().strip() if path.exists() else ""
+        if text:
+            return text
+        time.sleep(0.05)
+    raise StartupError(f"envoy did not open its admin interface within {timeout:.0f} s")
+
+
+def _listener_port(admin: str) -> int:
+    # Port 0 lets Envoy pick; its loopback-only admin interface tells which port it bound.
+    with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=5) as reply:
+        listeners = json.load(reply)["listener_statuses"]
+    return int(listeners[0]["local_address"]["socket_address"]["port_value"])
+
+
+def start_edge(
+    state_dir: Path, gateway_port: int, port: int = 0, timeout: float = 20.0
+) -> tuple[ManagedProcess, int]:
+    """Start Envoy in front of the gateway on ``port`` (0 = free); return it and its port."""
+    origins = (f"http://127.0.0.1:{port}", f"http://localhost:{port}") if port else ()
+    settings = EdgeSettings(
+        listen_host="127.0.0.1",
+        listen_port=port,
+        gateway_host="127.0.0.1",
+        gateway_port=gateway_port,
+        allowed_origins=origins,
+    )
+    config = state_dir / "envoy.yaml"
+    config.write_text(render_yaml(settings))
+    admin_path = state_dir / "envoy-admin.txt"
+    admin_path.unlink(missing_ok=True)
+    argv = [
+        _envoy_binary(),
+        "-c",
+        str(config),
+        "--disable-hot-restart",
+        "--admin-address-path",
+        str(admin_path),
+        "--log-level",
+        "warning",
+    ]
+    process = ManagedProcess("envoy", argv, state_dir / "logs" / "envoy.log")
+    process.start()
+    return process, _listener_port(_admin_address(admin_path, process, timeout))

@@ -1,0 +1,223 @@
+"""The whole mesh as local processes: NATS, the four services and the Envoy edge."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from evalmesh.local.edge import start_edge
+from evalmesh.local.nats import start_nats
+from evalmesh.local.processes import ManagedProcess, StartupError, read_port_file
+from evalmesh_common.health_client import wait_for_serving
+
+__all__ = ["SERVICES", "LocalMesh", "MeshEndpoints", "ServiceSpec"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSpec:
+    """ServiceSpec says how to start one platform service and which endpoints it needs."""
+
+    name: str
+    module: str
+    health_service: str
+    needs: tuple[str, ...]
+
+
+# Start order: every service starts after the ones it needs, and stops before them.
+SERVICES = (
+    ServiceSpec("storage", "evalmesh_storage", "evalmesh.storage.v1.StorageService", ()),
+    ServiceSpec(
+        "scheduler",
+        "evalmesh_scheduler",
+        "evalmesh.scheduler.v1.SchedulerService",
+        ("nats", "storage"),
+    ),
+    ServiceSpec(
+        "executor-pool",
+        "evalmesh_executor",
+        "evalmesh.executor.v1.ExecutorService",
+        ("nats", "storage"),
+    ),
+    ServiceSpec(
+        "gateway",
+        "evalmesh_gateway",
+        "evalmesh.v1.EvaluationService",
+        ("nats", "storage", "scheduler"),
+    ),
+)
+
+# The variable through which a service learns where each of its dependencies listens.
+_ENDPOINT_VARIABLES = {
+    "nats": "EVALMESH_NATS_URL",
+    "storage": "EVALMESH_STORAGE_ADDRESS",
+    "scheduler": "EVALMESH_SCHEDULER_ADDRESS",
+}
+
+
+@dataclasses.dataclass
+class MeshEndpoints:
+    """MeshEndpoints are where the running mesh listens, as written to the state file."""
+
+    nats: str = ""
+    services: dict[str, str] = dataclasses.field(default_factory=dict)
+    edge_port: int = 0
+    admin_api_key: str = ""
+
+    @property
+    def url(self) -> str:
+        """The one URL users open: the Envoy edge."""
+        return f"http://127.0.0.1:{self.edge_port}"
+
+    def as_dict(self, pids: Mapping[str, int]) -> dict[str, Any]:
+        """The state-file form, read by the CLI and the tests to find the mesh."""
+        return {
+            "url": self.url,
+            "edge": f"127.0.0.1:{self.edge_port}",
+            "gateway": self.services.get("gateway", ""),
+            "nats": self.nats,
+            "services": self.services,
+            "admin_api_key": self.admin_api_key,
+            "pids": dict(pids),
+        }
+
+
+class LocalMesh:
+    """LocalMesh starts every component in dependency order and stops them in reverse."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        edge_port: int = 0,
+        extra_env: Mapping[str, str] | None = None,
+        bootstrap_key: Callable[[str], str] | None = None,
+    ) -> None:
+        self.state_dir = state_dir
+        self.edge_port = edge_port
+        self.extra_env = dict(extra_env or {})
+        self.bootstrap_key = bootstrap_key
+        self.endpoints = MeshEndpoints()
+        self.processes: list[ManagedProcess] = []
+
+    @property
+    def state_file(self) -> Path:
+        """Where the endpoints and the first admin key are recorded while the mesh runs."""
+        return self.state_dir / "mesh.json"
+
+    def start(self, timeout: float = 60.0) -> MeshEndpoints:
+        """Start everything and wait until every health check says SERVING."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_all(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._write_state()
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Stop every started process by pid, newest first. Idempotent."""
+        while self.processes:
+            process = self.processes.pop()
+            status = process.stop()
+            logger.info("stopped %s (status %s)", process.name, status)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+
+    def _start_all(self, timeout: float) -> None:
+        nats, self.endpoints.nats = start_nats(self.state_dir)
+        self.processes.append(nats)
+        for spec in SERVICES:
+            process, address = self._start_service(spec)
+            self.processes.append(process)
+            self.endpoints.services[spec.name] = address
+        deadline = time.monotonic() + timeout
+        for spec, process in zip(SERVICES, self.processes[1:], strict=True):
+            _wait_until_serving(process, self.endpoints.services[spec.name], spec, deadline)
+        if self.bootstrap_key is not None:
+            self.endpoints.admin_api_key = self._admin_key(self.bootstrap_key)
+        edge, self.endpoints.edge_port = start_edge(
+            self.state_dir, _port(self.endpoints.services["gateway"]), self.edge_port
+        )
+        self.processes.append(edge)
+
+    def _start_service(self, spec: ServiceSpec) -> tuple[ManagedProcess, str]:
+        port_file = self.state_dir / "ports" / f"{spec.name}.port"
+        port_file.parent.mkdir(parents=True, exist_ok=True)
+        port_file.unlink(missing_ok=True)
+        env = {**os.environ, **self._service_env(spec), "EVALMESH_PORT_FILE": str(port_file)}
+        argv = [sys.executable, "-m", spec.module]
+        process = ManagedProcess(spec.name, argv, self.state_dir / "logs" / f"{spec.name}.log", env)
+        process.start()
+        return process, f"127.0.0.1:{read_port_file(port_file, process)}"
+
+    def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
+        env = {
+            "EVALMESH_LISTEN_ADDRESS": "127.0.0.1:0",
+            "EVALMESH_DATABASE_URL": f"sqlite+aiosqlite:///{self.state_dir / 'evalmesh.db'}",
+        }
+        for need in spec.needs:
+            endpoint = self.endpoints.nats if need == "nats" else self.endpoints.services[need]
+            env[_ENDPOINT_VARIABLES[need]] = endpoint
+        return {**env, **self.extra_env}
+
+    def _admin_key(self, bootstrap: Callable[[str], str]) -> str:
+        previous = _read_json(self.state_dir / "admin-key.json").get("secret", "")
+        if previous:
+            return str(previous)
+        secret = bootstrap(self.endpoints.services["storage"])
+        key_file = self.state_dir / "admin-key.json"
+        key_file.write_text(json.dumps({"secret": secret}))
+        key_file.chmod(0o600)
+        return secret
+
+    def _write_state(self) -> None:
+        pids = {process.name: process.pid for process in self.processes}
+        temp = self.state_file.with_suffix(".tmp")
+        temp.write_text(json.dumps(self.endpoints.as_dict(pids), indent=2) + "\n")
+        temp.chmod(0o600)
+        os.replace(temp, self.state_file)
+
+
+def _wait_until_serving(
+    process: ManagedProcess, address: str, spec: ServiceSpec, deadline: float
+) -> None:
+    # Poll in short rounds so a service that crashes fails the start at once, with its log.
+    while True:
+        process.ensure_running()
+        with contextlib.suppress(TimeoutError):
+            asyncio.run(wait_for_serving(address, spec.health_service, timeout=1.0))
+            return
+        if time.monotonic() > deadline:
+            raise StartupError(f"{spec.name} is not SERVING:\n{process.log_tail()}")
+
+
+def _port(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def wait_for_exit(processes: list[ManagedProcess], poll: float = 0.5) -> ManagedProcess:
+    """Block until one of ``processes`` exits and return it (the launcher then stops the rest)."""
+    while True:
+        for process in processes:
+            if process.poll() is not None:
+                return process
+        time.sleep(poll)

@@ -1,0 +1,121 @@
+"""Start and stop local server processes by pid, with their output in log files."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+__all__ = ["ManagedProcess", "StartupError", "read_port_file"]
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class StartupError(RuntimeError):
+    """StartupError means a process exited or did not become ready in time."""
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the launcher dies, even by SIGKILL, the kernel
+    # sends the child SIGTERM, so no server outlives the launcher that started it.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ManagedProcess:
+    """ManagedProcess is one child server: started with argv (never a shell), stopped by its pid."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        """The child's pid; the process must have been started."""
+        return self._require().pid
+
+    def start(self) -> None:
+        """Start the process in its own session so a terminal's Ctrl-C reaches only the launcher."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        logger.info("started %s (pid %d)", self.name, self._popen.pid)
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended, else None."""
+        return self._require().poll()
+
+    def ensure_running(self) -> None:
+        """Raise StartupError with the log's tail if the process has already exited."""
+        status = self.poll()
+        if status is not None:
+            raise StartupError(f"{self.name} exited with status {status}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the process wrote, for error messages."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def send_signal(self, signum: int) -> None:
+        """Send ``signum`` to the process if it still runs."""
+        popen = self._require()
+        if popen.poll() is None:
+            popen.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; return the exit status."""
+        popen = self._require()
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s ignored SIGTERM for %.0f s; killing it", self.name, timeout)
+                popen.kill()
+                popen.wait()
+        return popen.returncode
+
+    def _require(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self._popen
+
+
+def read_port_file(path: Path, process: ManagedProcess, timeout: float = 30.0) -> int:
+    """Wait until ``process`` writes its bound port to ``path`` and return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.ensure_running()
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(path.read_text().strip())
+        time.sleep(0.02)
+    raise StartupError(f"{process.name} did not report its port within {timeout:.0f} s")

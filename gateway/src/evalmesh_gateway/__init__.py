@@ -1,0 +1,1 @@
+"""evalmesh gateway: the only public entry point, serving the evalmesh.v1 API."""

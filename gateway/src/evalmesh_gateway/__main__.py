@@ -1,0 +1,8 @@
+"""``python -m evalmesh_gateway``: run the gateway with settings from the environment."""
+
+from evalmesh_common import run
+from evalmesh_gateway.app import build_app
+from evalmesh_gateway.config import GatewayConfig
+
+if __name__ == "__main__":
+    run("gateway", GatewayConfig, build_app)
