@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import grpc.aio
+
+from evalmesh.scheduler.v1 import scheduler_service_pb2_grpc
+from evalmesh.storage.v1 import storage_service_pb2_grpc
 from evalmesh.v1 import (
     api_key_service_pb2,
+    api_key_service_pb2_grpc,
     cluster_service_pb2,
+    cluster_service_pb2_grpc,
     evaluation_service_pb2,
+    evaluation_service_pb2_grpc,
 )
 from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
+from evalmesh_common.server import AddServicers
 from evalmesh_gateway.config import GatewayConfig
+from evalmesh_gateway.deadline import DeadlineInterceptor
+from evalmesh_gateway.ratelimit import RateLimiter
+from evalmesh_gateway.servicer import (
+    ApiKeyServicer,
+    ClusterServicer,
+    EvaluationServicer,
+    Upstreams,
+)
+from evalmesh_gateway.watch import Watcher
 
 __all__ = ["SERVICE_NAMES", "build_app"]
 
@@ -18,24 +37,56 @@ SERVICE_NAMES: tuple[str, ...] = (
     cluster_service_pb2.DESCRIPTOR.services_by_name["ClusterService"].full_name,
     api_key_service_pb2.DESCRIPTOR.services_by_name["ApiKeyService"].full_name,
 )
-UPSTREAMS = {
-    "storage": "evalmesh.storage.v1.StorageService",
-    "scheduler": "evalmesh.scheduler.v1.SchedulerService",
-}
+STORAGE_SERVICE = "evalmesh.storage.v1.StorageService"
+SCHEDULER_SERVICE = "evalmesh.scheduler.v1.SchedulerService"
+
+
+def _registrar(upstreams: Upstreams, watcher: Watcher) -> AddServicers:
+    def add(server: grpc.aio.Server) -> None:
+        evaluation_service_pb2_grpc.add_EvaluationServiceServicer_to_server(
+            EvaluationServicer(upstreams, watcher), server
+        )
+        cluster_service_pb2_grpc.add_ClusterServiceServicer_to_server(
+            ClusterServicer(upstreams), server
+        )
+        api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(
+            ApiKeyServicer(upstreams), server
+        )
+
+    return add
 
 
 async def build_app(config: GatewayConfig) -> ServiceApp:
     """Return the gateway's app; it serves once NATS, storage and the scheduler answer."""
     nats = NatsConnection(config.nats_url, name="gateway")
     nats.start()
-    # No handlers are registered yet, so every RPC answers UNIMPLEMENTED until the gateway's own
-    # issue lands; reflection still describes every service from its descriptor.
-    app = ServiceApp("gateway", config.server, services=SERVICE_NAMES)
+    storage_channel = grpc.aio.insecure_channel(config.storage_address)
+    scheduler_channel = grpc.aio.insecure_channel(config.scheduler_address)
+    storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
+    upstreams = Upstreams(
+        storage=storage,
+        scheduler=scheduler_service_pb2_grpc.SchedulerServiceStub(scheduler_channel),
+        bounds=config.bounds(),
+        limiter=RateLimiter(config.rate_per_second, config.rate_burst),
+    )
+    watcher = Watcher(nats.client, storage, max_per_tenant=config.max_watches_per_tenant)
+    server = dataclasses.replace(
+        config.server,
+        max_receive_message_bytes=min(
+            config.server.max_receive_message_bytes, config.max_request_bytes
+        ),
+    )
+    app = ServiceApp(
+        "gateway",
+        server,
+        services=SERVICE_NAMES,
+        add_servicers=_registrar(upstreams, watcher),
+        interceptors=[DeadlineInterceptor(config.max_deadline)],
+    )
     app.add_probe("nats", nats.probe)
-    addresses = {"storage": config.storage_address, "scheduler": config.scheduler_address}
-    for name, service in UPSTREAMS.items():
-        probe = health_probe(addresses[name], service)
-        app.add_probe(name, probe)
-        app.on_dispose(f"{name}-channel", probe.aclose)
+    app.add_probe("storage", health_probe(storage_channel, STORAGE_SERVICE))
+    app.add_probe("scheduler", health_probe(scheduler_channel, SCHEDULER_SERVICE))
     app.on_drain("nats", nats.close)
+    app.on_dispose("storage-channel", lambda: storage_channel.close(None))
+    app.on_dispose("scheduler-channel", lambda: scheduler_channel.close(None))
     return app

@@ -5,15 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evalmesh_common import ServerConfig, env_field, env_group
+from evalmesh_gateway.validation import Bounds
 
 __all__ = ["GatewayConfig"]
 
 
+MIB = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
-    """Where the gateway listens and where the services it delegates to are."""
+    """Where the gateway listens, where its upstreams are, and its per-tenant protections."""
 
     server: ServerConfig = env_group(ServerConfig)
     nats_url: str = env_field("EVALMESH_NATS_URL")
     storage_address: str = env_field("EVALMESH_STORAGE_ADDRESS")
     scheduler_address: str = env_field("EVALMESH_SCHEDULER_ADDRESS")
+    # Comma-separated runtime names clients may ask for; the first is the default.
+    runtimes: str = env_field("EVALMESH_RUNTIMES", default="python,python-ml")
+    rate_per_second: float = env_field("EVALMESH_TENANT_RATE", default=50.0)
+    rate_burst: float = env_field("EVALMESH_TENANT_BURST", default=200.0)
+    max_watches_per_tenant: int = env_field("EVALMESH_TENANT_MAX_WATCHES", default=200)
+    # A request is at most 2 MiB (code and stdin are 1 MiB each, plus framing); grpc refuses a
+    # larger message with RESOURCE_EXHAUSTED before any handler runs.
+    max_request_bytes: int = env_field("EVALMESH_MAX_REQUEST_BYTES", default=2 * MIB + 64 * 1024)
+    # Unary calls end at this deadline whatever the client asked for; watches are not limited.
+    max_deadline: float = env_field("EVALMESH_MAX_DEADLINE", default=60.0)
+
+    def bounds(self) -> Bounds:
+        """The validation bounds these settings describe."""
+        names = tuple(name.strip() for name in self.runtimes.split(",") if name.strip())
+        return Bounds(runtimes=names or ("python",))

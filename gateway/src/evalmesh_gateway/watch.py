@@ -1,0 +1,199 @@
+"""WatchEvaluation: replay what storage holds from the requested offsets, then follow live events.
+
+Executors publish output chunks and state changes on the evaluation's event subject (core NATS, best
+effort) and persist the same chunks to storage in batches. A watcher subscribes first, then replays
+from storage, then applies live chunks by byte offset: anything before the offset already sent is a
+duplicate and dropped; anything after it means a gap, filled from storage once it has the bytes.
+Storage is re-read at every state change and on a quiet timer, so a lost event can delay a watcher
+but never leave it hanging or skipping bytes. The stream ends after the terminal snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from evalmesh.executor.v1 import pool_pb2
+from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
+from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
+from evalmesh_common import ResourceExhausted
+from evalmesh_common.subjects import event_subject
+
+__all__ = ["Watcher"]
+
+State = evaluation_pb2.Evaluation.State
+Response = evaluation_service_pb2.WatchEvaluationResponse
+STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT
+STDERR = evaluation_pb2.OUTPUT_STREAM_STDERR
+TERMINAL = frozenset(
+    {
+        State.STATE_SUCCEEDED,
+        State.STATE_FAILED,
+        State.STATE_TIMED_OUT,
+        State.STATE_MEMORY_LIMIT_EXCEEDED,
+        State.STATE_OUTPUT_LIMIT_EXCEEDED,
+        State.STATE_CANCELLED,
+        State.STATE_ERROR,
+    }
+)
+READ_BYTES = 256 * 1024
+TIMEOUT = 10.0
+
+
+class Watcher:
+    """Serves watch streams for every tenant from one NATS connection and the storage service."""
+
+    def __init__(
+        self,
+        nats: Client,
+        storage: storage_service_pb2_grpc.StorageServiceAsyncStub,
+        poll_interval: float = 2.0,
+        max_per_tenant: int = 100,
+    ) -> None:
+        self._nats = nats
+        self._storage = storage
+        self._poll_interval = poll_interval
+        self._max_per_tenant = max_per_tenant
+        self._open: dict[str, int] = {}
+
+    async def watch(
+        self, tenant: str, evaluation_id: str, offsets: tuple[int, int]
+    ) -> AsyncIterator[Response]:
+        """Yield the snapshot, output from ``offsets`` (stdout, stderr), then live events."""
+        if self._open.get(tenant, 0) >= self._max_per_tenant:
+            raise ResourceExhausted(
+                f"at most {self._max_per_tenant} open watches per tenant",
+                retry_after=1.0,
+                reason="TOO_MANY_WATCHES",
+            )
+        self._open[tenant] = self._open.get(tenant, 0) + 1
+        try:
+            session = _Session(self, tenant, evaluation_id, offsets)
+            async for response in session.run():
+                yield response
+        finally:
+            self._open[tenant] -= 1
+
+
+class _Session:
+    """One watch stream's state: the next byte to send per stream, and the live event queue."""
+
+    def __init__(
+        self, watcher: Watcher, tenant: str, evaluation_id: str, offsets: tuple[int, int]
+    ) -> None:
+        self._watcher = watcher
+        self._tenant = tenant
+        self._id = evaluation_id
+        self._next = {STDOUT: offsets[0], STDERR: offsets[1]}
+        self._events: asyncio.Queue[pool_pb2.RunEvent] = asyncio.Queue(maxsize=1024)
+        self._overflowed = False
+
+    async def run(self) -> AsyncIterator[Response]:
+        # The first read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here.
+        evaluation = await self._snapshot()
+        subscription = await self._watcher._nats.subscribe(
+            event_subject(self._id), cb=self._on_message
+        )
+        try:
+            yield Response(evaluation=evaluation)
+            async for response in self._follow(evaluation.state):
+                yield response
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _follow(self, state: State.ValueType) -> AsyncIterator[Response]:
+        for response in await self._catch_up():
+            yield response
+        while state not in TERMINAL:
+            event = await self._next_event()
+            if event is not None and event.HasField("output") and not self._overflowed:
+                for response in await self._apply(event.output):
+                    yield response
+                continue
+            # A state change, a quiet spell or a lost event: storage says where things stand.
+            evaluation = await self._snapshot()
+            for response in await self._catch_up():
+                yield response
+            if evaluation.state != state or evaluation.state in TERMINAL:
+                state = evaluation.state
+                if state in TERMINAL:
+                    # Everything was persisted before the terminal write: send the rest first.
+                    for response in await self._catch_up():
+                        yield response
+                yield Response(evaluation=evaluation)
+
+    async def _next_event(self) -> pool_pb2.RunEvent | None:
+        try:
+            return await asyncio.wait_for(self._events.get(), self._watcher._poll_interval)
+        except TimeoutError:
+            self._overflowed = False
+            return None
+
+    async def _on_message(self, message: Msg) -> None:
+        event = pool_pb2.RunEvent()
+        try:
+            event.ParseFromString(message.data)
+        except Exception:
+            return
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            # A slow watcher stops taking live chunks and re-reads storage instead.
+            self._overflowed = True
+
+    async def _apply(self, chunk: evaluation_pb2.OutputChunk) -> list[Response]:
+        if chunk.stream in self._next and chunk.offset > self._next[chunk.stream]:
+            return await self._catch_up()  # a gap: storage has (or soon has) the missing bytes
+        response = self._take(chunk)
+        return [response] if response is not None else []
+
+    def _take(self, chunk: evaluation_pb2.OutputChunk) -> Response | None:
+        """The part of ``chunk`` not sent yet, if it starts where the stream stands."""
+        start = self._next.get(chunk.stream)
+        end = chunk.offset + len(chunk.data)
+        if start is None or end <= start or chunk.offset > start:
+            return None
+        self._next[chunk.stream] = end
+        piece = chunk.data[start - chunk.offset :]
+        return Response(
+            output=evaluation_pb2.OutputChunk(
+                stream=chunk.stream, sequence=chunk.sequence, offset=start, data=piece
+            )
+        )
+
+    async def _catch_up(self) -> list[Response]:
+        responses: list[Response] = []
+        for stream in (STDOUT, STDERR):
+            progressed = True
+            while progressed:
+                progressed = False
+                for chunk in await self._read(stream, self._next[stream]):
+                    response = self._take(chunk)
+                    if response is not None:
+                        responses.append(response)
+                        progressed = True
+        return responses
+
+    async def _read(
+        self, stream: evaluation_pb2.OutputStream.ValueType, offset: int
+    ) -> list[evaluation_pb2.OutputChunk]:
+        request = storage_service_pb2.ReadOutputRequest(
+            tenant=self._tenant, id=self._id, stream=stream, offset=offset, max_bytes=READ_BYTES
+        )
+        reply = await self._watcher._storage.ReadOutput(request, timeout=TIMEOUT)
+        return [chunk for chunk in reply.chunks if chunk.data]
+
+    async def _snapshot(self) -> evaluation_pb2.Evaluation:
+        request = storage_service_pb2.GetEvaluationRequest(
+            tenant=self._tenant,
+            id=self._id,
+            view=evaluation_pb2.EVALUATION_VIEW_BASIC,
+            include_queue_position=True,
+        )
+        reply = await self._watcher._storage.GetEvaluation(request, timeout=TIMEOUT)
+        return reply.record.evaluation
