@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
@@ -12,8 +14,8 @@ BOUNDS = Bounds()
 MIB = 1024 * 1024
 
 
-def create(**spec: object) -> evaluation_service_pb2.CreateEvaluationRequest:
-    fields: dict[str, object] = {"code": "print(1)", **spec}
+def create(**spec: Any) -> evaluation_service_pb2.CreateEvaluationRequest:
+    fields: dict[str, Any] = {"code": "print(1)", **spec}
     return evaluation_service_pb2.CreateEvaluationRequest(
         request_id="req-1", spec=evaluation_pb2.EvaluationSpec(**fields)
     )
