@@ -1,0 +1,123 @@
+"""A server interceptor that turns exceptions from any handler into proper gRPC statuses.
+
+Servicers raise :class:`~evalmesh_common.errors.DomainError` and let this interceptor answer
+with the mapped code and ``google.rpc`` details. Anything else is a bug: it is logged with its
+traceback under a fresh incident id and the caller sees only ``INTERNAL`` and that id, never
+the exception text (which may hold SQL, paths or another tenant's data).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+import grpc.aio
+
+from evalmesh_common.errors import DomainError, Internal
+from evalmesh_common.status import abort_with, error_from_rpc
+
+__all__ = ["ErrorInterceptor"]
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+else:  # the runtime classes are not generic
+    _Interceptor = grpc.aio.ServerInterceptor
+    _Handler = grpc.RpcMethodHandler
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+_FACTORIES: dict[str, Callable[..., _Handler]] = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+class ErrorInterceptor(_Interceptor):
+    """Map ``DomainError`` to its status and unexpected exceptions to a bare ``INTERNAL``."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> _Handler:
+        """Wrap the handler chosen for this call so its exceptions are translated."""
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED (stubs omit Optional)
+            return None  # type: ignore[return-value]
+        return _wrap(handler, handler_call_details.method)
+
+
+def _wrap(handler: _Handler, method: str) -> _Handler:
+    kind = _kind(handler)
+    behavior = getattr(handler, kind)
+    if inspect.isasyncgenfunction(behavior):
+        guarded: Callable[..., Any] = _guard_stream(behavior, method)
+    elif inspect.iscoroutinefunction(behavior):
+        guarded = _guard_call(behavior, method)
+    else:  # a sync handler runs on grpc's thread pool, outside this event loop
+        return handler
+    return _FACTORIES[kind](
+        guarded,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def _kind(handler: _Handler) -> str:
+    prefix = "stream" if handler.request_streaming else "unary"
+    suffix = "stream" if handler.response_streaming else "unary"
+    return f"{prefix}_{suffix}"
+
+
+def _guard_call(
+    behavior: Callable[[Any, _Context], Awaitable[Any]], method: str
+) -> Callable[[Any, _Context], Awaitable[Any]]:
+    async def guarded(request: Any, context: _Context) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+def _guard_stream(
+    behavior: Callable[[Any, _Context], AsyncIterator[Any]], method: str
+) -> Callable[[Any, _Context], AsyncIterator[Any]]:
+    async def guarded(request: Any, context: _Context) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as exc:
+            await _abort(context, exc, method)
+
+    return guarded
+
+
+async def _abort(context: _Context, exc: Exception, method: str) -> NoReturn:
+    if isinstance(exc, grpc.aio.AbortError):
+        raise exc  # the handler already chose its status
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # An upstream service's typed error passes through with its code and details, so a
+        # NOT_FOUND or UNAVAILABLE from storage reaches the client as exactly that.
+        exc = error_from_rpc(exc)
+    if isinstance(exc, DomainError):
+        logger.debug("%s failed: %s (%s)", method, exc.message, exc.reason)
+        await abort_with(context, exc)
+    incident = uuid.uuid4().hex[:16]
+    logger.error(
+        "unhandled exception in %s",
+        method,
+        exc_info=exc,
+        extra={"rpc_method": method, "incident_id": incident},
+    )
+    await abort_with(context, Internal("internal error", metadata={"incident_id": incident}))

@@ -1,0 +1,95 @@
+"""The names every service uses on NATS: streams, subjects, consumers and buckets.
+
+The scheduler creates the JetStream topology (see ``docs/queues.md``); executors bind to it and the
+gateway listens to live events. Keeping the names here means a rename cannot split the mesh.
+
+Priorities map onto the public ``evalmesh.v1.Priority`` values by name (high, normal, low).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CANCEL_SUBJECT",
+    "DEAD_LETTER_CONSUMER",
+    "DEAD_LETTER_STREAM",
+    "EXECUTORS_BUCKET",
+    "JOBS_STREAM",
+    "JOB_ADVISORIES_STREAM",
+    "LEADER_BUCKET",
+    "PRIORITY_NAMES",
+    "dead_letter_subject",
+    "event_subject",
+    "job_consumer",
+    "job_filter",
+    "job_message_subject",
+    "max_deliveries_advisory_subject",
+    "priority_name",
+]
+
+# Highest first: the order executors consider the classes in.
+PRIORITY_NAMES = ("high", "normal", "low")
+
+JOBS_STREAM = "EVALMESH_JOBS"
+DEAD_LETTER_STREAM = "EVALMESH_DEAD_LETTERS"
+# Core NATS (not JetStream): every executor listens; the one holding the evaluation stops it.
+CANCEL_SUBJECT = "evalmesh.control.cancel"
+# Key-value buckets: executor heartbeats (entries expire), and the reconciler/reaper leader lease.
+EXECUTORS_BUCKET = "EVALMESH_EXECUTORS"
+LEADER_BUCKET = "EVALMESH_LEADER"
+# JetStream's max-deliveries advisories for the job consumers are core NATS messages, lost while
+# no scheduler listens; this stream keeps them until the scheduler's dead-letter handler acks them.
+JOB_ADVISORIES_STREAM = "EVALMESH_JOB_ADVISORIES"
+DEAD_LETTER_CONSUMER = "dead-letters"
+
+_PRIORITY_BY_VALUE = {0: "normal", 1: "high", 2: "normal", 3: "low"}  # evalmesh.v1.Priority
+_TOKEN_FORBIDDEN = frozenset(" \t\r\n.*>")
+
+
+def _check(priority: str) -> str:
+    if priority not in PRIORITY_NAMES:
+        raise ValueError(f"unknown priority {priority!r}")
+    return priority
+
+
+def job_subject(priority: str) -> str:
+    """The work-queue subject for jobs of one priority class."""
+    return f"evalmesh.jobs.{_check(priority)}"
+
+
+def job_filter(priority: str) -> str:
+    """The subjects of one priority class's jobs: one subject per evaluation under the class."""
+    return f"{job_subject(priority)}.*"
+
+
+def job_message_subject(priority: str, evaluation_id: str) -> str:
+    """The subject of one evaluation's job; the stream keeps at most one message per subject."""
+    if not evaluation_id or _TOKEN_FORBIDDEN.intersection(evaluation_id):
+        raise ValueError(f"evaluation id {evaluation_id!r} is not a single subject token")
+    return f"{job_subject(priority)}.{evaluation_id}"
+
+
+def priority_name(value: int) -> str:
+    """The class name of an ``evalmesh.v1.Priority`` number; unspecified means ``normal``."""
+    if value not in _PRIORITY_BY_VALUE:
+        raise ValueError(f"unknown priority {value}")
+    return _PRIORITY_BY_VALUE[value]
+
+
+def max_deliveries_advisory_subject(consumer: str = "*") -> str:
+    """JetStream's advisory when a job consumer gave up on a message (``*``: any consumer)."""
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.{consumer}"
+
+
+def job_consumer(priority: str) -> str:
+    """The durable pull consumer every executor shares for one priority class."""
+    return f"jobs-{_check(priority)}"
+
+
+def dead_letter_subject(priority: str) -> str:
+    """Where a job that exhausted its deliveries is copied for inspection."""
+    return f"evalmesh.dead.{_check(priority)}"
+
+
+def event_subject(evaluation_id: str) -> str:
+    """Live run events (output chunks, state changes) of one evaluation, for watchers."""
+    return f"evalmesh.events.{evaluation_id}"
