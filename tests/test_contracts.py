@@ -59,7 +59,7 @@ def test_generated_code_matches_the_contracts(tmp_path: Path) -> None:
     copy = tmp_path / "repo"
     (copy / "scripts").mkdir(parents=True)
     shutil.copytree(PROTO, copy / "proto")
-    for name in ("buf.yaml", "buf.gen.yaml", "scripts/gen"):
+    for name in ("buf.yaml", "buf.gen.yaml", "buf.gen.googleapis.yaml", "scripts/gen"):
         shutil.copy2(ROOT / name, copy / name)
     for name in (".venv", "node_modules"):
         (copy / name).symlink_to(ROOT / name)
