@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from evalmesh.local.bootstrap import create_admin_key
+from evalmesh.local.mesh import LocalMesh, MeshEndpoints
 from evalmesh.local.nats import start_nats
 from evalmesh.local.processes import ManagedProcess, read_port_file
 
@@ -48,3 +50,17 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
     yield start
     for process in reversed(started):
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshEndpoints]:
+    """The whole mesh, once per test session: NATS, the four services and Envoy."""
+    local = LocalMesh(
+        tmp_path_factory.mktemp("mesh"),
+        edge_port=0,
+        extra_env={"EVALMESH_PROBE_INTERVAL": "0.2"},
+        bootstrap_key=create_admin_key,
+    )
+    endpoints = local.start(timeout=120)
+    yield endpoints
+    local.stop()

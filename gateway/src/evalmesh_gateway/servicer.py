@@ -70,8 +70,9 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluation_service_pb2.CreateEvaluationRequest, context: Context
     ) -> evaluation_service_pb2.CreateEvaluationResponse:
         principal = await self._up.auth.authenticate(context)
-        spec = validate_create(request, self._up.bounds)
+        # Before validation, so a flood of bad requests is throttled too.
         self._up.limiter.acquire(principal.tenant)
+        spec = validate_create(request, self._up.bounds)
         submit = scheduler_service_pb2.SubmitEvaluationRequest(
             tenant=principal.tenant, request_id=request.request_id, spec=spec
         )
@@ -84,8 +85,8 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluation_service_pb2.BatchCreateEvaluationsRequest, context: Context
     ) -> evaluation_service_pb2.BatchCreateEvaluationsResponse:
         principal = await self._up.auth.authenticate(context)
+        self._up.limiter.acquire(principal.tenant, cost=max(1.0, len(request.requests) ** 0.5))
         specs = validate_batch(request, self._up.bounds)
-        self._up.limiter.acquire(principal.tenant, cost=len(specs) ** 0.5)
         batch = scheduler_service_pb2.BatchSubmitEvaluationsRequest(
             requests=[
                 scheduler_service_pb2.SubmitEvaluationRequest(

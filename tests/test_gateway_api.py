@@ -1,0 +1,365 @@
+"""The public API through the real gateway: keys, tenants, validation and its protections."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from evalmesh.local.mesh import MeshEndpoints
+from evalmesh.v1 import (
+    api_key_pb2,
+    api_key_service_pb2,
+    api_key_service_pb2_grpc,
+    cluster_service_pb2,
+    cluster_service_pb2_grpc,
+    evaluation_pb2,
+    evaluation_service_pb2,
+    evaluation_service_pb2_grpc,
+)
+from evalmesh_common import InvalidArgument, error_from_rpc
+
+ES = evaluation_service_pb2
+MIB = 1024 * 1024
+
+
+@dataclass
+class Api:
+    """Stubs on one channel to the gateway."""
+
+    channel: grpc.Channel
+    evaluations: evaluation_service_pb2_grpc.EvaluationServiceStub
+    cluster: cluster_service_pb2_grpc.ClusterServiceStub
+    keys: api_key_service_pb2_grpc.ApiKeyServiceStub
+
+
+def auth(key: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {key}"),)
+
+
+@pytest.fixture(scope="module")
+def api(mesh: MeshEndpoints) -> Iterator[Api]:
+    channel = grpc.insecure_channel(mesh.services["gateway"])
+    yield Api(
+        channel,
+        evaluation_service_pb2_grpc.EvaluationServiceStub(channel),
+        cluster_service_pb2_grpc.ClusterServiceStub(channel),
+        api_key_service_pb2_grpc.ApiKeyServiceStub(channel),
+    )
+    channel.close()
+
+
+def new_key(api: Api, admin: str, tenant: str, role: int = api_key_pb2.ROLE_USER) -> str:
+    request = api_key_service_pb2.CreateApiKeyRequest(tenant=tenant, role=role)  # type: ignore[arg-type]
+    reply = api.keys.CreateApiKey(request, metadata=auth(admin), timeout=10)
+    return str(reply.secret)
+
+
+@pytest.fixture(scope="module")
+def tenants(api: Api, mesh: MeshEndpoints) -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:6]
+    return {
+        "alpha": new_key(api, mesh.admin_api_key, f"alpha-{suffix}"),
+        "beta": new_key(api, mesh.admin_api_key, f"beta-{suffix}"),
+    }
+
+
+def create(
+    api: Api, key: str, code: str = "print(1)", request_id: str | None = None, **spec: Any
+) -> ES.CreateEvaluationResponse:
+    request = ES.CreateEvaluationRequest(
+        request_id=request_id or uuid.uuid4().hex,
+        spec=evaluation_pb2.EvaluationSpec(code=code, **spec),
+    )
+    reply: ES.CreateEvaluationResponse = api.evaluations.CreateEvaluation(
+        request, metadata=auth(key), timeout=10
+    )
+    return reply
+
+
+def rpc_error(call: Callable[[], object]) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value
+
+
+def failing(method: Callable[..., object], request: object, **options: Any) -> grpc.RpcError:
+    """The error ``method(request, **options)`` fails with (for a stream: its first message)."""
+    with pytest.raises(grpc.RpcError) as raised:
+        _first(method(request, **options))
+    return raised.value
+
+
+def _first(result: object) -> object:
+    return next(result) if isinstance(result, Iterator) else result
+
+
+def code_of(error: grpc.RpcError) -> grpc.StatusCode:
+    return error.code()
+
+
+def count(api: Api, key: str, label: str) -> int:
+    request = ES.ListEvaluationsRequest(labels={"run": label}, page_size=500)
+    return len(api.evaluations.ListEvaluations(request, metadata=auth(key), timeout=10).evaluations)
+
+
+def test_a_repeated_request_id_returns_the_same_evaluation(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    first = create(api, tenants["alpha"], request_id="same-1")
+    again = create(api, tenants["alpha"], request_id="same-1")
+    assert first.created
+    assert not again.created
+    assert first.evaluation.id == again.evaluation.id
+    got = api.evaluations.GetEvaluation(
+        ES.GetEvaluationRequest(id=first.evaluation.id), metadata=auth(tenants["alpha"]), timeout=5
+    )
+    assert got.evaluation.spec.code == "print(1)"
+    assert got.evaluation.spec.limits.memory_bytes == 256 * MIB
+
+
+def test_a_request_id_reused_with_another_spec_is_already_exists(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    create(api, tenants["alpha"], request_id="reuse-1")
+    error = rpc_error(lambda: create(api, tenants["alpha"], code="print(2)", request_id="reuse-1"))
+    assert code_of(error) == grpc.StatusCode.ALREADY_EXISTS
+
+
+def _every_rpc(api: Api) -> list[tuple[str, Callable[..., object], object]]:
+    return [
+        ("CreateEvaluation", api.evaluations.CreateEvaluation, ES.CreateEvaluationRequest()),
+        ("BatchCreate", api.evaluations.BatchCreateEvaluations, ES.BatchCreateEvaluationsRequest()),
+        ("GetEvaluation", api.evaluations.GetEvaluation, ES.GetEvaluationRequest(id="ev_x")),
+        ("ListEvaluations", api.evaluations.ListEvaluations, ES.ListEvaluationsRequest()),
+        ("CancelEvaluation", api.evaluations.CancelEvaluation, ES.CancelEvaluationRequest(id="x")),
+        ("GetQueueStats", api.cluster.GetQueueStats, cluster_service_pb2.GetQueueStatsRequest()),
+        ("ListExecutors", api.cluster.ListExecutors, cluster_service_pb2.ListExecutorsRequest()),
+        ("ListRuntimes", api.cluster.ListRuntimes, cluster_service_pb2.ListRuntimesRequest()),
+        ("ListApiKeys", api.keys.ListApiKeys, api_key_service_pb2.ListApiKeysRequest()),
+        ("RevokeApiKey", api.keys.RevokeApiKey, api_key_service_pb2.RevokeApiKeyRequest(id="k")),
+        ("WatchEvaluation", api.evaluations.WatchEvaluation, ES.WatchEvaluationRequest(id="x")),
+    ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [None, "Basic dXNlcjpwYXNz", "Bearer ", "Bearer em_not-a-real-key", "bearer" + "x" * 300],
+    ids=["missing", "wrong-scheme", "empty", "unknown", "oversized"],
+)
+def test_every_rpc_without_a_valid_key_is_unauthenticated(api: Api, header: str | None) -> None:
+    metadata = () if header is None else (("authorization", header),)
+    for name, method, request in _every_rpc(api):
+        error = failing(method, request, metadata=metadata, timeout=5)
+        assert code_of(error) == grpc.StatusCode.UNAUTHENTICATED, name
+
+
+def test_a_revoked_key_is_refused_at_once(api: Api, mesh: MeshEndpoints) -> None:
+    key = new_key(api, mesh.admin_api_key, "revoked-tenant")
+    create(api, key)
+    listing = api.keys.ListApiKeys(
+        api_key_service_pb2.ListApiKeysRequest(tenant="revoked-tenant"),
+        metadata=auth(mesh.admin_api_key),
+        timeout=5,
+    )
+    api.keys.RevokeApiKey(
+        api_key_service_pb2.RevokeApiKeyRequest(id=listing.api_keys[0].id),
+        metadata=auth(mesh.admin_api_key),
+        timeout=5,
+    )
+    assert code_of(rpc_error(lambda: create(api, key))) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_and_reflection_answer_without_a_key(api: Api) -> None:
+    health = health_pb2_grpc.HealthStub(api.channel)
+    reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_foreign_evaluation_looks_exactly_like_a_missing_one(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    own = create(api, tenants["alpha"]).evaluation.id
+    beta = {"metadata": auth(tenants["beta"]), "timeout": 5}
+    answers = []
+    for target in (own, "ev_doesnotexist000000000"):
+        errors = [
+            failing(api.evaluations.GetEvaluation, ES.GetEvaluationRequest(id=target), **beta),
+            failing(
+                api.evaluations.CancelEvaluation, ES.CancelEvaluationRequest(id=target), **beta
+            ),
+            failing(api.evaluations.WatchEvaluation, ES.WatchEvaluationRequest(id=target), **beta),
+        ]
+        answers.append([(code_of(e), e.details()) for e in errors])
+    assert answers[0] == answers[1]
+    assert {code for code, _ in answers[0]} == {grpc.StatusCode.NOT_FOUND}
+    mine = api.evaluations.GetEvaluation(
+        ES.GetEvaluationRequest(id=own), metadata=auth(tenants["alpha"]), timeout=5
+    ).evaluation
+    assert mine.state != evaluation_pb2.Evaluation.STATE_CANCELLED
+    assert not mine.cancel_requested
+
+
+def test_the_tenant_comes_from_the_key_not_from_spoofed_metadata(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    label = uuid.uuid4().hex[:12]
+    spoofed = (
+        *auth(tenants["beta"]),
+        ("x-tenant", "alpha"),
+        ("x-evalmesh-tenant", "alpha"),
+        ("tenant", "alpha"),
+    )
+    request = ES.CreateEvaluationRequest(
+        request_id=uuid.uuid4().hex,
+        spec=evaluation_pb2.EvaluationSpec(code="print(1)", labels={"run": label}),
+    )
+    api.evaluations.CreateEvaluation(request, metadata=spoofed, timeout=10)
+    assert count(api, tenants["beta"], label) == 1
+    assert count(api, tenants["alpha"], label) == 0
+
+
+def test_invalid_requests_name_the_field_and_bound_and_create_nothing(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    label = uuid.uuid4().hex[:12]
+    limits = evaluation_pb2.Limits(memory_bytes=-1, max_processes=100000)
+    error = rpc_error(
+        lambda: create(api, tenants["alpha"], code="", limits=limits, labels={"run": label})
+    )
+    assert code_of(error) == grpc.StatusCode.INVALID_ARGUMENT
+    decoded = error_from_rpc(error)
+    assert isinstance(decoded, InvalidArgument)
+    fields = {v.field: v.description for v in decoded.violations}
+    assert {"spec.code", "spec.limits.memory_bytes", "spec.limits.max_processes"} <= set(fields)
+    assert "256" in fields["spec.limits.max_processes"]
+    assert count(api, tenants["alpha"], label) == 0
+
+
+def test_an_unknown_priority_value_is_invalid_and_names_the_field(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    request = ES.CreateEvaluationRequest(request_id="prio-999")
+    request.spec.code = "print(1)"
+    request.spec.priority = 999  # type: ignore[assignment]
+    error = rpc_error(
+        lambda: api.evaluations.CreateEvaluation(
+            request, metadata=auth(tenants["alpha"]), timeout=5
+        )
+    )
+    decoded = error_from_rpc(error)
+    assert isinstance(decoded, InvalidArgument)
+    assert [v.field for v in decoded.violations] == ["spec.priority"]
+
+
+def test_a_message_over_the_size_cap_is_refused_before_any_handler(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    error = rpc_error(lambda: create(api, tenants["alpha"], code="x" * (3 * MIB)))
+    assert code_of(error) == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_batch_of_a_million_entries_is_refused_by_its_count(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    request = ES.BatchCreateEvaluationsRequest(
+        requests=[ES.CreateEvaluationRequest() for _ in range(1_000_000)]
+    )
+    error = rpc_error(
+        lambda: api.evaluations.BatchCreateEvaluations(
+            request, metadata=auth(tenants["alpha"]), timeout=60
+        )
+    )
+    decoded = error_from_rpc(error)
+    assert isinstance(decoded, InvalidArgument)
+    assert decoded.violations[0].field == "requests"
+
+
+def test_an_expired_deadline_fails_and_a_retry_with_the_same_request_id_is_consistent(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    request_id = uuid.uuid4().hex
+    request = ES.CreateEvaluationRequest(
+        request_id=request_id, spec=evaluation_pb2.EvaluationSpec(code="print(1)")
+    )
+    error = rpc_error(
+        lambda: api.evaluations.CreateEvaluation(
+            request, metadata=auth(tenants["alpha"]), timeout=0.000001
+        )
+    )
+    assert code_of(error) == grpc.StatusCode.DEADLINE_EXCEEDED
+    first = create(api, tenants["alpha"], request_id=request_id)
+    second = create(api, tenants["alpha"], request_id=request_id)
+    assert first.evaluation.id == second.evaluation.id
+
+
+def test_cluster_views_and_key_management_need_an_admin_key(
+    api: Api, tenants: dict[str, str], mesh: MeshEndpoints
+) -> None:
+    user = auth(tenants["alpha"])
+    admin_only: list[tuple[Callable[..., object], object]] = [
+        (api.cluster.GetQueueStats, cluster_service_pb2.GetQueueStatsRequest()),
+        (api.cluster.ListExecutors, cluster_service_pb2.ListExecutorsRequest()),
+        (api.keys.ListApiKeys, api_key_service_pb2.ListApiKeysRequest()),
+    ]
+    for method, request in admin_only:
+        error = failing(method, request, metadata=user, timeout=5)
+        assert code_of(error) == grpc.StatusCode.PERMISSION_DENIED
+    runtimes = api.cluster.ListRuntimes(
+        cluster_service_pb2.ListRuntimesRequest(), metadata=user, timeout=5
+    )
+    assert "python" in [runtime.name for runtime in runtimes.runtimes]
+    stats = api.cluster.GetQueueStats(
+        cluster_service_pb2.GetQueueStatsRequest(), metadata=auth(mesh.admin_api_key), timeout=5
+    )
+    assert len(stats.stats.priorities) == 3
+
+
+def test_listing_pages_through_everything_once(api: Api, tenants: dict[str, str]) -> None:
+    label = uuid.uuid4().hex[:12]
+    created = {create(api, tenants["alpha"], labels={"run": label}).evaluation.id for _ in range(7)}
+    seen: list[str] = []
+    tokens: list[str] = []
+    token = ""
+    while True:
+        page = api.evaluations.ListEvaluations(
+            ES.ListEvaluationsRequest(labels={"run": label}, page_size=3, page_token=token),
+            metadata=auth(tenants["alpha"]),
+            timeout=5,
+        )
+        seen.extend(evaluation.id for evaluation in page.evaluations)
+        token = page.next_page_token
+        if not token:
+            break
+        tokens.append(token)
+    assert sorted(seen) == sorted(created)
+    foreign = rpc_error(
+        lambda: api.evaluations.ListEvaluations(
+            ES.ListEvaluationsRequest(labels={"run": label}, page_size=3, page_token=tokens[0]),
+            metadata=auth(tenants["beta"]),
+            timeout=5,
+        )
+    )
+    assert code_of(foreign) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_flooding_tenant_is_rate_limited_while_another_is_not(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    flood = auth(tenants["beta"])
+    request = ES.CreateEvaluationRequest(request_id="flood")  # invalid: costs a token, no work
+    codes = set()
+    for _ in range(400):
+        try:
+            api.evaluations.CreateEvaluation(request, metadata=flood, timeout=5)
+        except grpc.RpcError as error:
+            codes.add(code_of(error))
+            if code_of(error) == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                break
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert create(api, tenants["alpha"]).evaluation.id
