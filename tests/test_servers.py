@@ -38,8 +38,11 @@ STORAGE = Server("evalmesh_storage", ("evalmesh.storage.v1.StorageService",), ()
 SCHEDULER = Server(
     "evalmesh_scheduler", ("evalmesh.scheduler.v1.SchedulerService",), ("nats", "storage")
 )
+# The executor binds to the work queues the scheduler creates, so it waits for the scheduler too.
 EXECUTOR = Server(
-    "evalmesh_executor", ("evalmesh.executor.v1.ExecutorService",), ("nats", "storage")
+    "evalmesh_executor",
+    ("evalmesh.executor.v1.ExecutorService",),
+    ("nats", "storage", "scheduler"),
 )
 GATEWAY = Server(
     "evalmesh_gateway",
