@@ -91,6 +91,7 @@ class _Session:
         self._next = {STDOUT: offsets[0], STDERR: offsets[1]}
         self._events: asyncio.Queue[pool_pb2.RunEvent] = asyncio.Queue(maxsize=1024)
         self._overflowed = False
+        self._attempt = 0
 
     async def run(self) -> AsyncIterator[Response]:
         # The first read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here.
@@ -98,6 +99,7 @@ class _Session:
         subscription = await self._watcher._nats.subscribe(
             event_subject(self._id), cb=self._on_message
         )
+        self._attempt = evaluation.attempt
         try:
             yield Response(evaluation=evaluation)
             async for response in self._follow(evaluation.state):
@@ -112,19 +114,25 @@ class _Session:
         while state not in TERMINAL:
             event = await self._next_event()
             if event is not None and event.HasField("output") and not self._overflowed:
-                for response in await self._apply(event.output):
-                    yield response
-                continue
-            # A state change, a quiet spell or a lost event: storage says where things stand.
+                if event.attempt < self._attempt:
+                    continue  # a lost attempt's late output
+                if event.attempt == self._attempt:
+                    for response in await self._apply(event.output):
+                        yield response
+                    continue
+            # A state change, a new attempt, a quiet spell or a lost event: ask storage.
             evaluation = await self._snapshot()
+            changed = evaluation.state != state or evaluation.attempt != self._attempt
+            if evaluation.attempt > self._attempt > 0:
+                # A new attempt rewrites the output from offset 0; its snapshot comes first.
+                self._next = {STDOUT: 0, STDERR: 0}
+            state, self._attempt = evaluation.state, evaluation.attempt
+            if changed and state not in TERMINAL:
+                yield Response(evaluation=evaluation)
+            # At a terminal state everything was persisted already: send the rest, then the end.
             for response in await self._catch_up():
                 yield response
-            if evaluation.state != state or evaluation.state in TERMINAL:
-                state = evaluation.state
-                if state in TERMINAL:
-                    # Everything was persisted before the terminal write: send the rest first.
-                    for response in await self._catch_up():
-                        yield response
+            if changed and state in TERMINAL:
                 yield Response(evaluation=evaluation)
 
     async def _next_event(self) -> pool_pb2.RunEvent | None:

@@ -374,11 +374,16 @@ class WatchEvaluationResponse(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def evaluation(self) -> _evaluation_pb2.Evaluation:
-        """evaluation is a snapshot (BASIC view) sent first and at every state change; the last one is terminal."""
+        """evaluation is a snapshot (BASIC view) sent first and at every state change; the last one is terminal.
+        When a platform fault made the evaluation run again, a snapshot with a higher attempt comes before
+        the new attempt's output, which starts again at offset 0 on both streams.
+        """
 
     @_builtins.property
     def output(self) -> _evaluation_pb2.OutputChunk:
-        """output is the next piece of one output stream; per stream, offsets follow each other without gaps."""
+        """output is the next piece of one output stream; per stream and attempt, offsets follow each other
+        without gaps.
+        """
 
     def __init__(
         self,

@@ -360,6 +360,8 @@ export type WatchEvaluationResponse = Message<"evalmesh.v1.WatchEvaluationRespon
   event: {
     /**
      * evaluation is a snapshot (BASIC view) sent first and at every state change; the last one is terminal.
+     * When a platform fault made the evaluation run again, a snapshot with a higher attempt comes before
+     * the new attempt's output, which starts again at offset 0 on both streams.
      *
      * @generated from field: evalmesh.v1.Evaluation evaluation = 1;
      */
@@ -367,7 +369,8 @@ export type WatchEvaluationResponse = Message<"evalmesh.v1.WatchEvaluationRespon
     case: "evaluation";
   } | {
     /**
-     * output is the next piece of one output stream; per stream, offsets follow each other without gaps.
+     * output is the next piece of one output stream; per stream and attempt, offsets follow each other
+     * without gaps.
      *
      * @generated from field: evalmesh.v1.OutputChunk output = 2;
      */
