@@ -252,3 +252,22 @@ async def test_platform_error_result_is_kept_as_given(storage: Storage) -> None:
     assert done.result is not None
     assert done.result.fault is Fault.PLATFORM
     assert "\x00" not in done.result.detail
+
+
+async def test_the_platform_can_give_up_on_a_queued_evaluation_with_error(storage: Storage) -> None:
+    evaluation = await create(storage)
+    result = Result(cause=TerminationCause.MAX_ATTEMPTS, fault=Fault.PLATFORM, detail="dead letter")
+    done = await storage.complete(evaluation.id, 0, State.ERROR, result)
+    assert done.state is State.ERROR
+    with pytest.raises(AlreadyTerminal):
+        await storage.complete(evaluation.id, 0, State.ERROR, result)
+
+
+async def test_a_queued_evaluation_cannot_be_completed_as_anything_but_error(
+    storage: Storage,
+) -> None:
+    evaluation = await create(storage)
+    with pytest.raises(StaleAttempt):
+        await storage.complete(evaluation.id, 0, State.SUCCEEDED, exited(0))
+    with pytest.raises(StaleAttempt):
+        await storage.complete(evaluation.id, 1, State.ERROR, exited(0))

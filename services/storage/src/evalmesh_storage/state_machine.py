@@ -6,6 +6,7 @@
     QUEUED -> CANCELLED              cancel, at once
     RUNNING -> RUNNING (cancel asked) cancel; the executor's completion then becomes CANCELLED
     RUNNING -> QUEUED                requeue: same attempt, lease expired (CANCELLED if asked)
+    QUEUED -> ERROR                  complete with ERROR: the platform gives up (same attempt)
     terminal                         absorbing: nothing changes it
 
 Each transition reads the row under a row lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
@@ -210,10 +211,17 @@ async def renew(tx: Tx, evaluation_id: str, attempt: int, lease_us: int) -> tupl
 async def complete(
     tx: Tx, evaluation_id: str, attempt: int, state: State, result: Result
 ) -> Evaluation:
-    """RUNNING -> terminal for the attempt holding it; CANCELLED if a cancel was requested."""
+    """RUNNING -> terminal for the attempt holding it; CANCELLED if a cancel was requested.
+
+    QUEUED -> ERROR is allowed too, for the platform giving up on a job it could not run (dead
+    letters, exhausted attempts): fenced on the attempt the evaluation is queued at.
+    """
     if not state.terminal:
         raise invalid("state", "must be a terminal state")
-    row = await lock_running(tx, evaluation_id, attempt)
+    row = await _lock(tx, evaluation_id)
+    giving_up = row["state"] == State.QUEUED and state is State.ERROR
+    if row["attempt"] != attempt or not (row["state"] == State.RUNNING or giving_up):
+        raise _refusal(row, attempt)
     cause, fault = result.cause, result.fault
     if row["cancel_requested"]:
         state, cause, fault = State.CANCELLED, TerminationCause.CANCELLED, Fault.USER

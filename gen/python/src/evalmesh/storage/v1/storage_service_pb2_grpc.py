@@ -205,7 +205,8 @@ class StorageServiceServicer:
 
     def CompleteEvaluation(self, request, context):
         """CompleteEvaluation records the terminal result of the running attempt. If a cancel was requested,
-        the evaluation ends CANCELLED. A terminal evaluation never changes.
+        the evaluation ends CANCELLED. A QUEUED evaluation may end ERROR (the platform gives up on it) when
+        attempt equals its current attempt. A terminal evaluation never changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -58,7 +58,8 @@ class StorageServiceStub:
     """ReadOutput reads stored output of one stream from a byte offset."""
     CompleteEvaluation: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.CompleteEvaluationRequest, _storage_service_pb2.CompleteEvaluationResponse]
     """CompleteEvaluation records the terminal result of the running attempt. If a cancel was requested,
-    the evaluation ends CANCELLED. A terminal evaluation never changes.
+    the evaluation ends CANCELLED. A QUEUED evaluation may end ERROR (the platform gives up on it) when
+    attempt equals its current attempt. A terminal evaluation never changes.
     """
     CancelEvaluation: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.CancelEvaluationRequest, _storage_service_pb2.CancelEvaluationResponse]
     """CancelEvaluation cancels a QUEUED evaluation at once, or records the request on a RUNNING one."""
@@ -113,7 +114,8 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """ReadOutput reads stored output of one stream from a byte offset."""
     CompleteEvaluation: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.CompleteEvaluationRequest, _storage_service_pb2.CompleteEvaluationResponse]  # type: ignore[assignment]
     """CompleteEvaluation records the terminal result of the running attempt. If a cancel was requested,
-    the evaluation ends CANCELLED. A terminal evaluation never changes.
+    the evaluation ends CANCELLED. A QUEUED evaluation may end ERROR (the platform gives up on it) when
+    attempt equals its current attempt. A terminal evaluation never changes.
     """
     CancelEvaluation: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.CancelEvaluationRequest, _storage_service_pb2.CancelEvaluationResponse]  # type: ignore[assignment]
     """CancelEvaluation cancels a QUEUED evaluation at once, or records the request on a RUNNING one."""
@@ -219,7 +221,8 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.CompleteEvaluationResponse, _abc.Awaitable[_storage_service_pb2.CompleteEvaluationResponse]]:
         """CompleteEvaluation records the terminal result of the running attempt. If a cancel was requested,
-        the evaluation ends CANCELLED. A terminal evaluation never changes.
+        the evaluation ends CANCELLED. A QUEUED evaluation may end ERROR (the platform gives up on it) when
+        attempt equals its current attempt. A terminal evaluation never changes.
         """
 
     @_abc_1.abstractmethod

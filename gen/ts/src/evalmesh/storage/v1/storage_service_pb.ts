@@ -1290,7 +1290,8 @@ export const StorageService: GenService<{
   },
   /**
    * CompleteEvaluation records the terminal result of the running attempt. If a cancel was requested,
-   * the evaluation ends CANCELLED. A terminal evaluation never changes.
+   * the evaluation ends CANCELLED. A QUEUED evaluation may end ERROR (the platform gives up on it) when
+   * attempt equals its current attempt. A terminal evaluation never changes.
    *
    * @generated from rpc evalmesh.storage.v1.StorageService.CompleteEvaluation
    */
