@@ -1,0 +1,1 @@
+"""evalmesh executor pool: pulls evaluations and runs them in sandboxes."""

@@ -1,0 +1,288 @@
+"""The `bwrap` sandbox backend: bubblewrap namespaces + cgroup limits + seccomp."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from . import seccomp
+from .canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from .cgroup_detect import detect_cgroups
+from .cgroups import CgroupDriver
+from .job import JobRun
+from .launch import HostSetup
+from .layout import host_root_links
+from .models import (
+    OutputCallback,
+    SandboxError,
+    SandboxLimits,
+    SandboxOutcome,
+    SandboxRequest,
+    SandboxResult,
+    SandboxUnavailableError,
+)
+from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
+
+__all__ = ["BwrapConfig", "BwrapSandbox"]
+
+log = logging.getLogger(__name__)
+
+NOBODY = 65534
+_SELF_CHECK_LIMITS = SandboxLimits(
+    wall_timeout=20.0, memory_bytes=128 * 1024 * 1024, max_processes=16, max_output_bytes=65536
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BwrapConfig:
+    """Operator settings of the bwrap backend.
+
+    bwrap_path: the bwrap binary; None finds `bwrap` on PATH, then /usr/bin/bwrap.
+    prlimit_path: util-linux prlimit; must be visible at the same path inside the sandbox.
+    setpriv_path: util-linux setpriv, used to start bwrap as host_user.
+    host_user: host uid/gid bwrap runs as. None means nobody (65534) when the executor is
+        root, else the executor's own ids. Never root: root's uid inside a user namespace
+        still owns the host's root-owned kernel files (/proc/sys is writable to it).
+    seccomp: load the deny-list filter (see seccomp.py).
+    """
+
+    bwrap_path: str | None = None
+    prlimit_path: str = "/usr/bin/prlimit"
+    setpriv_path: str = "/usr/bin/setpriv"
+    runtimes: Mapping[str, Runtime] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
+    host_user: tuple[int, int] | None = None
+    seccomp: bool = True
+    cgroup_parent: str = "evalmesh"
+    proc_root: Path = Path("/proc")
+    setup_timeout_s: float = 10.0
+    kill_timeout_s: float = 2.0
+    poll_interval_s: float = 0.05
+
+
+def _find_bwrap(configured: str | None) -> str:
+    path = configured or shutil.which("bwrap") or "/usr/bin/bwrap"
+    if not os.access(path, os.X_OK):
+        raise SandboxUnavailableError(f"bwrap not found ({path}); install Debian's bubblewrap")
+    return path
+
+
+async def _bwrap_help(bwrap: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        bwrap,
+        "--help",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={},
+    )
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace")
+
+
+def _host_user(configured: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (uid, gid) to switch to when starting bwrap, or None to keep the executor's."""
+    if configured is not None:
+        if configured[0] == 0:
+            raise SandboxUnavailableError("bwrap must not run as host root")
+        return configured
+    if os.geteuid() == 0:
+        return (NOBODY, NOBODY)
+    return None
+
+
+class BwrapSandbox:
+    """Runs untrusted programs one per fresh bubblewrap sandbox, in fresh cgroups.
+
+    Use `async with BwrapSandbox() as sandbox:` or call prepare()/close(). Runs may overlap.
+    """
+
+    def __init__(self, config: BwrapConfig | None = None) -> None:
+        self._config = config or BwrapConfig()
+        self._host: HostSetup | None = None
+        self._prepare_lock = asyncio.Lock()
+        self._active: set[asyncio.Event] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    async def __aenter__(self) -> BwrapSandbox:
+        await self.prepare()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def prepare(self) -> None:
+        """Check bwrap, cgroups and runtimes once; raise SandboxUnavailableError if unusable."""
+        async with self._prepare_lock:
+            if self._host is None:
+                self._host = await self._discover()
+                log.info(
+                    "bwrap sandbox ready: cgroup v%d, runtimes %s, seccomp %s, tmpfs --size %s",
+                    self._host.cgroups.version,
+                    ", ".join(self._host.identities.values()),
+                    self._host.seccomp_filter is not None,
+                    self._host.tmpfs_size_supported,
+                )
+
+    async def _discover(self) -> HostSetup:
+        config = self._config
+        bwrap = _find_bwrap(config.bwrap_path)
+        help_text = await _bwrap_help(bwrap)
+        if "--json-status-fd" not in help_text or "--block-fd" not in help_text:
+            raise SandboxUnavailableError(f"{bwrap} is too old (needs --json-status-fd)")
+        host_ids = _host_user(config.host_user)
+        for tool in (config.prlimit_path, config.setpriv_path if host_ids else None):
+            if tool and not os.access(tool, os.X_OK):
+                raise SandboxUnavailableError(f"{tool} missing (Debian util-linux)")
+        cgroups = detect_cgroups(config.proc_root, config.cgroup_parent)
+        identities = await self._identities()
+        return HostSetup(
+            bwrap=bwrap,
+            prlimit=config.prlimit_path,
+            setpriv=config.setpriv_path,
+            root_links=host_root_links(),
+            tmpfs_size_supported="--size" in help_text,
+            seccomp_filter=self._seccomp_filter(),
+            host_ids=host_ids,
+            cgroups=cgroups,
+            identities=identities,
+            setup_timeout_s=config.setup_timeout_s,
+            kill_timeout_s=config.kill_timeout_s,
+            poll_interval_s=config.poll_interval_s,
+        )
+
+    def _seccomp_filter(self) -> bytes | None:
+        if not self._config.seccomp:
+            return None
+        try:
+            return seccomp.build_filter()
+        except seccomp.UnsupportedArchitectureError as exc:
+            log.warning("running without seccomp: %s", exc)
+            return None
+
+    async def _identities(self) -> dict[str, str]:
+        identities = {}
+        for name, runtime in self._config.runtimes.items():
+            try:
+                identities[name] = await runtime_identity(runtime)
+            except (OSError, SandboxUnavailableError) as exc:
+                log.warning("runtime %s unavailable: %s", name, exc)
+        if not identities:
+            raise SandboxUnavailableError("no runtime is available")
+        return identities
+
+    async def close(self) -> None:
+        """Cancel the runs in progress (their results say CANCELLED) and refuse new ones."""
+        self._closed = True
+        for cancel in list(self._active):
+            cancel.set()
+        await self._idle.wait()
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def runtimes(self) -> Mapping[str, str]:
+        """Available runtime names and their identities (after prepare)."""
+        return dict(self._require_host().identities)
+
+    @property
+    def cgroups(self) -> CgroupDriver:
+        """The cgroup driver in use (after prepare)."""
+        return self._require_host().cgroups
+
+    def live_jobs(self) -> list[Path]:
+        """This sandbox's job cgroup directories that still exist (none once runs ended)."""
+        cgroups = self._require_host().cgroups
+        live = [parent / name for name in cgroups.created for parent in cgroups.parents]
+        existing = sorted(path for path in live if path.exists())
+        cgroups.created.intersection_update(path.name for path in existing)
+        return existing
+
+    def _require_host(self) -> HostSetup:
+        if self._host is None:
+            raise SandboxError("BwrapSandbox.prepare() has not run")
+        return self._host
+
+    # ------------------------------------------------------------------ running
+
+    async def run(
+        self,
+        request: SandboxRequest,
+        on_output: OutputCallback | None = None,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> SandboxResult:
+        """Run one program in a fresh sandbox and return how it ended.
+
+        on_output receives the output live, in order per stream. Setting `cancel` kills the
+        run (within a second) and returns CANCELLED with the output so far. Cancelling the
+        calling task also kills and tears the sandbox down, then lets CancelledError
+        propagate, as asyncio code expects.
+        """
+        await self.prepare()
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        host = self._require_host()
+        runtime = self._config.runtimes.get(request.runtime)
+        if runtime is None or request.runtime not in host.identities:
+            return _unavailable_runtime(request)
+        own_cancel = asyncio.Event()
+        self._active.add(own_cancel)
+        self._idle.clear()
+        watcher = asyncio.ensure_future(_forward(cancel, own_cancel)) if cancel else None
+        try:
+            return await JobRun(host, runtime, request, on_output, own_cancel).execute()
+        finally:
+            self._active.discard(own_cancel)
+            if not self._active:
+                self._idle.set()
+            if watcher is not None:
+                watcher.cancel()
+
+    async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
+        """Run the escape canaries in a sandbox; return the ones that got out (want: [])."""
+        result = await self.run(
+            SandboxRequest(CANARY_PROGRAM, canary_stdin(tcp_ports), "python", _SELF_CHECK_LIMITS)
+        )
+        escaped = escaped_canaries(result.stdout)
+        if result.outcome is not SandboxOutcome.EXITED or escaped is None:
+            raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
+        return escaped
+
+
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+def _unavailable_runtime(request: SandboxRequest) -> SandboxResult:
+    return SandboxResult(
+        outcome=SandboxOutcome.PLATFORM_ERROR,
+        exit_code=None,
+        signal=None,
+        stdout=b"",
+        stderr=b"",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_time_s=0.0,
+        cpu_time_s=0.0,
+        peak_memory_bytes=0,
+        runtime=request.runtime,
+        runtime_identity="",
+        applied_limits=request.limits,
+        detail=f"runtime {request.runtime!r} is not available on this executor",
+    )

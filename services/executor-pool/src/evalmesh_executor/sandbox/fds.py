@@ -1,0 +1,39 @@
+"""File descriptors handed to bwrap: sealed in-memory files and pipes, never host paths."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterable
+
+__all__ = ["close_all", "sealed_memfd"]
+
+_SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+
+
+def sealed_memfd(name: str, data: bytes) -> int:
+    """An anonymous file holding `data`, positioned at 0, that nobody can modify.
+
+    Used for stdin and for every file bwrap copies into the sandbox, so no path on the host
+    (which sandboxed code could have swapped for a symlink) is ever opened.
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def close_all(fds: Iterable[int | None]) -> None:
+    """Close every fd given, ignoring ones already closed."""
+    for fd in fds:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)

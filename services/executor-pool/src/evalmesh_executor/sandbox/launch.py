@@ -1,0 +1,131 @@
+"""Starting bwrap: the descriptors it reads, the argv, the host user, the status pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .cgroups import CgroupDriver
+from .fds import close_all, sealed_memfd
+from .layout import ETC_FILES, BwrapFds, Rlimits, bwrap_argv
+from .models import MAX_CHUNK_BYTES, SandboxRequest
+from .runtime import Runtime
+
+__all__ = ["HostSetup", "Launch", "launch"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSetup:
+    """What `BwrapSandbox.prepare()` found out about this host, shared by all runs."""
+
+    bwrap: str
+    prlimit: str
+    setpriv: str
+    root_links: list[tuple[str, ...]]
+    tmpfs_size_supported: bool
+    seccomp_filter: bytes | None
+    host_ids: tuple[int, int] | None
+    cgroups: CgroupDriver
+    identities: Mapping[str, str]
+    setup_timeout_s: float
+    kill_timeout_s: float
+    poll_interval_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """A started bwrap, blocked before the program: write a byte to `block` to release it."""
+
+    proc: asyncio.subprocess.Process
+    status: asyncio.StreamReader
+    status_transport: asyncio.ReadTransport
+    block: int
+
+
+async def launch(host: HostSetup, runtime: Runtime, request: SandboxRequest) -> Launch:
+    """Start bwrap for one request. Everything it reads comes from sealed memfds and pipes."""
+    etc = {dest: sealed_memfd(dest, data) for dest, data in ETC_FILES.items()}
+    code = sealed_memfd("code", request.code)
+    stdin = sealed_memfd("stdin", request.stdin)
+    seccomp = sealed_memfd("seccomp", host.seccomp_filter) if host.seccomp_filter else None
+    block_r, block_w = os.pipe()
+    status_r, status_w = os.pipe()
+    fds = BwrapFds(code, etc, block_r, status_w, seccomp)
+    passed = [fd for fd in (*etc.values(), code, seccomp, block_r, status_w) if fd is not None]
+    transport = None
+    try:
+        status, transport = await _open_status(status_r)
+        proc = await _exec(host, runtime, request, fds, stdin, passed)
+    except BaseException:
+        close_all([block_w])
+        if transport is not None:
+            transport.close()
+        raise
+    finally:
+        close_all([*passed, stdin])
+    return Launch(proc, status, transport, block_w)
+
+
+async def _exec(
+    host: HostSetup,
+    runtime: Runtime,
+    request: SandboxRequest,
+    fds: BwrapFds,
+    stdin: int,
+    pass_fds: list[int],
+) -> asyncio.subprocess.Process:
+    limits = request.limits
+    argv = bwrap_argv(
+        host.bwrap,
+        runtime,
+        root_links=host.root_links,
+        scratch_bytes=limits.scratch_bytes if host.tmpfs_size_supported else None,
+        fds=fds,
+        rlimits=Rlimits(limits.max_open_files, limits.max_file_size_bytes),
+        prlimit=host.prlimit,
+    )
+    return await asyncio.create_subprocess_exec(
+        *_as_host_user(host, argv),
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=pass_fds,
+        cwd="/",
+        env={},  # bwrap's pid 1 keeps this block: /proc/1/environ inside shows it
+        start_new_session=True,
+        limit=MAX_CHUNK_BYTES,
+    )
+
+
+def _as_host_user(host: HostSetup, argv: list[str]) -> list[str]:
+    """Prefix util-linux setpriv to drop to the unprivileged host user.
+
+    Popen(user=...) would do the same but disables vfork, and fork()ing a large executor
+    costs tens of milliseconds per job; setpriv costs one exec.
+    """
+    if host.host_ids is None:
+        return argv
+    uid, gid = host.host_ids
+    return [host.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+
+
+async def _open_status(
+    status_r: int,
+) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
+    """A StreamReader over bwrap's --json-status-fd pipe; takes ownership of status_r."""
+    reader = asyncio.StreamReader()
+    try:
+        pipe = os.fdopen(status_r, "rb", buffering=0)
+    except BaseException:
+        os.close(status_r)
+        raise
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except BaseException:
+        pipe.close()
+        raise
+    return reader, transport

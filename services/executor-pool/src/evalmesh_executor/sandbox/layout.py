@@ -1,0 +1,169 @@
+"""The bwrap command line: namespaces, the read-only filesystem and the environment.
+
+Inside the sandbox:
+    /usr (read-only, site-packages of the host masked), /bin /lib /lib64 /sbin as on the host,
+    /etc with generated passwd, group, hosts and nsswitch.conf only (no host /etc),
+    /job/main.py the code (a read-only copy bwrap made from a sealed memfd),
+    /proc of the job's own pid namespace, a minimal /dev,
+    /tmp (also $HOME) and /dev/shm: fresh size-capped tmpfs, the only writable places.
+Everything else, including / itself, is read-only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .runtime import Runtime
+
+__all__ = [
+    "CODE_PATH",
+    "ETC_FILES",
+    "SANDBOX_ENV",
+    "SANDBOX_GID",
+    "SANDBOX_UID",
+    "SCRATCH_DIR",
+    "SHM_DIR",
+    "BwrapFds",
+    "Rlimits",
+    "bwrap_argv",
+    "host_root_links",
+]
+
+# Paths inside the sandbox (never on the host): its two scratch tmpfs.
+SCRATCH_DIR = "/tmp"  # noqa: S108
+SHM_DIR = "/dev/shm"  # noqa: S108
+
+SANDBOX_UID = 65534
+SANDBOX_GID = 65534
+CODE_PATH = "/job/main.py"
+HOSTNAME = "evalmesh"
+
+# PYTHON* reach programs the job starts itself; the main interpreter runs with -I -B -u.
+SANDBOX_ENV: Mapping[str, str] = {
+    "PATH": "/usr/bin:/bin",
+    "HOME": SCRATCH_DIR,
+    "LANG": "C.UTF-8",
+    "PYTHONUNBUFFERED": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+ETC_FILES: Mapping[str, bytes] = {
+    "/etc/passwd": (
+        "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+        f"nobody:x:{SANDBOX_UID}:{SANDBOX_GID}:nobody:/tmp:/usr/sbin/nologin\n"
+    ).encode(),
+    "/etc/group": f"root:x:0:\nnogroup:x:{SANDBOX_GID}:\n".encode(),
+    "/etc/hosts": b"127.0.0.1 localhost\n::1 localhost ip6-localhost\n",
+    # Names resolve from /etc/hosts only: a lookup of any outside name fails at once
+    # instead of waiting on a resolver that cannot be reached.
+    "/etc/nsswitch.conf": b"passwd: files\ngroup: files\nhosts: files\n",
+}
+
+_ROOT_LINK_NAMES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+@dataclass(frozen=True, slots=True)
+class BwrapFds:
+    """Descriptor numbers (identical in bwrap, thanks to pass_fds) that the argv refers to."""
+
+    code: int
+    etc: Mapping[str, int]
+    block: int
+    status: int
+    seccomp: int | None
+
+
+def host_root_links(root: str = "/") -> list[tuple[str, ...]]:
+    """bwrap arguments recreating /bin, /lib... as on the host (symlinks on merged-/usr)."""
+    args: list[tuple[str, ...]] = []
+    for name in _ROOT_LINK_NAMES:
+        path = os.path.join(root, name)
+        if os.path.islink(path):
+            args.append(("--symlink", os.readlink(path), "/" + name))
+        elif os.path.isdir(path):
+            args.append(("--ro-bind", path, "/" + name))
+    return args
+
+
+def _filesystem(
+    runtime: Runtime, root_links: list[tuple[str, ...]], scratch: list[str], fds: BwrapFds
+) -> list[str]:
+    args: list[str] = []
+    for path in runtime.ro_binds:
+        args += ["--ro-bind", path, path]
+    for link in root_links:
+        args += link
+    for path in runtime.masked:
+        args += ["--tmpfs", path, "--remount-ro", path]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += [*scratch, "--tmpfs", SCRATCH_DIR, *scratch, "--tmpfs", SHM_DIR]
+    args += ["--remount-ro", "/dev"]
+    for dest, fd in fds.etc.items():
+        args += ["--ro-bind-data", str(fd), dest]
+    args += ["--ro-bind-data", str(fds.code), CODE_PATH, "--remount-ro", "/"]
+    return args
+
+
+@dataclass(frozen=True, slots=True)
+class Rlimits:
+    """Hard (= soft) rlimits set by util-linux prlimit, the sandbox's first exec."""
+
+    nofile: int
+    fsize: int
+
+    def argv(self, prlimit: str) -> list[str]:
+        """`prlimit --nofile=N:N --fsize=N:N --core=0:0 --`, to prefix the program."""
+        return [
+            prlimit,
+            f"--nofile={self.nofile}:{self.nofile}",
+            f"--fsize={self.fsize}:{self.fsize}",
+            "--core=0:0",
+            "--",
+        ]
+
+
+def bwrap_argv(
+    bwrap: str,
+    runtime: Runtime,
+    *,
+    root_links: list[tuple[str, ...]],
+    scratch_bytes: int | None,
+    fds: BwrapFds,
+    rlimits: Rlimits,
+    prlimit: str,
+) -> list[str]:
+    """The full argv. scratch_bytes None means this bwrap has no --size (see README.md here).
+
+    The rlimits are set inside the sandbox by prlimit (a host binary under the read-only
+    /usr, exec'd by bwrap before any user code runs, which then execs the interpreter): the
+    executor may lack CAP_SYS_RESOURCE to prlimit() a process of another uid, and setting
+    them on bwrap itself would constrain its setup instead of only the program.
+    """
+    scratch = ["--size", str(scratch_bytes)] if scratch_bytes is not None else []
+    args = [
+        bwrap,
+        "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_GID),
+        "--hostname",
+        HOSTNAME,
+        "--die-with-parent",
+        "--new-session",
+        "--json-status-fd",
+        str(fds.status),
+        "--block-fd",
+        str(fds.block),
+    ]
+    if fds.seccomp is not None:
+        args += ["--seccomp", str(fds.seccomp)]
+    args += _filesystem(runtime, root_links, scratch, fds)
+    args += ["--chdir", SCRATCH_DIR, "--clearenv"]
+    for key, value in SANDBOX_ENV.items():
+        args += ["--setenv", key, value]
+    return [*args, "--", *rlimits.argv(prlimit), *runtime.argv, CODE_PATH]

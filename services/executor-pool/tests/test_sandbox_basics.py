@@ -1,0 +1,193 @@
+"""The bwrap sandbox runs programs and reports how they ended (real bwrap, real cgroups)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import socket
+import time
+
+import pytest
+from sandbox_helpers import SMALL, Runner, sha256_of_file
+
+from evalmesh_executor.sandbox import (
+    MAX_CHUNK_BYTES,
+    PYTHON,
+    BwrapConfig,
+    BwrapSandbox,
+    OutputChunk,
+    Runtime,
+    SandboxLimits,
+    SandboxOutcome,
+    SandboxRequest,
+)
+from evalmesh_executor.sandbox.canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+
+
+async def test_print_one_exits_zero_with_its_output(run: Runner) -> None:
+    result = await run("print(1)")
+    assert result.outcome is SandboxOutcome.EXITED
+    assert (result.exit_code, result.signal) == (0, None)
+    assert (result.stdout, result.stderr) == (b"1\n", b"")
+    assert not result.stdout_truncated
+    assert not result.stderr_truncated
+    assert result.cpu_time_s > 0
+    assert result.peak_memory_bytes > 0
+    assert result.applied_limits == SMALL
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 127, 128, 255])
+async def test_exit_code_is_reported_as_the_program_chose_it(run: Runner, code: int) -> None:
+    result = await run(f"import os; os._exit({code})")
+    assert result.outcome is SandboxOutcome.EXITED
+    assert (result.exit_code, result.signal) == (code, None)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGABRT, signal.SIGKILL, signal.SIGTERM])
+async def test_death_by_signal_is_reported_as_that_signal(run: Runner, sig: int) -> None:
+    result = await run(f"import os; os.kill(os.getpid(), {int(sig)})")
+    assert result.outcome is SandboxOutcome.EXITED
+    assert (result.exit_code, result.signal) == (None, sig)
+
+
+async def test_uncaught_exception_is_a_user_failure_with_its_traceback(run: Runner) -> None:
+    result = await run("raise ValueError('boom')")
+    assert result.outcome is SandboxOutcome.EXITED
+    assert result.exit_code == 1
+    assert b"ValueError: boom" in result.stderr
+    assert not result.outcome.platform_fault
+
+
+async def test_stdin_is_delivered_byte_for_byte(run: Runner) -> None:
+    data = bytes(range(256)) * 4000
+    code = "import sys, hashlib; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())"
+    result = await run(code, stdin=data)
+    assert result.stdout.decode().strip() == hashlib.sha256(data).hexdigest()
+
+
+async def test_stdin_cannot_be_modified_by_the_program(run: Runner) -> None:
+    code = "import os\ntry:\n os.write(0, b'x')\nexcept OSError as e:\n print('refused', e.errno)"
+    result = await run(code, stdin=b"abc")
+    assert result.stdout.startswith(b"refused")
+
+
+async def test_output_arrives_live_in_ordered_bounded_chunks(run: Runner) -> None:
+    chunks: list[OutputChunk] = []
+    first_seen: list[float] = []
+    start = time.monotonic()
+
+    async def collect(chunk: OutputChunk) -> None:
+        if not first_seen:
+            first_seen.append(time.monotonic() - start)
+        chunks.append(chunk)
+
+    code = (
+        "import sys, time\n"
+        "print('early', flush=True)\n"
+        "time.sleep(1.0)\n"
+        "sys.stdout.write('y' * 300000)\n"
+        "sys.stderr.write('e' * 1000)\n"
+    )
+    result = await run(code, on_output=collect, max_output_bytes=1024 * 1024)
+    assert first_seen[0] < 0.9, "the first line must arrive before the program ends"
+    for stream, data in (("stdout", result.stdout), ("stderr", result.stderr)):
+        mine = [c for c in chunks if c.stream == stream]
+        assert [c.seq for c in mine] == list(range(len(mine)))
+        assert all(len(c.data) <= MAX_CHUNK_BYTES for c in mine)
+        assert [c.offset for c in mine] == [
+            sum(len(p.data) for p in mine[:i]) for i in range(len(mine))
+        ]
+        assert b"".join(c.data for c in mine) == data
+    assert len(result.stdout) == len(b"early\n") + 300000
+
+
+async def test_the_runtime_identity_names_version_and_binary_digest(run: Runner) -> None:
+    result = await run("print(1)")
+    digest = sha256_of_file("/usr/bin/python3")
+    assert result.runtime == "python"
+    assert result.runtime_identity.startswith("python 3.")
+    assert result.runtime_identity.endswith("sha256:" + digest)
+
+
+async def test_an_unknown_runtime_is_a_platform_error_without_running(
+    sandbox: BwrapSandbox,
+) -> None:
+    result = await sandbox.run(SandboxRequest(b"print(1)", runtime="cobol"))
+    assert result.outcome is SandboxOutcome.PLATFORM_ERROR
+    assert "cobol" in result.detail
+
+
+async def test_a_sandbox_that_cannot_be_set_up_is_a_platform_error_with_bwraps_reason() -> None:
+    broken = Runtime("python", PYTHON.argv, ro_binds=("/usr", "/nonexistent-evalmesh-runtime"))
+    async with BwrapSandbox(BwrapConfig(runtimes={"python": broken})) as sandbox:
+        result = await sandbox.run(SandboxRequest(b"print(1)", limits=SMALL))
+        assert result.outcome is SandboxOutcome.PLATFORM_ERROR
+        assert "nonexistent-evalmesh-runtime" in result.detail
+        assert result.stdout == b""
+        assert sandbox.live_jobs() == []
+
+
+async def test_the_escape_canaries_do_detect_an_escape_when_run_unsandboxed() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        bare = await asyncio.create_subprocess_exec(
+            "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+            "/usr/bin/python3", "-I", "-c", CANARY_PROGRAM.decode(),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await bare.communicate(canary_stdin([port]))
+    escaped = escaped_canaries(out)
+    assert escaped is not None
+    assert f"tcp:127.0.0.1:{port}" in escaped
+    assert "proc:host-processes" in escaped
+
+
+async def test_cancel_event_kills_within_a_second_and_keeps_partial_output(
+    run: Runner,
+) -> None:
+    cancel = asyncio.Event()
+    code = "import time\nprint('started', flush=True)\nwhile True: time.sleep(0.01)"
+
+    seen = bytearray()
+
+    async def on_output(chunk: OutputChunk) -> None:
+        seen.extend(chunk.data)
+        if seen.endswith(b"\n"):
+            cancel.set()
+
+    started = time.monotonic()
+    result = await run(code, on_output=on_output, cancel=cancel, wall_timeout=30)
+    assert result.outcome is SandboxOutcome.CANCELLED
+    assert result.stdout == b"started\n"
+    assert time.monotonic() - started < 1.5
+
+
+async def test_task_cancellation_tears_the_sandbox_down_and_propagates(
+    sandbox: BwrapSandbox,
+) -> None:
+    code = b"import time\nprint('started', flush=True)\ntime.sleep(60)"
+    limits = SandboxLimits(wall_timeout=30)
+    task = asyncio.ensure_future(sandbox.run(SandboxRequest(code, limits=limits)))
+    await asyncio.sleep(0.5)
+    assert sandbox.live_jobs(), "the job should be running"
+    task.cancel()
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 1.0
+    assert sandbox.live_jobs() == []
+
+
+async def test_close_cancels_running_jobs(sandbox: BwrapSandbox) -> None:
+    code = b"import time\ntime.sleep(60)"
+    task = asyncio.ensure_future(sandbox.run(SandboxRequest(code, limits=SMALL)))
+    await asyncio.sleep(0.3)
+    await sandbox.close()
+    assert (await task).outcome is SandboxOutcome.CANCELLED
+
+
+async def test_self_check_finds_no_escape(sandbox: BwrapSandbox) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        escaped = await sandbox.self_check([server.getsockname()[1]])
+    assert escaped == []

@@ -1,0 +1,92 @@
+"""The bwrap command line and the limits value type, checked without running anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from evalmesh_executor.sandbox import PYTHON, SandboxLimits
+from evalmesh_executor.sandbox.layout import CODE_PATH, BwrapFds, Rlimits, bwrap_argv
+
+FDS = BwrapFds(code=10, etc={"/etc/passwd": 11}, block=12, status=13, seccomp=14)
+
+
+def argv(scratch: int | None = 1 << 20) -> list[str]:
+    return bwrap_argv(
+        "/usr/bin/bwrap",
+        PYTHON,
+        root_links=[("--symlink", "usr/lib", "/lib")],
+        scratch_bytes=scratch,
+        fds=FDS,
+        rlimits=Rlimits(nofile=64, fsize=1 << 20),
+        prlimit="/usr/bin/prlimit",
+    )
+
+
+def pairs(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, arg in enumerate(args) if arg == flag]
+
+
+def test_every_namespace_is_unshared_and_the_sandbox_cannot_outlive_its_parent() -> None:
+    args = argv()
+    for flag in ("--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent"):
+        assert flag in args
+    assert "--share-net" not in args
+    assert "--new-session" in args
+    assert "--clearenv" in args
+    assert pairs(args, "--uid") == ["65534"]
+    assert pairs(args, "--gid") == ["65534"]
+
+
+def test_host_paths_are_bound_read_only_and_never_writable() -> None:
+    args = argv()
+    assert not {"--bind", "--dev-bind", "--bind-try", "--bind-data", "--file"} & set(args)
+    assert pairs(args, "--ro-bind") == ["/usr"]
+    assert "/etc" not in pairs(args, "--ro-bind"), "no host /etc"
+    assert pairs(args, "--ro-bind-data") == ["11", "10"]
+    assert args[args.index("--ro-bind-data", args.index("11")) + 2] == CODE_PATH
+    assert pairs(args, "--remount-ro")[-1] == "/"
+
+
+def test_scratch_tmpfs_are_size_capped_when_bwrap_supports_it() -> None:
+    args = argv()
+    assert pairs(args, "--size") == [str(1 << 20)] * 2
+    assert pairs(argv(scratch=None), "--size") == []
+    assert pairs(args, "--tmpfs")[-2:] == ["/tmp", "/dev/shm"]
+
+
+def test_the_program_runs_under_prlimit_with_hard_limits_and_no_core_dumps() -> None:
+    tail = argv()[argv().index("--") + 1 :]
+    assert tail == [
+        "/usr/bin/prlimit",
+        "--nofile=64:64",
+        f"--fsize={1 << 20}:{1 << 20}",
+        "--core=0:0",
+        "--",
+        "/usr/bin/python3",
+        "-I",
+        "-B",
+        "-u",
+        CODE_PATH,
+    ]
+
+
+def test_the_sandbox_is_told_its_descriptors_by_number() -> None:
+    args = argv()
+    assert pairs(args, "--block-fd") == ["12"]
+    assert pairs(args, "--json-status-fd") == ["13"]
+    assert pairs(args, "--seccomp") == ["14"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"wall_timeout": 0},
+        {"memory_bytes": -1},
+        {"max_processes": 1.5},
+        {"max_output_bytes": True},
+        {"cpu_quota": "1"},
+    ],
+)
+def test_limits_must_be_positive_numbers_of_the_right_kind(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        SandboxLimits(**bad)  # type: ignore[arg-type]

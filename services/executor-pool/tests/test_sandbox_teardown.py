@@ -1,0 +1,129 @@
+"""Teardown and neighbours: U2 (nothing survives a job), U5 (a concurrent canary is
+unaffected), and F04's sandbox half (an executor killed with SIGKILL takes its jobs along)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sandbox_helpers import Runner, job_processes
+
+from evalmesh_executor.sandbox import BwrapSandbox, SandboxOutcome
+from evalmesh_executor.sandbox.cgroup_detect import detect_cgroups
+from evalmesh_executor.sandbox.cgroups import JOB_PREFIX
+
+POOL_SPINNER = """
+import multiprocessing
+def spin(_):
+    while True:
+        pass
+multiprocessing.Pool(8).map(spin, range(8))
+"""
+
+SPAWN_MARKED_CHILDREN = """
+import os, subprocess, time
+for _ in range(3):
+    subprocess.Popen(["/usr/bin/python3", "-c", "import time; time.sleep(1000)", {marker!r}])
+print("spawned", flush=True)
+time.sleep({linger})
+"""
+
+
+async def test_u2_no_process_or_cgroup_of_a_job_exists_after_its_result(
+    sandbox: BwrapSandbox, run: Runner
+) -> None:
+    marker = "u2-" + uuid.uuid4().hex
+    job = asyncio.ensure_future(run(SPAWN_MARKED_CHILDREN.format(marker=marker, linger=0.5)))
+    await asyncio.sleep(0.3)
+    cgroup_dirs = sandbox.live_jobs()
+    assert len(cgroup_dirs) == len(sandbox.cgroups.parents), "one directory per hierarchy"
+    assert len(job_processes(marker.encode())) == 3
+    result = await job
+    assert result.outcome is SandboxOutcome.EXITED
+    assert not any(path.exists() for path in cgroup_dirs)
+    await asyncio.sleep(0.05)
+    assert job_processes(marker.encode()) == []
+
+
+@pytest.mark.parametrize(
+    ("hostile", "limits"),
+    [
+        ("import os\nwhile True:\n    try: os.fork()\n    except OSError: pass", {}),
+        ("b = b'x' * (1 << 30)", {}),
+        ("import os\nwhile True: os.write(1, b'z' * 65536)", {}),
+        (POOL_SPINNER, {"max_processes": 64, "memory_bytes": 256 * 1024 * 1024}),
+        ("import time\nwhile True: open('/tmp/f', 'ab').write(b'q' * 65536)", {}),
+    ],
+    ids=["fork-bomb", "memory-hog", "output-flood", "pool-spinner", "scratch-filler"],
+)
+async def test_u5_a_concurrent_canary_gets_the_right_output(
+    run: Runner, hostile: str, limits: dict[str, int]
+) -> None:
+    bad = asyncio.ensure_future(run(hostile, wall_timeout=1.5, **limits))
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    canary = await run("import sys\nprint(sum(range(10)), sys.stdin.read())", stdin=b"ok")
+    assert canary.outcome is SandboxOutcome.EXITED
+    assert canary.stdout == b"45 ok\n"
+    assert time.monotonic() - started < 1.0
+    assert not (await bad).outcome.platform_fault
+
+
+EXECUTOR = """
+import asyncio, sys
+from evalmesh_executor.sandbox import BwrapConfig, BwrapSandbox, SandboxLimits, SandboxRequest
+
+async def main():
+    async with BwrapSandbox(BwrapConfig(cgroup_parent=sys.argv[2])) as sandbox:
+        async def started(chunk):
+            print("job running", flush=True)
+        with open(sys.argv[1], "rb") as source:  # not in argv: the marker must not be
+            code = source.read()                  # in the executor's own command line
+        await sandbox.run(SandboxRequest(code, limits=SandboxLimits(wall_timeout=60)), started)
+
+asyncio.run(main())
+"""
+
+
+async def test_f04_an_executor_killed_with_sigkill_takes_its_sandbox_along(
+    tmp_path: Path,
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    marker = "f04-" + uuid.uuid4().hex
+    parent_name = "evalmesh-test-" + uuid.uuid4().hex[:12]
+    parents = detect_cgroups(parent_name=parent_name).parents
+    script = tmp_path / "executor.py"
+    script.write_text(EXECUTOR)
+    job_code = tmp_path / "job.py"
+    job_code.write_text(SPAWN_MARKED_CHILDREN.format(marker=marker, linger=1000))
+    executor = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(job_code), parent_name, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert executor.stdout is not None
+        assert await asyncio.wait_for(executor.stdout.readline(), 10) == b"job running\n"
+        await _wait_for(lambda: len(job_processes(marker.encode())) == 3, 5.0)
+    finally:
+        executor.send_signal(signal.SIGKILL)
+        await executor.wait()
+    await _wait_for(lambda: job_processes(marker.encode()) == [], 1.0)
+    leftovers = [job for parent in parents for job in parent.glob(JOB_PREFIX + "*")]
+    assert len(leftovers) == len(parents), "the killed executor could not remove its job"
+    for directory in [*leftovers, *parents]:
+        directory.rmdir()  # succeeds only because the job cgroup is empty
+
+
+async def _wait_for(condition: Callable[[], bool], within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {within_s} s")
+        await asyncio.sleep(0.02)
