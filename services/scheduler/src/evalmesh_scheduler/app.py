@@ -1,28 +1,102 @@
-"""Build the scheduler's server: its API, and health that waits for NATS and storage."""
+"""Build the scheduler's server: its API, background work, and health that waits for NATS,
+storage and the JetStream topology."""
 
 from __future__ import annotations
 
-from evalmesh.scheduler.v1 import scheduler_service_pb2
+import logging
+import os
+import sys
+
+import grpc.aio
+
+from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
-from evalmesh_scheduler.config import SchedulerConfig
+from evalmesh_scheduler.background import Background
+from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
+from evalmesh_scheduler.deadletters import DeadLetters
+from evalmesh_scheduler.jobs import JobQueue
+from evalmesh_scheduler.queue import Submitter
+from evalmesh_scheduler.reaper import Reaper
+from evalmesh_scheduler.reconciler import Reconciler
+from evalmesh_scheduler.servicer import SchedulerServicer
+from evalmesh_scheduler.stats import Stats
+from evalmesh_scheduler.storage_client import StorageClient
+from evalmesh_scheduler.topology import Topology
 
 __all__ = ["SERVICE_NAME", "build_app"]
 
+logger = logging.getLogger(__name__)
+
 SERVICE_NAME: str = scheduler_service_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name
 STORAGE_SERVICE = "evalmesh.storage.v1.StorageService"
+CRASH_EXIT_STATUS = 137  # what a shell reports for a process killed by SIGKILL
+
+
+def crash_after_commit() -> None:
+    """Fault-injection hook (EVALMESH_TEST_CRASH_AFTER_COMMIT): die like kill -9 would."""
+    logger.critical("test hook: exiting between the storage commit and the publish")
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(CRASH_EXIT_STATUS)
 
 
 async def build_app(config: SchedulerConfig) -> ServiceApp:
-    """Return the scheduler's app; it serves once NATS and storage both answer."""
-    nats = NatsConnection(config.nats_url, name="scheduler")
+    """Return the scheduler's app; it serves once NATS, storage and the topology are ready."""
+    instance_id = config.instance_id or default_instance_id()
+    nats = NatsConnection(config.nats_url, name=instance_id)
     nats.start()
-    storage = health_probe(config.storage_address, STORAGE_SERVICE)
-    # No handlers are registered yet, so every RPC answers UNIMPLEMENTED until the scheduler's
-    # own issue lands; reflection still describes the whole service from its descriptor.
-    app = ServiceApp("scheduler", config.server, services=[SERVICE_NAME])
+    channel = grpc.aio.insecure_channel(config.storage_address)
+    storage = StorageClient(channel, config.storage_timeout)
+    js = nats.client.jetstream(timeout=config.nats_timeout)
+    queue, loops = config.queue, config.loops
+    jobs = JobQueue(nats.client, js, queue.max_jobs, queue.max_bytes, config.nats_timeout)
+    submitter = Submitter(
+        storage,
+        jobs,
+        max_batch=config.max_batch,
+        tenant_max_queued=queue.tenant_max_queued,
+        after_commit=crash_after_commit if config.test_crash_after_commit else lambda: None,
+    )
+    dead = DeadLetters(
+        nats.client,
+        js,
+        storage,
+        jobs,
+        submitter,
+        executor_id=instance_id,
+        lease=loops.dead_letter_lease,
+    )
+    background = Background(
+        nats,
+        js,
+        Topology(queue),
+        loops,
+        reconciler=Reconciler(
+            storage, jobs, republish_after=loops.reconcile_after, batch=loops.batch_limit
+        ),
+        reaper=Reaper(storage, jobs, max_attempts=loops.max_attempts, batch=loops.batch_limit),
+        dead=dead,
+        instance_id=instance_id,
+        leader_ttl=queue.leader_ttl,
+    )
+    servicer = SchedulerServicer(submitter, dead, Stats(storage, js, dead), background.is_ready)
+    storage_probe = health_probe(channel, STORAGE_SERVICE)
+    app = ServiceApp(
+        "scheduler",
+        config.server,
+        services=[SERVICE_NAME],
+        add_servicers=lambda server: (
+            scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
+        ),
+    )
     app.add_probe("nats", nats.probe)
-    app.add_probe("storage", storage)
+    app.add_probe("storage", storage_probe)
+    app.add_probe("topology", background.probe)
+    app.on_stop_work("background", background.stop)
     app.on_drain("nats", nats.close)
-    app.on_dispose("storage-channel", storage.aclose)
+    app.on_dispose("storage-channel", lambda: channel.close(None))
+    background.start()
+    logger.info("scheduler instance %s", instance_id, extra={"instance": instance_id})
     return app
