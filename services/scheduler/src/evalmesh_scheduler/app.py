@@ -65,8 +65,6 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         storage,
         jobs,
         submitter,
-        executor_id=instance_id,
-        lease=loops.dead_letter_lease,
     )
     background = Background(
         nats,

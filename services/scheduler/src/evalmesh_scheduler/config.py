@@ -82,8 +82,6 @@ class LoopConfig:
     topology_check_interval: Seconds = env_field(
         "EVALMESH_TOPOLOGY_CHECK_INTERVAL", default=Seconds(30)
     )
-    # Lease the scheduler takes when it claims a QUEUED evaluation only to end it ERROR.
-    dead_letter_lease: Seconds = env_field("EVALMESH_DEAD_LETTER_LEASE", default=Seconds(60))
 
     def __post_init__(self) -> None:
         for name in ("reconcile_interval", "reconcile_after", "reap_interval"):

@@ -76,17 +76,12 @@ class DeadLetters:
         storage: StorageClient,
         jobs: JobQueue,
         submitter: Submitter,
-        *,
-        executor_id: str,
-        lease: float,
     ) -> None:
         self._client = client
         self._js = js
         self.storage = storage
         self.jobs = jobs
         self.submitter = submitter
-        self.executor_id = executor_id
-        self.lease = lease
 
     async def handle_advisory(self, data: bytes) -> None:
         """Act on one max-deliveries advisory (JSON from JetStream); idempotent."""
@@ -200,12 +195,9 @@ class DeadLetters:
             if state in TERMINAL:
                 return
             try:
-                if state == State.STATE_QUEUED:
-                    # CompleteEvaluation takes RUNNING only, so the scheduler claims the
-                    # evaluation itself to end it; the claim is fenced like any other.
-                    record = await self.storage.claim(evaluation_id, self.executor_id, self.lease)
-                else:
+                if state == State.STATE_RUNNING:
                     await self.jobs.send_cancel(evaluation_id, reason)
+                # Storage ends a QUEUED evaluation ERROR too, fenced on its current attempt.
                 attempt = record.evaluation.attempt
                 await self.storage.complete(evaluation_id, attempt, State.STATE_ERROR, result)
                 return
