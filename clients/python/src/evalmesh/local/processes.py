@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -16,18 +16,17 @@ __all__ = ["ManagedProcess", "StartupError", "read_port_file"]
 
 logger = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-
 
 class StartupError(RuntimeError):
     """StartupError means a process exited or did not become ready in time."""
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: if the launcher dies, even by SIGKILL, the kernel
-    # sends the child SIGTERM, so no server outlives the launcher that started it.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent(argv: Sequence[str]) -> list[str]:
+    # setpriv sets the parent-death signal and execs the server: if the launcher dies, even by
+    # SIGKILL, the kernel sends the server SIGTERM, so nothing outlives the launcher. (Doing it in a
+    # preexec_fn instead is unsafe in a process with threads, such as a test runner using gRPC.)
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else list(argv)
 
 
 class ManagedProcess:
@@ -58,7 +57,7 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                self.argv,
+                _die_with_parent(self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
