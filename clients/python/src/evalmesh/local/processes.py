@@ -64,7 +64,6 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
         logger.info("started %s (pid %d)", self.name, self._popen.pid)
 
