@@ -113,3 +113,8 @@ def test_page_size_zero_means_the_default_and_above_the_cap_is_rejected() -> Non
     assert validate_page_size(0, BOUNDS) == 50
     with pytest.raises(InvalidArgument):
         validate_page_size(BOUNDS.max_page_size + 1, BOUNDS)
+
+
+def test_byte_bounds_are_written_out_in_full() -> None:
+    found = violations(create(limits=evaluation_pb2.Limits(memory_bytes=1)))
+    assert "16777216 and 4294967296 bytes, got 1" in found["spec.limits.memory_bytes"]

@@ -1,9 +1,16 @@
-"""Build evalmesh's Envoy bootstrap as typed envoy-data-plane objects and render it to YAML."""
+"""Build evalmesh's Envoy bootstrap as typed envoy-data-plane objects and render it to YAML.
+
+With a static directory (the browser UI's production build), the edge also serves it on the same
+origin as the API: every top-level file and folder of the build gets a route answered by Envoy's
+file server filter, and any other GET is answered with index.html (the single-page-app fallback).
+gRPC-web calls are POSTs to the ``/evalmesh.v1.`` routes, which never reach the file server.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from pathlib import Path
 from typing import Any as AnyValue
 
 import yaml
@@ -11,6 +18,9 @@ from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, Bootstr
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
+    DataSource,
+    HeaderValue,
+    HeaderValueOption,
     Http2ProtocolOptions,
     SocketAddress,
 )
@@ -22,6 +32,8 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    HeaderMatcher,
     Route,
     RouteAction,
     RouteActionMaxStreamDuration,
@@ -29,8 +41,17 @@ from envoy_data_plane.envoy.config.route.v3 import (
     RouteMatch,
     VirtualHost,
 )
+from envoy_data_plane.envoy.extensions.common.async_files.v3 import (
+    AsyncFileManagerConfig,
+    AsyncFileManagerConfigThreadPool,
+)
 from envoy_data_plane.envoy.extensions.filters.http.buffer.v3 import Buffer
 from envoy_data_plane.envoy.extensions.filters.http.cors.v3 import Cors, CorsPolicy
+from envoy_data_plane.envoy.extensions.filters.http.file_server.v3 import (
+    FileServerConfig,
+    FileServerConfigDirectoryBehavior,
+    FileServerConfigPathMapping,
+)
 from envoy_data_plane.envoy.extensions.filters.http.grpc_web.v3 import GrpcWeb
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -42,7 +63,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsExplicitHttpConfig,
 )
-from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Any
 
 __all__ = ["EdgeSettings", "build_bootstrap", "render_yaml"]
@@ -57,6 +78,31 @@ ALLOWED_HEADERS = (
 EXPOSED_HEADERS = "grpc-status,grpc-message,grpc-status-details-bin"
 # The packages whose RPCs the edge forwards; nothing else reaches the gateway through the edge.
 PUBLIC_PREFIXES = ("/evalmesh.v1.", "/grpc.health.v1.")
+FILE_SERVER = "envoy.filters.http.file_server"
+INDEX_FILE = "index.html"
+# index.html is the body of the fallback route, which Envoy reads once at start and caps in size.
+MAX_INDEX_BYTES = 64 * 1024
+# Content types by file suffix for what a Vite build holds; anything else is octet-stream.
+CONTENT_TYPES = {
+    "html": "text/html; charset=utf-8",
+    "js": "text/javascript; charset=utf-8",
+    "mjs": "text/javascript; charset=utf-8",
+    "css": "text/css; charset=utf-8",
+    "json": "application/json",
+    "map": "application/json",
+    "webmanifest": "application/manifest+json",
+    "txt": "text/plain; charset=utf-8",
+    "svg": "image/svg+xml",
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "ico": "image/x-icon",
+    "woff": "font/woff",
+    "woff2": "font/woff2",
+    "wasm": "application/wasm",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +118,8 @@ class EdgeSettings:
     allowed_origins: tuple[str, ...] = ()
     max_request_bytes: int = 2 * 1024 * 1024 + 64 * 1024
     connect_timeout: timedelta = timedelta(seconds=2)
+    # static_dir is the UI build (holding index.html) to serve beside the API; None serves no files.
+    static_dir: Path | None = None
 
 
 def _socket(host: str, port: int) -> Address:
@@ -106,16 +154,106 @@ def _gateway_route(prefix: str) -> Route:
     )
 
 
+def _file_manager() -> AsyncFileManagerConfig:
+    return AsyncFileManagerConfig(thread_pool=AsyncFileManagerConfigThreadPool(thread_count=1))
+
+
+def _file_server(static_dir: Path) -> FileServerConfig:
+    return FileServerConfig(
+        manager_config=_file_manager(),
+        path_mappings=[
+            FileServerConfigPathMapping(request_path_prefix="/", file_path_prefix=f"{static_dir}/")
+        ],
+        content_types=CONTENT_TYPES,
+        default_content_type="application/octet-stream",
+        directory_behaviors=[FileServerConfigDirectoryBehavior(default_file=INDEX_FILE)],
+    )
+
+
+def _header(key: str, value: str) -> HeaderValueOption:
+    return HeaderValueOption(header=HeaderValue(key=key, value=value))
+
+
+def _static_route(match: RouteMatch, file_server: FileServerConfig) -> Route:
+    # The file server filter answers these before the router; the 404 is only reached if it
+    # ever passes a request on.
+    return Route(
+        match=match,
+        direct_response=DirectResponseAction(status=404),
+        typed_per_filter_config={FILE_SERVER: Any.pack(file_server)},
+    )
+
+
+def _static_matches(static_dir: Path) -> list[RouteMatch]:
+    """One match per top-level entry of the build (folders by prefix), plus "/" itself."""
+    matches = [RouteMatch(path="/")]
+    for entry in sorted(static_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            matches.append(RouteMatch(prefix=f"/{entry.name}/"))
+        elif entry.is_file():
+            matches.append(RouteMatch(path=f"/{entry.name}"))
+    return matches
+
+
+def _fallback_route(static_dir: Path) -> Route:
+    """Any other GET or HEAD is a client-side route of the app: answer with index.html."""
+    method = HeaderMatcher(
+        name=":method", string_match=StringMatcher(safe_regex=RegexMatcher(regex="GET|HEAD"))
+    )
+    return Route(
+        match=RouteMatch(prefix="/", headers=[method]),
+        direct_response=DirectResponseAction(
+            status=200, body=DataSource(filename=str(static_dir / INDEX_FILE))
+        ),
+        response_headers_to_add=[
+            _header("content-type", CONTENT_TYPES["html"]),
+            _header("cache-control", "no-cache"),
+        ],
+    )
+
+
+def _static_routes(static_dir: Path) -> list[Route]:
+    index = static_dir / INDEX_FILE
+    if not index.is_file():
+        raise ValueError(f"{static_dir} has no {INDEX_FILE}: build the UI first")
+    if index.stat().st_size > MAX_INDEX_BYTES:
+        raise ValueError(f"{index} is larger than {MAX_INDEX_BYTES} bytes")
+    file_server = _file_server(static_dir)
+    routes = [_static_route(match, file_server) for match in _static_matches(static_dir)]
+    return [*routes, _fallback_route(static_dir)]
+
+
 def _route_config(settings: EdgeSettings) -> RouteConfiguration:
+    routes = [_gateway_route(prefix) for prefix in PUBLIC_PREFIXES]
+    if settings.static_dir is not None:
+        routes.extend(_static_routes(settings.static_dir))
     host = VirtualHost(
         name="evalmesh",
         domains=["*"],
-        routes=[_gateway_route(prefix) for prefix in PUBLIC_PREFIXES],
+        routes=routes,
         typed_per_filter_config={
             "envoy.filters.http.cors": Any.pack(_cors_policy(settings.allowed_origins)),
         },
     )
-    return RouteConfiguration(name="edge", virtual_hosts=[host])
+    return RouteConfiguration(
+        name="edge", virtual_hosts=[host], max_direct_response_body_size_bytes=MAX_INDEX_BYTES
+    )
+
+
+def _http_filters(settings: EdgeSettings) -> list[HttpFilter]:
+    filters = [
+        _typed_filter("envoy.filters.http.grpc_web", GrpcWeb()),
+        _typed_filter("envoy.filters.http.cors", Cors()),
+        _typed_filter(
+            "envoy.filters.http.buffer", Buffer(max_request_bytes=settings.max_request_bytes)
+        ),
+    ]
+    if settings.static_dir is not None:
+        # Without a path mapping of its own it serves nothing: only routes that carry one do.
+        filters.append(_typed_filter(FILE_SERVER, FileServerConfig(manager_config=_file_manager())))
+    return [*filters, _typed_filter("envoy.filters.http.router", Router())]
 
 
 def _connection_manager(settings: EdgeSettings) -> HttpConnectionManager:
@@ -125,14 +263,7 @@ def _connection_manager(settings: EdgeSettings) -> HttpConnectionManager:
         route_config=_route_config(settings),
         # Watches may sit quiet for long stretches; the gateway's keepalives guard dead peers.
         stream_idle_timeout=timedelta(hours=1),
-        http_filters=[
-            _typed_filter("envoy.filters.http.grpc_web", GrpcWeb()),
-            _typed_filter("envoy.filters.http.cors", Cors()),
-            _typed_filter(
-                "envoy.filters.http.buffer", Buffer(max_request_bytes=settings.max_request_bytes)
-            ),
-            _typed_filter("envoy.filters.http.router", Router()),
-        ],
+        http_filters=_http_filters(settings),
     )
 
 

@@ -55,7 +55,14 @@ def _range(
     field: str, value: float, low: float, high: float, unit: str
 ) -> Iterator[FieldViolation]:
     if not low <= value <= high:
-        yield FieldViolation(field, f"must be between {low:g} and {high:g} {unit}, got {value:g}")
+        yield FieldViolation(
+            field, f"must be between {_num(low)} and {_num(high)} {unit}, got {_num(value)}"
+        )
+
+
+def _num(value: float) -> str:
+    # Whole numbers in full ("16777216 bytes"), never in scientific notation.
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _limits(limits: evaluation_pb2.Limits, bounds: Bounds, at: str) -> Iterator[FieldViolation]:

@@ -1,4 +1,5 @@
-"""Run Envoy as the local edge: gRPC-web and CORS in front of the gateway, on one loopback port."""
+"""Run Envoy as the local edge: gRPC-web and CORS in front of the gateway, on one loopback port,
+and the browser UI's production build on the same origin when there is one."""
 
 from __future__ import annotations
 
@@ -37,9 +38,14 @@ def _listener_port(admin: str) -> int:
 
 
 def start_edge(
-    state_dir: Path, gateway_port: int, port: int = 0, timeout: float = 20.0
+    state_dir: Path,
+    gateway_port: int,
+    port: int = 0,
+    timeout: float = 20.0,
+    static_dir: Path | None = None,
 ) -> tuple[ManagedProcess, int]:
-    """Start Envoy in front of the gateway on ``port`` (0 = free); return it and its port."""
+    """Start Envoy in front of the gateway on ``port`` (0 = free), serving ``static_dir`` (the UI
+    build) beside the API when given; return it and its port."""
     origins = (f"http://127.0.0.1:{port}", f"http://localhost:{port}") if port else ()
     settings = EdgeSettings(
         listen_host="127.0.0.1",
@@ -47,6 +53,7 @@ def start_edge(
         gateway_host="127.0.0.1",
         gateway_port=gateway_port,
         allowed_origins=origins,
+        static_dir=static_dir.resolve() if static_dir is not None else None,
     )
     config = state_dir / "envoy.yaml"
     config.write_text(render_yaml(settings))

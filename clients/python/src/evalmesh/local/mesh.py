@@ -19,7 +19,7 @@ from evalmesh.local.nats import start_nats
 from evalmesh.local.processes import ManagedProcess, StartupError, read_port_file
 from evalmesh_common.health_client import wait_for_serving
 
-__all__ = ["SERVICES", "LocalMesh", "MeshEndpoints", "ServiceSpec"]
+__all__ = ["SERVICES", "LocalMesh", "MeshEndpoints", "ServiceSpec", "find_ui_build"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,16 @@ SERVICES = (
         ("nats", "storage", "scheduler"),
     ),
 )
+
+# Where `npm run build -w clients/web` writes the browser UI, relative to the repository root.
+UI_BUILD = Path("clients/web/dist")
+
+
+def find_ui_build(root: Path | None = None) -> Path | None:
+    """The UI build under ``root`` (default: the current directory), if one was built."""
+    build = (root or Path.cwd()) / UI_BUILD
+    return build if (build / "index.html").is_file() else None
+
 
 # The variable through which a service learns where each of its dependencies listens.
 _ENDPOINT_VARIABLES = {
@@ -101,8 +111,11 @@ class LocalMesh:
         edge_port: int = 0,
         extra_env: Mapping[str, str] | None = None,
         bootstrap_key: Callable[[str], str] | None = None,
+        ui_build: Path | None = None,
     ) -> None:
         self.state_dir = state_dir
+        # The edge serves the UI on its own origin when a build exists (scripts/up makes one).
+        self.ui_build = ui_build if ui_build is not None else find_ui_build()
         self.edge_port = edge_port
         self.extra_env = dict(extra_env or {})
         self.bootstrap_key = bootstrap_key
@@ -134,6 +147,19 @@ class LocalMesh:
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
 
+    def restart_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
+        """Stop service ``name`` by pid (if it still runs) and start a new one on the same port,
+        where its clients reconnect; return it once SERVING."""
+        spec = next(spec for spec in SERVICES if spec.name == name)
+        index = next(i for i, process in enumerate(self.processes) if process.name == name)
+        self.processes[index].stop()
+        address = self.endpoints.services[name]
+        process, _ = self._start_service(spec, listen_address=address)
+        self.processes[index] = process
+        _wait_until_serving(process, address, spec, time.monotonic() + timeout)
+        self._write_state()
+        return process
+
     def _start_all(self, timeout: float) -> None:
         nats, self.endpoints.nats = start_nats(self.state_dir)
         self.processes.append(nats)
@@ -147,15 +173,22 @@ class LocalMesh:
         if self.bootstrap_key is not None:
             self.endpoints.admin_api_key = self._admin_key(self.bootstrap_key)
         edge, self.endpoints.edge_port = start_edge(
-            self.state_dir, _port(self.endpoints.services["gateway"]), self.edge_port
+            self.state_dir,
+            _port(self.endpoints.services["gateway"]),
+            self.edge_port,
+            static_dir=self.ui_build,
         )
         self.processes.append(edge)
 
-    def _start_service(self, spec: ServiceSpec) -> tuple[ManagedProcess, str]:
+    def _start_service(
+        self, spec: ServiceSpec, listen_address: str | None = None
+    ) -> tuple[ManagedProcess, str]:
         port_file = self.state_dir / "ports" / f"{spec.name}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
         env = {**os.environ, **self._service_env(spec), "EVALMESH_PORT_FILE": str(port_file)}
+        if listen_address is not None:
+            env["EVALMESH_LISTEN_ADDRESS"] = listen_address
         argv = [sys.executable, "-m", spec.module]
         process = ManagedProcess(spec.name, argv, self.state_dir / "logs" / f"{spec.name}.log", env)
         process.start()

@@ -1,0 +1,361 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from evalmesh.client import _admin as admin
+from evalmesh.client._batch import BatchPlan
+from evalmesh.client._channel import ChannelOption, credentials, metadata
+from evalmesh.client._channel import channel_options as _channel_options
+from evalmesh.client._cluster import ApiKey, CreatedApiKey, Executor, QueueStats, Role, Runtime
+from evalmesh.client._errors import EvalmeshError, error_from_rpc
+from evalmesh.client._models import Evaluation, Priority, State
+from evalmesh.client._requests import BatchProgress, Spec, create_request, list_request
+from evalmesh.client._retry import RetryPolicy
+from evalmesh.client._target import resolve_target
+from evalmesh.client._units import Duration, Size
+from evalmesh.client._watch import Output, WatchCursor, WatchEvent, WatchGapError
+from evalmesh.v1 import (
+    api_key_service_pb2_grpc,
+    cluster_service_pb2_grpc,
+    evaluation_pb2,
+    evaluation_service_pb2,
+    evaluation_service_pb2_grpc,
+)
+
+__all__ = ["Client"]
+
+logger = logging.getLogger(__name__)
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+_svc = evaluation_service_pb2
+
+
+class Client:
+    """A blocking evalmesh client. Thread-safe; close it (or use ``with``) when done.
+
+    ``address`` and ``api_key`` default to ``EVALMESH_ADDRESS`` and ``EVALMESH_API_KEY``, then to
+    the local mesh's state file (``.evalmesh/mesh.json`` above the working directory, or in
+    ``EVALMESH_HOME``). ``timeout`` is the deadline of each unary call in seconds; a watch
+    stream is reopened every ``watch_timeout`` seconds, resuming where it stood.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        api_key: str | None = None,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | str | os.PathLike[str] | None = None,
+        channel_options: Sequence[ChannelOption] = (),
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        watch_timeout: float = 600.0,
+    ) -> None:
+        target = resolve_target(address, api_key)
+        self.address = target.address
+        self.timeout = timeout
+        self.watch_timeout = watch_timeout
+        self.retry = retry or RetryPolicy()
+        self._metadata = metadata(target.api_key)
+        self._channel = _open_channel(
+            target.address, tls, root_certificates, _channel_options(channel_options)
+        )
+        self._evaluations = evaluation_service_pb2_grpc.EvaluationServiceStub(self._channel)
+        self._cluster = cluster_service_pb2_grpc.ClusterServiceStub(self._channel)
+        self._keys = api_key_service_pb2_grpc.ApiKeyServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel; calls in flight fail with CANCELLED."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Evaluations
+
+    def run(
+        self,
+        code: str,
+        *,
+        stdin: bytes = b"",
+        runtime: str | None = None,
+        priority: Priority | str | None = None,
+        timeout: Duration | None = None,
+        memory: Size | None = None,
+        max_processes: int | None = None,
+        max_output: Size | None = None,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+        on_output: Callable[[Output], None] | None = None,
+    ) -> Evaluation:
+        """Submit ``code``, wait for it to end, and return it with its full output.
+
+        ``on_output`` sees each piece of stdout and stderr as it arrives. ``timeout`` is the
+        program's wall-clock limit (seconds, a timedelta, or ``"10s"``).
+        """
+        created = self.submit(
+            code,
+            stdin=stdin,
+            runtime=runtime,
+            priority=priority,
+            timeout=timeout,
+            memory=memory,
+            max_processes=max_processes,
+            max_output=max_output,
+            labels=labels,
+            request_id=request_id,
+        )
+        return self.wait(created.id, on_output=on_output)
+
+    def submit(
+        self,
+        code: str,
+        *,
+        stdin: bytes = b"",
+        runtime: str | None = None,
+        priority: Priority | str | None = None,
+        timeout: Duration | None = None,
+        memory: Size | None = None,
+        max_processes: int | None = None,
+        max_output: Size | None = None,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Evaluation:
+        """Queue ``code`` and return the new evaluation (state QUEUED) without waiting.
+
+        Retries are safe: the same ``request_id`` (a random one when not given) always returns
+        the same evaluation.
+        """
+        spec = Spec(
+            code=code,
+            stdin=stdin,
+            runtime=runtime,
+            priority=priority,
+            timeout=timeout,
+            memory=memory,
+            max_processes=max_processes,
+            max_output=max_output,
+            labels=labels,
+            request_id=request_id,
+        )
+        request = create_request(spec)
+        reply = self._call(self._evaluations.CreateEvaluation, request)
+        return Evaluation.from_proto(reply.evaluation)
+
+    def wait(
+        self, evaluation_id: str, *, on_output: Callable[[Output], None] | None = None
+    ) -> Evaluation:
+        """Follow an evaluation until it ends; return it with its full output."""
+        for event in self.watch(evaluation_id):
+            if on_output is not None and isinstance(event, Output):
+                on_output(event)
+        return self.get(evaluation_id)
+
+    def get(self, evaluation_id: str, *, full: bool = True) -> Evaluation:
+        """Read one evaluation; ``full`` includes its code and output bytes."""
+        view = evaluation_pb2.EVALUATION_VIEW_FULL if full else evaluation_pb2.EVALUATION_VIEW_BASIC
+        request = _svc.GetEvaluationRequest(id=evaluation_id, view=view)
+        return Evaluation.from_proto(
+            self._call(self._evaluations.GetEvaluation, request).evaluation
+        )
+
+    def list(
+        self,
+        *,
+        state: State | str | Iterable[State | str] | None = None,
+        priority: Priority | str | Iterable[Priority | str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        page_size: int = 100,
+        full: bool = False,
+    ) -> Iterator[Evaluation]:
+        """Iterate over this tenant's evaluations, newest first, fetching pages as needed."""
+        request = list_request(
+            state=state,
+            priority=priority,
+            labels=labels,
+            created_after=created_after,
+            created_before=created_before,
+            page_size=page_size,
+            full=full,
+        )
+        while True:
+            reply = self._call(self._evaluations.ListEvaluations, request)
+            yield from (Evaluation.from_proto(item) for item in reply.evaluations)
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def cancel(self, evaluation_id: str, reason: str = "") -> Evaluation:
+        """Cancel in any state: queued ends at once, running within a second. Idempotent."""
+        request = _svc.CancelEvaluationRequest(id=evaluation_id, reason=reason)
+        return Evaluation.from_proto(
+            self._call(self._evaluations.CancelEvaluation, request).evaluation
+        )
+
+    def watch(
+        self, evaluation_id: str, *, stdout_offset: int = 0, stderr_offset: int = 0
+    ) -> Iterator[WatchEvent]:
+        """Iterate over an evaluation's snapshots and output until its terminal snapshot.
+
+        A dropped stream (gateway restart, network blip) is reopened with backoff from the last
+        byte received, so the output arrives whole, once, in order.
+        """
+        cursor = WatchCursor(evaluation_id, stdout_offset, stderr_offset)
+        failures = 0
+        while not cursor.finished():
+            error: EvalmeshError | None = None
+            cause: BaseException | None = None
+            call = self._evaluations.WatchEvaluation(
+                cursor.request(), metadata=self._metadata, timeout=self.watch_timeout
+            )
+            try:
+                for response in call:
+                    event = cursor.accept(response)
+                    if event is not None:
+                        failures = 0
+                        yield event
+            except grpc.RpcError as exc:
+                error, cause = error_from_rpc(exc), exc
+            except WatchGapError as exc:
+                logger.warning("watch of %s: %s; reopening", evaluation_id, exc)
+                cause = exc
+            finally:
+                call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
+            if cursor.finished():
+                return
+            failures += 1
+            delay = self.retry.reconnect_delay(error, failures)
+            if delay is None:
+                raise (error or EvalmeshError("the watch stream kept ending early")) from cause
+            logger.info("watch of %s dropped (%s); reopening in %.2fs", evaluation_id, error, delay)
+            time.sleep(delay)
+            cursor.reopening()
+
+    def submit_batch(
+        self,
+        specs: Iterable[Spec | str],
+        *,
+        concurrency: int = 4,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+    ) -> builtins.list[Evaluation]:
+        """Queue many evaluations in BatchCreateEvaluations calls of at most 1000, ``concurrency``
+        calls at a time; return them in the order given. ``on_progress`` runs in this thread
+        after each call. Give each Spec a ``request_id`` to make re-running a failed batch safe.
+        """
+        plan = BatchPlan.of(specs)
+        done = 0
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            futures = {
+                pool.submit(self._submit_chunk, plan, index): index for index in plan.indexes()
+            }
+            try:
+                for future in as_completed(futures):
+                    done += future.result()
+                    if on_progress is not None:
+                        on_progress(BatchProgress(done, plan.total))
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # chunks not started yet; those in flight finish
+                raise
+        return plan.results()
+
+    def _submit_chunk(self, plan: BatchPlan, index: int) -> int:
+        request = plan.request(index)
+        try:
+            reply = self._call(self._evaluations.BatchCreateEvaluations, request)
+        except EvalmeshError as error:
+            raise plan.locate(index, error) from error
+        return plan.store(index, reply)
+
+    # Cluster and API keys
+
+    def queue_stats(self) -> QueueStats:
+        """Queue depth per priority, running work and throughput (admin)."""
+        return admin.queue_stats(self._call(self._cluster.GetQueueStats, admin.QUEUE_STATS))
+
+    def executors(self) -> builtins.list[Executor]:
+        """The live executor instances with their slots and health (admin)."""
+        return admin.executors(self._call(self._cluster.ListExecutors, admin.EXECUTORS))
+
+    def runtimes(self) -> builtins.list[Runtime]:
+        """The runtimes that healthy executors offer."""
+        return admin.runtimes(self._call(self._cluster.ListRuntimes, admin.RUNTIMES))
+
+    def create_api_key(
+        self, tenant: str, role: Role | str = Role.USER, name: str = ""
+    ) -> CreatedApiKey:
+        """Make a key for ``tenant``; its secret is in the result and never shown again (admin).
+
+        Not retried: a repeat could make a second key.
+        """
+        request = admin.create_key_request(tenant, role, name)
+        return admin.created_key(self._call(self._keys.CreateApiKey, request, retry=False))
+
+    def list_api_keys(self, *, tenant: str = "", include_revoked: bool = False) -> Iterator[ApiKey]:
+        """Iterate over API keys, newest first (admin)."""
+        request = admin.list_keys_request(tenant, include_revoked)
+        while True:
+            reply = self._call(self._keys.ListApiKeys, request)
+            yield from (ApiKey.from_proto(key) for key in reply.api_keys)
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        """Revoke a key at once; idempotent (admin)."""
+        reply = self._call(self._keys.RevokeApiKey, admin.revoke_key_request(key_id))
+        return ApiKey.from_proto(reply.api_key)
+
+    def _call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Request, Response],
+        request: Request,
+        *,
+        retry: bool = True,
+    ) -> Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return method(request, metadata=self._metadata, timeout=self.timeout)
+            except grpc.RpcError as exc:
+                error = error_from_rpc(exc)
+                delay = self.retry.delay(error, attempt) if retry else None
+                if delay is None:
+                    raise error from exc
+            logger.info("call failed (%r); retry %d in %.2fs", error, attempt, delay)
+            time.sleep(delay)
+
+
+def _open_channel(
+    address: str,
+    tls: bool,
+    root_certificates: bytes | str | os.PathLike[str] | None,
+    options: builtins.list[tuple[str, Any]],
+) -> grpc.Channel:
+    if tls or root_certificates is not None:
+        return grpc.secure_channel(address, credentials(root_certificates), options)
+    return grpc.insecure_channel(address, options)
