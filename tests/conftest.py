@@ -58,7 +58,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshEndpoints]:
     local = LocalMesh(
         tmp_path_factory.mktemp("mesh"),
         edge_port=0,
-        extra_env={"EVALMESH_PROBE_INTERVAL": "0.2"},
+        # A small burst so the rate-limit tests reach the limit quickly.
+        extra_env={
+            "EVALMESH_PROBE_INTERVAL": "0.2",
+            "EVALMESH_TENANT_RATE": "20",
+            "EVALMESH_TENANT_BURST": "60",
+        },
         bootstrap_key=create_admin_key,
     )
     endpoints = local.start(timeout=120)

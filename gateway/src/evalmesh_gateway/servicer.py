@@ -30,6 +30,7 @@ from evalmesh_gateway.ratelimit import RateLimiter
 from evalmesh_gateway.validation import (
     Bounds,
     validate_batch,
+    validate_batch_size,
     validate_create,
     validate_id,
     validate_page_size,
@@ -85,7 +86,9 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluation_service_pb2.BatchCreateEvaluationsRequest, context: Context
     ) -> evaluation_service_pb2.BatchCreateEvaluationsResponse:
         principal = await self._up.auth.authenticate(context)
-        self._up.limiter.acquire(principal.tenant, cost=max(1.0, len(request.requests) ** 0.5))
+        # The count first (cheap), so an absurd batch is refused without spending anything.
+        count = validate_batch_size(request, self._up.bounds)
+        self._up.limiter.acquire(principal.tenant, cost=count**0.5)
         specs = validate_batch(request, self._up.bounds)
         batch = scheduler_service_pb2.BatchSubmitEvaluationsRequest(
             requests=[

@@ -13,7 +13,14 @@ from collections.abc import Iterator
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
 from evalmesh_common import FieldViolation, InvalidArgument
 
-__all__ = ["Bounds", "validate_batch", "validate_create", "validate_id", "validate_page_size"]
+__all__ = [
+    "Bounds",
+    "validate_batch",
+    "validate_batch_size",
+    "validate_create",
+    "validate_id",
+    "validate_page_size",
+]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -183,11 +190,7 @@ def validate_batch(
     request: evaluation_service_pb2.BatchCreateEvaluationsRequest, bounds: Bounds
 ) -> list[evaluation_pb2.EvaluationSpec]:
     """Validate every request of a batch (all or nothing) and return their resolved specs."""
-    count = len(request.requests)
-    if not 1 <= count <= bounds.max_batch:
-        _raise(
-            [FieldViolation("requests", f"must hold 1 to {bounds.max_batch} requests, got {count}")]
-        )
+    validate_batch_size(request, bounds)
     violations: list[FieldViolation] = []
     seen: set[str] = set()
     for index, item in enumerate(request.requests):
@@ -199,6 +202,17 @@ def validate_batch(
         seen.add(item.request_id)
     _raise(violations)
     return [resolve_spec(item.spec, bounds) for item in request.requests]
+
+
+def validate_batch_size(
+    request: evaluation_service_pb2.BatchCreateEvaluationsRequest, bounds: Bounds
+) -> int:
+    """Raise InvalidArgument unless the batch holds 1 to ``max_batch`` requests; return how many."""
+    count = len(request.requests)
+    if not 1 <= count <= bounds.max_batch:
+        bound = f"must hold 1 to {bounds.max_batch} requests, got {count}"
+        _raise([FieldViolation("requests", bound)])
+    return count
 
 
 def validate_id(value: str, field: str = "id") -> str:
