@@ -93,6 +93,10 @@ def test_scripts_up_serves_every_component_and_ctrl_c_leaves_no_process(
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
     # The browser's way in: gRPC-web through the Envoy edge reaches the gateway.
     assert _grpc_web_health(state["url"], SERVICES["gateway"]) == 1
+    # ... on the same origin as the browser UI, which scripts/up built and Envoy serves.
+    with urllib.request.urlopen(f"{state['url']}/", timeout=10) as reply:
+        assert reply.headers["content-type"] == "text/html; charset=utf-8"
+        assert b'<div id="root">' in reply.read()
     assert state["admin_api_key"].startswith("em_")
     assert (state_dir / "mesh.json").stat().st_mode & 0o077 == 0
 

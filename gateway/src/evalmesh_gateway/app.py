@@ -75,6 +75,9 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
         max_receive_message_bytes=min(
             config.server.max_receive_message_bytes, config.max_request_bytes
         ),
+        max_concurrent_streams=min(
+            config.server.max_concurrent_streams, config.max_streams_per_connection
+        ),
     )
     app = ServiceApp(
         "gateway",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
@@ -41,6 +42,8 @@ TERMINAL = frozenset(
     }
 )
 READ_BYTES = 256 * 1024
+# Every this many quiet polls without news, also re-read the stored output (lost live chunks).
+QUIET_READS_EVERY = 3
 TIMEOUT = 10.0
 
 
@@ -51,7 +54,7 @@ class Watcher:
         self,
         nats: Client,
         storage: storage_service_pb2_grpc.StorageServiceAsyncStub,
-        poll_interval: float = 2.0,
+        poll_interval: float = 5.0,
         max_per_tenant: int = 100,
     ) -> None:
         self._nats = nats
@@ -92,6 +95,7 @@ class _Session:
         self._events: asyncio.Queue[pool_pb2.RunEvent] = asyncio.Queue(maxsize=1024)
         self._overflowed = False
         self._attempt = 0
+        self._quiet = 0
 
     async def run(self) -> AsyncIterator[Response]:
         # The first read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here.
@@ -121,8 +125,14 @@ class _Session:
                         yield response
                     continue
             # A state change, a new attempt, a quiet spell or a lost event: ask storage.
-            evaluation = await self._snapshot()
+            evaluation = await self._snapshot(queued=state == State.STATE_QUEUED)
             changed = evaluation.state != state or evaluation.attempt != self._attempt
+            if not changed and event is None:
+                self._quiet += 1
+                if self._quiet % QUIET_READS_EVERY:
+                    # Gaps show up at the next live chunk or the terminal state; a quiet spell
+                    # costs one read, and the output is re-read only now and then.
+                    continue
             if evaluation.attempt > self._attempt > 0:
                 # A new attempt rewrites the output from offset 0; its snapshot comes first.
                 self._next = {STDOUT: 0, STDERR: 0}
@@ -136,8 +146,10 @@ class _Session:
                 yield Response(evaluation=evaluation)
 
     async def _next_event(self) -> pool_pb2.RunEvent | None:
+        # Jitter keeps thousands of quiet watchers from polling storage in lockstep.
+        quiet = self._watcher._poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
         try:
-            return await asyncio.wait_for(self._events.get(), self._watcher._poll_interval)
+            return await asyncio.wait_for(self._events.get(), quiet)
         except TimeoutError:
             self._overflowed = False
             return None
@@ -196,12 +208,12 @@ class _Session:
         reply = await self._watcher._storage.ReadOutput(request, timeout=TIMEOUT)
         return [chunk for chunk in reply.chunks if chunk.data]
 
-    async def _snapshot(self) -> evaluation_pb2.Evaluation:
+    async def _snapshot(self, queued: bool = True) -> evaluation_pb2.Evaluation:
         request = storage_service_pb2.GetEvaluationRequest(
             tenant=self._tenant,
             id=self._id,
             view=evaluation_pb2.EVALUATION_VIEW_BASIC,
-            include_queue_position=True,
+            include_queue_position=queued,
         )
         reply = await self._watcher._storage.GetEvaluation(request, timeout=TIMEOUT)
         return reply.record.evaluation

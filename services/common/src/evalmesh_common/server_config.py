@@ -36,7 +36,9 @@ class ServerConfig:
         "EVALMESH_MAX_RECEIVE_MESSAGE_BYTES", default=4 * MIB
     )
     max_send_message_bytes: int = env_field("EVALMESH_MAX_SEND_MESSAGE_BYTES", default=4 * MIB)
-    max_concurrent_streams: int = env_field("EVALMESH_MAX_CONCURRENT_STREAMS", default=100)
+    # Per HTTP/2 connection. Services multiplex all their calls to a peer over one channel, so an
+    # internal server needs room; the public gateway caps it much lower (one client, one budget).
+    max_concurrent_streams: int = env_field("EVALMESH_MAX_CONCURRENT_STREAMS", default=1000)
     # Beyond this many concurrent RPCs new ones fail fast with RESOURCE_EXHAUSTED.
     maximum_concurrent_rpcs: int | None = env_field("EVALMESH_MAX_CONCURRENT_RPCS", default=None)
     # The server pings idle connections this often to find dead peers of long streams.
