@@ -1,0 +1,3 @@
+export { cluster, evaluations, type ClusterClient, type EvaluationClient } from "./clients";
+export { type FieldViolation } from "./rpc-error-details";
+export { isAbort, toProblem, type RpcProblem } from "./rpc-problem";

@@ -1,0 +1,3 @@
+export { ClusterPage } from "./cluster-page";
+export { QueueChart, niceMax } from "./queue-chart";
+export { addSample, sampleOf, type QueueSample } from "./queue-history";

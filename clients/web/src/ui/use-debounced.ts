@@ -1,0 +1,11 @@
+import { useEffect, useState } from "react";
+
+/** useDebounced returns ``value`` once it has stayed the same for ``delayMs`` (typing settles). */
+export function useDebounced<T>(value: T, delayMs: number): T {
+  const [settled, setSettled] = useState(value);
+  useEffect(() => {
+    const timer = setTimeout(() => setSettled(value), delayMs);
+    return () => clearTimeout(timer);
+  }, [value, delayMs]);
+  return settled;
+}
