@@ -21,10 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from run_loop.harness import TENANT, TERMINAL, Driver, EventLog, Mesh  # noqa: E402
+from run_loop.harness import TENANT, TERMINAL, Driver, EventLog, Mesh
 
-from evalmesh.scheduler.v1 import scheduler_service_pb2  # noqa: E402
-from evalmesh.v1 import evaluation_pb2  # noqa: E402
+from evalmesh.scheduler.v1 import scheduler_service_pb2
+from evalmesh.v1 import evaluation_pb2
 
 
 def _ms(seconds: float) -> str:

@@ -1,28 +1,70 @@
-"""Build the executor pool's server: its control API, healthy once NATS and storage answer."""
+"""Build the executor pool's server: its control API, and health that is SERVING only while
+NATS and storage answer, the job consumers and executors bucket exist, the sandbox self-check
+passed and no drain has begun."""
 
 from __future__ import annotations
 
-from evalmesh.executor.v1 import executor_service_pb2
+import asyncio
+
+import grpc.aio
+
+from evalmesh.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
-from evalmesh_executor.config import ExecutorConfig
+from evalmesh_executor.backend import choose_backend
+from evalmesh_executor.config import ExecutorConfig, default_instance_id
+from evalmesh_executor.instance import ExecutorInstance
+from evalmesh_executor.servicer import ExecutorServicer
+from evalmesh_executor.storage_client import StorageClient
 
 __all__ = ["SERVICE_NAME", "build_app"]
 
 SERVICE_NAME: str = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"].full_name
 STORAGE_SERVICE = "evalmesh.storage.v1.StorageService"
+_PORT_POLL = 0.01
+
+
+async def _bound_port(app: ServiceApp) -> int:
+    while True:
+        try:
+            return app.port
+        except RuntimeError:  # not listening yet
+            await asyncio.sleep(_PORT_POLL)
 
 
 async def build_app(config: ExecutorConfig) -> ServiceApp:
-    """Return the executor pool's app; it serves once NATS and storage both answer."""
-    nats = NatsConnection(config.nats_url, name="executor-pool")
+    """Return the executor pool's app, its background work started."""
+    executor_id = config.instance_id or default_instance_id()
+    backend = await choose_backend(config)  # fails fast where no sandbox can run
+    nats = NatsConnection(config.nats_url, name=executor_id)
     nats.start()
-    storage = health_probe(config.storage_address, STORAGE_SERVICE)
-    # No handlers are registered yet, so every RPC answers UNIMPLEMENTED until the executor
-    # pool's own issue lands; reflection still describes the whole service from its descriptor.
-    app = ServiceApp("executor-pool", config.server, services=[SERVICE_NAME])
+    channel = grpc.aio.insecure_channel(config.storage_address)
+    store = StorageClient(channel, executor_id, config.storage_timeout, config.storage_retry_budget)
+
+    def add_servicers(server: grpc.aio.Server) -> None:
+        executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server(
+            ExecutorServicer(instance), server
+        )
+
+    app = ServiceApp(
+        "executor-pool", config.server, services=[SERVICE_NAME], add_servicers=add_servicers
+    )
+    instance = ExecutorInstance(
+        config,
+        nats,
+        store,
+        backend,
+        executor_id=executor_id,
+        gate=lambda: app.health.serving,
+    )
     app.add_probe("nats", nats.probe)
-    app.add_probe("storage", storage)
-    app.on_drain("nats", nats.close)
-    app.on_dispose("storage-channel", storage.aclose)
+    app.add_probe("storage", health_probe(channel, STORAGE_SERVICE))
+    app.add_probe("queues", instance.queues_probe)
+    app.add_probe("sandbox-self-check", instance.self_check.probe)
+    app.add_probe("accepting-work", instance.accepting_probe)
+    app.on_stop_work("drain-jobs", instance.stop_work)
+    app.on_drain("nats", instance.close_messaging)
+    app.on_dispose("storage-channel", lambda: channel.close(None))
+    app.on_dispose("sandbox", instance.dispose)
+    instance.start(lambda: _bound_port(app))
     return app

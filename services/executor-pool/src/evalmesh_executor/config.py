@@ -1,12 +1,93 @@
-"""The executor pool's settings, from environment variables only."""
+"""The executor pool's settings, from environment variables only (see the service README)."""
 
 from __future__ import annotations
 
+import re
+import socket
+import uuid
 from dataclasses import dataclass
 
-from evalmesh_common import ServerConfig, env_field, env_group
+from evalmesh_common import Seconds, ServerConfig, env_field, env_group
 
-__all__ = ["ExecutorConfig"]
+__all__ = [
+    "BACKENDS",
+    "ExecutorConfig",
+    "LimitDefaults",
+    "OutputConfig",
+    "PullConfig",
+    "default_instance_id",
+]
+
+MIB = 1024 * 1024
+BACKENDS = ("auto", "docker", "bwrap")
+# What the STOP_WORK hook needs after the drain grace to kill and give back what is left.
+_GIVE_BACK_TIME = 3.0
+# KV keys allow these characters only; the instance id is the executor's key in the bucket.
+_KEY_UNSAFE = re.compile(r"[^-_=.a-zA-Z0-9]")
+
+
+def default_instance_id() -> str:
+    """A name no other executor shares: ``executor-<host>-<random>``, safe as a KV key."""
+    host = _KEY_UNSAFE.sub("-", socket.gethostname())[:48] or "host"
+    return f"executor-{host}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class LimitDefaults:
+    """Limits for a spec field left unset (the scheduler normally resolves them first), and the
+    sandbox settings that are the operator's, not the user's."""
+
+    wall_timeout: Seconds = env_field("EVALMESH_DEFAULT_WALL_TIMEOUT", default=Seconds(30))
+    memory_bytes: int = env_field("EVALMESH_DEFAULT_MEMORY_BYTES", default=256 * MIB)
+    max_processes: int = env_field("EVALMESH_DEFAULT_MAX_PROCESSES", default=64)
+    max_output_bytes: int = env_field("EVALMESH_DEFAULT_MAX_OUTPUT_BYTES", default=1 * MIB)
+    cpu_millicores: int = env_field("EVALMESH_DEFAULT_CPU_MILLICORES", default=1000)
+    # Size of each scratch tmpfs (/tmp, which is $HOME, and /dev/shm); also the largest file.
+    scratch_bytes: int = env_field("EVALMESH_SANDBOX_SCRATCH_BYTES", default=64 * MIB)
+    max_open_files: int = env_field("EVALMESH_SANDBOX_MAX_OPEN_FILES", default=256)
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+
+
+@dataclass(frozen=True)
+class PullConfig:
+    """How the pool takes jobs from the priority consumers."""
+
+    # Deadline of one pull (a no_wait request: it answers at once, job or "no messages").
+    fetch_timeout: Seconds = env_field("EVALMESH_FETCH_TIMEOUT", default=Seconds(1))
+    # With every class empty, the pool pulls again after this long even without a new-job
+    # hint: that is how redeliveries (after ack_wait or a nak delay) are found.
+    recheck_interval: Seconds = env_field("EVALMESH_FETCH_RECHECK", default=Seconds(0.5))
+    # Give-back delays after a platform fault: the n-th delivery waits ~base * 2**(n-1), capped.
+    backoff_base: Seconds = env_field("EVALMESH_RETRY_BACKOFF_BASE", default=Seconds(1))
+    backoff_cap: Seconds = env_field("EVALMESH_RETRY_BACKOFF_CAP", default=Seconds(60))
+    # A job whose runtime this instance lacks is passed on with this delay.
+    pass_on_delay: Seconds = env_field("EVALMESH_PASS_ON_DELAY", default=Seconds(2))
+
+    def __post_init__(self) -> None:
+        if self.fetch_timeout < 0.005 or self.recheck_interval <= 0:
+            raise ValueError("fetch_timeout must be at least 5ms and recheck_interval positive")
+        if not 0 < self.backoff_base <= self.backoff_cap:
+            raise ValueError("need 0 < backoff_base <= backoff_cap")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Batching of output persistence."""
+
+    flush_interval: Seconds = env_field("EVALMESH_OUTPUT_FLUSH_INTERVAL", default=Seconds(0.1))
+    flush_bytes: int = env_field("EVALMESH_OUTPUT_FLUSH_BYTES", default=256 * 1024)
+    # Unpersisted output held per run before the sandbox's reader is made to wait.
+    buffer_bytes: int = env_field("EVALMESH_OUTPUT_BUFFER_BYTES", default=2 * MIB)
+
+    def __post_init__(self) -> None:
+        if self.flush_interval <= 0 or self.flush_bytes <= 0:
+            raise ValueError("flush_interval and flush_bytes must be positive")
+        if self.buffer_bytes < self.flush_bytes:
+            raise ValueError("buffer_bytes must be at least flush_bytes")
 
 
 @dataclass(frozen=True)
@@ -14,14 +95,41 @@ class ExecutorConfig:
     """Where the executor listens, where its dependencies are, and how it sandboxes."""
 
     server: ServerConfig = env_group(ServerConfig)
+    limits: LimitDefaults = env_group(LimitDefaults)
+    pull: PullConfig = env_group(PullConfig)
+    output: OutputConfig = env_group(OutputConfig)
     nats_url: str = env_field("EVALMESH_NATS_URL")
     storage_address: str = env_field("EVALMESH_STORAGE_ADDRESS")
-    # "auto" picks docker when an engine answers, else bwrap.
+    # "auto" picks docker when its backend is available and an engine answers, else bwrap.
     backend: str = env_field("EVALMESH_SANDBOX_BACKEND", default="auto")
     slots: int = env_field("EVALMESH_EXECUTOR_SLOTS", default=2)
+    instance_id: str = env_field("EVALMESH_INSTANCE_ID", default="")
+    # The claim's lease; heartbeats renew it (and call in_progress) every third of it.
+    lease: Seconds = env_field("EVALMESH_EXECUTOR_LEASE", default=Seconds(30))
+    storage_timeout: Seconds = env_field("EVALMESH_STORAGE_TIMEOUT", default=Seconds(5))
+    # How long storage may stay unreachable before a run is given back unrecorded.
+    storage_retry_budget: Seconds = env_field("EVALMESH_STORAGE_RETRY_BUDGET", default=Seconds(20))
+    status_interval: Seconds = env_field("EVALMESH_STATUS_INTERVAL", default=Seconds(3))
+    self_check_interval: Seconds = env_field("EVALMESH_SELF_CHECK_INTERVAL", default=Seconds(300))
+    # On SIGTERM (and by default for the Drain RPC) running jobs get this long to finish; the
+    # rest are given back. It must end before the shutdown hook's own timeout.
+    drain_grace: Seconds = env_field("EVALMESH_DRAIN_GRACE", default=Seconds(6))
+    # Fault injection for tests only: SIGKILL itself after a result is stored, before the ack
+    # (HOSTILE.md F05). Never set in production.
+    test_crash_before_ack: bool = env_field("EVALMESH_TEST_CRASH_BEFORE_ACK", default=False)
 
     def __post_init__(self) -> None:
-        if self.backend not in {"auto", "docker", "bwrap"}:
-            raise ValueError(f"backend {self.backend!r} is not one of auto, docker, bwrap")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        if self.instance_id and _KEY_UNSAFE.search(self.instance_id):
+            raise ValueError("instance_id may hold letters, digits and - _ = . only")
+        for name in ("lease", "storage_timeout", "status_interval", "self_check_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.drain_grace < 0 or self.drain_grace + _GIVE_BACK_TIME > self.server.hook_timeout:
+            raise ValueError(
+                f"drain_grace must be at least 0 and end {_GIVE_BACK_TIME:g} s before "
+                "EVALMESH_SHUTDOWN_HOOK_TIMEOUT, so the runs left can still be given back"
+            )

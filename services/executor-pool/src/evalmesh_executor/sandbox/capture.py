@@ -42,16 +42,24 @@ class StreamCapture:
     async def pump(self, reader: asyncio.StreamReader) -> None:
         """Read until EOF; past the cap, report the overflow once and discard the rest."""
         while block := await reader.read(MAX_CHUNK_BYTES):
-            if self.truncated:
-                continue  # the job is being killed; read on so the pipe reaches EOF
-            room = self._cap - len(self._data)
-            if len(block) > room:
-                self.truncated = True
-                block = block[:room]
-            if block:
-                await self._emit(block)
-            if self.truncated:
-                self._on_overflow()
+            await self.feed(block)
+
+    async def feed(self, block: bytes) -> None:
+        """Take the next bytes of the stream (at most MAX_CHUNK_BYTES), keeping the cap.
+
+        Once truncated, everything is dropped: the job is being killed, and the caller reads
+        on only so that its source reaches EOF.
+        """
+        if self.truncated:
+            return
+        room = self._cap - len(self._data)
+        if len(block) > room:
+            self.truncated = True
+            block = block[:room]
+        if block:
+            await self._emit(block)
+        if self.truncated:
+            self._on_overflow()
 
     async def _emit(self, block: bytes) -> None:
         offset = len(self._data)

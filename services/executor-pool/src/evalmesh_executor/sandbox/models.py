@@ -69,12 +69,17 @@ class SandboxLimits:
 
 @dataclass(frozen=True, slots=True)
 class SandboxRequest:
-    """One program to run: source code, the bytes on its stdin, a runtime name and limits."""
+    """One program to run: source code, the bytes on its stdin, a runtime name and limits.
+
+    evaluation_id only names the run to the host (docker labels, used to find orphans);
+    the sandbox never interprets it.
+    """
 
     code: bytes
     stdin: bytes = b""
     runtime: str = "python"
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    evaluation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,14 @@ import platform
 import struct
 from collections.abc import Iterable
 
-__all__ = ["UnsupportedArchitectureError", "build_filter", "native_arch"]
+__all__ = [
+    "ALLOWED_SOCKET_FAMILIES",
+    "CLONE_NEW_FLAGS",
+    "DENIED_SYSCALLS",
+    "UnsupportedArchitectureError",
+    "build_filter",
+    "native_arch",
+]
 
 # Classic BPF opcodes (linux/bpf_common.h) and seccomp return values (linux/seccomp.h).
 _LD_W_ABS = 0x20
@@ -51,6 +58,11 @@ _DENIED_NAMES = (
     *("swapon", "swapoff", "syslog", "acct", "reboot", "quotactl", "vhangup"),
     *("settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm"),
 )
+
+#: The same policy by name, for backends that load it through another engine (docker).
+DENIED_SYSCALLS = _DENIED_NAMES
+CLONE_NEW_FLAGS = _CLONE_NEW_FLAGS
+ALLOWED_SOCKET_FAMILIES = _ALLOWED_SOCKET_FAMILIES
 
 _GENERIC_NEW_MOUNT_API = {
     "open_tree": 428,

@@ -1,0 +1,111 @@
+"""The sandbox backend interface the run loop needs, and the choice of backend by config.
+
+Every backend (``bwrap`` now, ``docker`` next) offers the same small surface: prepare once,
+name its runtimes with exact identities, run one request with live output and a cancel event,
+run the escape canaries, close. The run loop sees only :class:`SandboxBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from evalmesh_executor.config import ExecutorConfig
+from evalmesh_executor.sandbox import (
+    BwrapConfig,
+    BwrapSandbox,
+    OutputCallback,
+    SandboxRequest,
+    SandboxResult,
+    SandboxUnavailableError,
+)
+
+__all__ = ["Backend", "BackendFactory", "SandboxBackend", "choose_backend", "factories"]
+
+logger = logging.getLogger(__name__)
+
+# A backend that cannot say within this long whether it works is treated as unavailable.
+PREPARE_TIMEOUT = 120.0
+
+
+class SandboxBackend(Protocol):
+    """What the executor needs of a sandbox backend."""
+
+    async def prepare(self) -> None:
+        """Check the host once; raise SandboxUnavailableError if this backend cannot run."""
+
+    @property
+    def runtimes(self) -> Mapping[str, str]:
+        """Runtime names and exact identities (``<name> <version> <digest>``), after prepare."""
+        ...
+
+    async def run(
+        self,
+        request: SandboxRequest,
+        on_output: OutputCallback | None = None,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> SandboxResult:
+        """Run one program in a fresh sandbox; setting ``cancel`` kills it within a second."""
+        ...
+
+    async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
+        """Run the escape canaries; return the ones that got out (want: none)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop the runs in progress and release the backend."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A prepared backend and the name it reports (``docker`` or ``bwrap``)."""
+
+    name: str
+    sandbox: SandboxBackend
+
+
+BackendFactory = Callable[[ExecutorConfig], SandboxBackend]
+
+
+def _bwrap(config: ExecutorConfig) -> SandboxBackend:
+    return BwrapSandbox(BwrapConfig())
+
+
+def _docker(config: ExecutorConfig) -> SandboxBackend:
+    try:  # imported only when chosen: it needs the docker SDK, bwrap hosts may lack it
+        from evalmesh_executor.sandbox.docker import DockerSandbox
+    except ImportError as exc:
+        raise SandboxUnavailableError(f"the docker backend cannot load: {exc}") from exc
+    return DockerSandbox()
+
+
+def factories() -> Mapping[str, BackendFactory]:
+    """Backend constructors by name, in the order ``auto`` tries them."""
+    return {"docker": _docker, "bwrap": _bwrap}
+
+
+async def choose_backend(
+    config: ExecutorConfig, available: Mapping[str, BackendFactory] | None = None
+) -> Backend:
+    """Build and prepare the configured backend; ``auto`` takes the first one that works.
+
+    Raises SandboxUnavailableError when no allowed backend can run on this host.
+    """
+    options = dict(available if available is not None else factories())
+    names = list(options) if config.backend == "auto" else [config.backend]
+    problems: list[str] = []
+    for name in names:
+        try:
+            sandbox = options[name](config)
+            await asyncio.wait_for(sandbox.prepare(), PREPARE_TIMEOUT)
+        except (SandboxUnavailableError, TimeoutError) as exc:
+            logger.info("sandbox backend %s unavailable: %s", name, exc)
+            problems.append(f"{name}: {exc}")
+            continue
+        logger.info("sandbox backend: %s", name, extra={"backend": name})
+        return Backend(name, sandbox)
+    raise SandboxUnavailableError("no sandbox backend can run here (" + "; ".join(problems) + ")")

@@ -1,0 +1,202 @@
+"""One executor instance's moving parts and their lifecycle, behind the gRPC app.
+
+Start (in the background, so health is served from the first moment): wait for NATS, bind the
+priority consumers, check the executors bucket, listen for cancels, then pull, report status
+and self-check. Stop, in the app's shutdown order: stop pulling and drain the running jobs
+(STOP_WORK); unsubscribe, delete the status entry and close NATS (DRAIN); release the sandbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import nats.errors
+from nats.js.errors import Error as JetStreamError
+
+from evalmesh_common.messaging import NatsConnection
+from evalmesh_common.subjects import EXECUTORS_BUCKET
+from evalmesh_executor.backend import Backend
+from evalmesh_executor.config import ExecutorConfig
+from evalmesh_executor.control import CancelListener
+from evalmesh_executor.pool import Pool
+from evalmesh_executor.runs import RunRegistry, Stop
+from evalmesh_executor.selfcheck import SelfCheck, address_port, url_port
+from evalmesh_executor.status import InstanceInfo, StatusReporter, runtime_infos
+from evalmesh_executor.storage_client import StorageClient
+from evalmesh_executor.worker import JobRunner, RunnerSettings
+
+__all__ = ["ExecutorInstance"]
+
+logger = logging.getLogger(__name__)
+
+_NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError)
+_BIND_RETRY = 1.0
+NATS_DEFAULT_PORT = 4222
+
+
+def crash_now() -> None:
+    """The F05 fault hook: die like kill -9 would, between the stored result and the ack."""
+    logger.warning("EVALMESH_TEST_CRASH_BEFORE_ACK: killing this process before the ack")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class ExecutorInstance:
+    """The pool, cancel listener, status reporter and self-check of one instance."""
+
+    def __init__(
+        self,
+        config: ExecutorConfig,
+        nats_connection: NatsConnection,
+        store: StorageClient,
+        backend: Backend,
+        *,
+        executor_id: str,
+        gate: Callable[[], bool],
+    ) -> None:
+        self.config = config
+        self.nats = nats_connection
+        self.backend = backend
+        self.runs = RunRegistry()
+        client = nats_connection.client
+        runner = JobRunner(
+            store,
+            backend.sandbox,
+            self._publish,
+            self.runs,
+            RunnerSettings(config.lease, config.limits, config.output, config.pull),
+            before_ack=crash_now if config.test_crash_before_ack else lambda: None,
+        )
+        self.pool = Pool(
+            client,
+            runner,
+            self.runs,
+            slots=config.slots,
+            pull=config.pull,
+            can_pull=lambda: gate() and self.self_check.passed,
+        )
+        self.cancels = CancelListener(client, self.runs)
+        self._own_port: int | None = None
+        self.self_check = SelfCheck(
+            backend.sandbox, self._platform_ports, config.self_check_interval
+        )
+        info = InstanceInfo(
+            instance_id=executor_id,
+            host=socket.gethostname(),
+            backend=backend.name,
+            slots=config.slots,
+            start_time=datetime.now(UTC),
+            runtimes=tuple(runtime_infos(backend.sandbox.runtimes)),
+        )
+        self.status = StatusReporter(
+            info,
+            self.runs,
+            unhealthy_reason=lambda: self.self_check.reason,
+            draining=lambda: self.pool.draining,
+            interval=config.status_interval,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _platform_ports(self) -> list[int]:
+        ports = (
+            url_port(self.config.nats_url, NATS_DEFAULT_PORT),
+            address_port(self.config.storage_address),
+            self._own_port,
+        )
+        return [port for port in ports if port]
+
+    async def _publish(self, subject: str, data: bytes) -> None:
+        try:
+            await self.nats.client.publish(subject, data)
+        except _NATS_ERRORS as exc:  # live events are best effort; storage has the output
+            logger.debug("event not published: %s", exc)
+
+    # ------------------------------------------------------------------ probes
+
+    async def queues_probe(self) -> bool:
+        """Consumers bound, cancel subscription open, status written to the bucket."""
+        return self.pool.bound and self.cancels.listening and self.status.written
+
+    async def accepting_probe(self) -> bool:
+        """False once a drain began: the instance takes no new work."""
+        return not self.pool.draining
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, wait_for_port: Callable[[], Awaitable[int]]) -> None:
+        """Start the background work (call inside the event loop, before serving)."""
+        self._spawn(self._connect_and_pull(), "executor-pull")
+        self._spawn(self._self_check(wait_for_port), "executor-self-check")
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("%s stopped unexpectedly", name)
+
+        self._tasks.append(asyncio.create_task(guarded(), name=name))
+
+    async def _self_check(self, wait_for_port: Callable[[], Awaitable[int]]) -> None:
+        self._own_port = await wait_for_port()  # the canaries aim at our own port too
+        await self.self_check.run()
+
+    async def _connect_and_pull(self) -> None:
+        await self.nats.wait_connected()
+        await self._bind()
+        self._spawn(self.status.run(self.nats.client), "executor-status")
+        logger.info("bound to the job consumers; pulling when healthy")
+        await self.pool.run()
+
+    async def _bind(self) -> None:
+        complained = False
+        while True:
+            try:
+                await self.nats.client.jetstream().key_value(EXECUTORS_BUCKET)
+                await self.pool.bind()
+                await self.cancels.start()
+                return
+            except _NATS_ERRORS as exc:
+                if not complained:
+                    logger.warning("job consumers or executors bucket not ready: %s", exc)
+                    complained = True
+            await asyncio.sleep(_BIND_RETRY)
+
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """Stop pulling; running jobs get ``grace`` seconds, the rest are given back."""
+        return await self.pool.drain(grace)
+
+    async def stop_work(self) -> None:
+        """STOP_WORK hook: drain within the configured grace."""
+        await self.drain(self.config.drain_grace)
+
+    async def close_messaging(self) -> None:
+        """DRAIN hook: unsubscribe everything (a subscription left open holds up the
+        connection's drain), remove the status entry, then drain and close NATS."""
+        self.runs.stop_all(Stop.GIVE_BACK, "the executor is shutting down")
+        await self.cancels.stop()
+        await self.pool.close()
+        await self._cancel_tasks()
+        if self.nats.client.is_connected:
+            await self.status.remove(self.nats.client)
+        await self.nats.close()
+
+    async def _cancel_tasks(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def dispose(self) -> None:
+        """DISPOSE hook: release the sandbox backend."""
+        await self.backend.sandbox.close()

@@ -1,0 +1,245 @@
+"""The pool: free slots pull jobs from the priority consumers, by the weighted policy.
+
+A slot is taken before a pull and a pull asks for one message, so the instance never holds more
+jobs than it has free slots. The class comes from the shared smooth weighted round-robin
+(``evalmesh_common.priority``) over the classes that have work: the chosen class's durable
+consumer is asked for one message with ``no_wait``, which answers at once either with a job or
+with "no messages", and an empty class is dropped from this round (its share goes to the
+others). ``fetch(1)`` of nats-py cannot probe like that: an empty class costs its whole expiry,
+and the late 408 it leaves behind costs another. When every class is empty the loop sleeps until
+a job is published on a job subject (a core NATS hint every executor receives) or
+``recheck_interval`` passes (how redeliveries after ack_wait or a nak delay are found).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+from nats.js.errors import Error as JetStreamError
+
+from evalmesh_common.priority import WeightedPriority
+from evalmesh_common.subjects import JOBS_STREAM, PRIORITY_NAMES, job_consumer, job_filter
+from evalmesh_executor.config import PullConfig
+from evalmesh_executor.runs import RunRegistry, Stop
+from evalmesh_executor.worker import JobRunner
+
+__all__ = ["Pool", "Wakeup"]
+
+logger = logging.getLogger(__name__)
+
+_NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError)
+_GATE_POLL = 0.05
+_STEP_RETRY = 1.0
+_GIVE_BACK_TIMEOUT = 2.5
+_PULL_ONE = json.dumps({"batch": 1, "no_wait": True}).encode()
+_NO_MESSAGES = frozenset({"404", "408"})
+
+
+async def _give_back_unclaimed(msg: Msg) -> None:
+    with contextlib.suppress(*_NATS_ERRORS):
+        await msg.nak()
+
+
+def _status(msg: Msg) -> str:
+    """The JetStream status of a pull's answer ("404": no messages), or "" for a job."""
+    return str((msg.headers or {}).get("Status", ""))
+
+
+class Wakeup:
+    """What an idle pool waits for: a new-job hint, or the recheck interval."""
+
+    def __init__(self, recheck_interval: float) -> None:
+        self.recheck_interval = recheck_interval
+        self._hint = asyncio.Event()
+
+    def hint(self) -> None:
+        """A job was just published."""
+        self._hint.set()
+
+    async def wait(self) -> None:
+        """Sleep until a hint arrives (or arrived since the last wait) or the interval passes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hint.wait(), self.recheck_interval)
+        self._hint.clear()
+
+
+@dataclass
+class _Source:
+    """One priority class: its consumer's pull API subject, the inbox its jobs are delivered
+    to, and the consumer's ack_wait."""
+
+    name: str
+    next_subject: str
+    inbox: Subscription
+    ack_wait: float
+
+
+class Pool:
+    """Slots, the fetch loop and drain for one executor instance."""
+
+    def __init__(
+        self,
+        client: Client,
+        runner: JobRunner,
+        runs: RunRegistry,
+        *,
+        slots: int,
+        pull: PullConfig,
+        can_pull: Callable[[], bool],
+        policy: WeightedPriority | None = None,
+    ) -> None:
+        self._client = client
+        self._runner = runner
+        self._runs = runs
+        self.slots = slots
+        self._pull = pull
+        self._can_pull = can_pull
+        self._policy = policy or WeightedPriority()
+        self._free = asyncio.Semaphore(slots)
+        self._wakeup = Wakeup(pull.recheck_interval)
+        self._sources: dict[str, _Source] = {}
+        self._hints: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    @property
+    def bound(self) -> bool:
+        """True once every priority consumer is bound."""
+        return len(self._sources) == len(PRIORITY_NAMES)
+
+    async def bind(self) -> None:
+        """Bind to the scheduler's durable consumers (NotFoundError while they do not exist)
+        and subscribe to the new-job hints."""
+        js = self._client.jetstream()
+        for name in PRIORITY_NAMES:
+            if name in self._sources:
+                continue
+            consumer = job_consumer(name)
+            info = await js.consumer_info(JOBS_STREAM, consumer)
+            subject = f"{api.DEFAULT_PREFIX}.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"
+            inbox = await self._client.subscribe(self._client.new_inbox())
+            ack_wait = float(info.config.ack_wait or 30)
+            self._sources[name] = _Source(name, subject, inbox, ack_wait)
+        for name in PRIORITY_NAMES:
+            self._hints.append(await self._client.subscribe(job_filter(name), cb=self._on_hint))
+
+    async def run(self) -> None:
+        """Pull and start jobs until cancelled or drained."""
+        while not self.draining:
+            try:
+                await self._step()
+            except Exception:  # a bug or an odd answer must not stop the pool for good
+                logger.exception("pull loop step failed")
+                await asyncio.sleep(_STEP_RETRY)
+
+    async def _step(self) -> None:
+        if not self._can_pull():
+            await asyncio.sleep(_GATE_POLL)
+            return
+        await self._free.acquire()
+        if self._draining_now():  # began while every slot was busy
+            self._free.release()
+            return
+        try:
+            taken = await self._take()
+        except BaseException:
+            self._free.release()
+            raise
+        if taken is None:
+            self._free.release()
+            await self._wakeup.wait()
+            return
+        msg, ack_wait = taken
+        if self._draining_now():  # the drain began while this pull was in flight
+            self._free.release()
+            work = _give_back_unclaimed(msg)
+        else:
+            work = self._process(msg, ack_wait)
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _draining_now(self) -> bool:
+        # A call, not the attribute: the drain can begin at any await in between.
+        return self.draining
+
+    async def _process(self, msg: Msg, ack_wait: float) -> None:
+        try:
+            await self._runner.process(msg, ack_wait)
+        finally:
+            self._free.release()
+
+    async def _take(self) -> tuple[Msg, float] | None:
+        ready = set(self._sources)
+        while (choice := self._policy.choose(ready)) is not None:
+            msg = await self._pull_one(self._sources[choice])
+            if msg is None:  # that class is empty: its share goes to the others
+                ready.discard(choice)
+                continue
+            self._policy.started(choice, ready)
+            return msg, self._sources[choice].ack_wait
+        return None
+
+    async def _pull_one(self, source: _Source) -> Msg | None:
+        """One message from the class's consumer, or None at once if it has none."""
+        inbox = source.inbox
+        try:
+            while inbox.pending_msgs > 0:  # a late answer to an earlier pull
+                msg = await inbox.next_msg(timeout=self._pull.fetch_timeout)
+                if not _status(msg):
+                    return msg
+            await self._client.publish(source.next_subject, _PULL_ONE, reply=inbox.subject)
+            msg = await inbox.next_msg(timeout=self._pull.fetch_timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return None
+        except _NATS_ERRORS as exc:
+            logger.warning("pull from %s failed: %s", source.name, exc)
+            return None
+        status = _status(msg)
+        if not status:
+            return msg
+        if status not in _NO_MESSAGES:
+            description = (msg.headers or {}).get("Description", "")
+            logger.warning("pull from %s answered %s %s", source.name, status, description)
+        return None
+
+    async def _on_hint(self, msg: Msg) -> None:
+        self._wakeup.hint()
+
+    async def drain(self, grace: float) -> tuple[int, int]:
+        """Stop pulling; let running jobs finish within ``grace``; give the rest back.
+
+        Returns (finished within the grace, given back).
+        """
+        self.draining = True
+        running = {task for task in self._tasks if not task.done()}
+        if not running:
+            return 0, 0
+        done, pending = await asyncio.wait(running, timeout=grace)
+        if pending:
+            self._runs.stop_all(Stop.GIVE_BACK, "the executor is draining")
+            await asyncio.wait(pending, timeout=_GIVE_BACK_TIMEOUT)
+        logger.info("drained: %d finished, %d given back", len(done), len(pending))
+        return len(done), len(pending)
+
+    async def close(self) -> None:
+        """Stop pulling and unsubscribe from the hints (before the connection drains).
+
+        Every subscription is closed first: one left open holds up the connection's drain.
+        """
+        self.draining = True
+        inboxes = [source.inbox for source in self._sources.values()]
+        hints, self._hints = self._hints, []
+        for subscription in [*hints, *inboxes]:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await subscription.unsubscribe()

@@ -1,0 +1,357 @@
+"""The `docker` sandbox backend: one fresh, locked-down container per evaluation.
+
+Same surface as BwrapSandbox: prepare()/close(), runtimes, run(request, on_output, cancel=),
+self_check(tcp_ports). Containers are never reused. Each carries labels naming its owner
+(this backend), its evaluation and a deadline; containers of this owner left by a crash, and
+any evalmesh container past its deadline, are removed at prepare() and then periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import docker
+
+from .canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from .docker_engine import DockerEngine
+from .docker_job import DockerHost, DockerJob
+from .docker_spec import seccomp_profile
+from .models import (
+    OutputCallback,
+    SandboxError,
+    SandboxLimits,
+    SandboxOutcome,
+    SandboxRequest,
+    SandboxResult,
+    SandboxUnavailableError,
+)
+from .seccomp import UnsupportedArchitectureError
+
+__all__ = ["DEFAULT_IMAGES", "LABEL_DEADLINE", "LABEL_OWNER", "DockerConfig", "DockerSandbox"]
+
+log = logging.getLogger(__name__)
+
+LABEL_OWNER = "org.evalmesh.owner"
+LABEL_DEADLINE = "org.evalmesh.deadline"
+
+#: Runtime name -> image reference (as built by images/build-offline or the Dockerfiles).
+DEFAULT_IMAGES: Mapping[str, str] = {
+    "python": "evalmesh-runtime-python:latest",
+    "python-ml": "evalmesh-runtime-python-ml:latest",
+}
+
+_SELF_CHECK_LIMITS = SandboxLimits(
+    wall_timeout=20.0, memory_bytes=128 * 1024 * 1024, max_processes=16, max_output_bytes=65536
+)
+_PROBE = b"import sys; print(sys.version.split()[0])"
+_PROBE_LIMITS = SandboxLimits(wall_timeout=30.0, memory_bytes=128 * 1024 * 1024)
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class DockerConfig:
+    """Operator settings of the docker backend.
+
+    base_url: the engine (`unix:///var/run/docker.sock`, `tcp://...`); None: DOCKER_HOST,
+        else the local socket, as the docker CLI does.
+    images: runtime name -> image reference; a runtime whose image is missing is left out.
+        Runs use the image id resolved at prepare(), which is also the runtime's identity.
+    owner: names this backend in the containers' labels. Containers of the same owner found
+        at prepare() are leftovers of a previous process and are removed; give a stable name
+        (the executor's instance id) to have a restarted executor clean up after itself.
+    api_timeout_s / api_retries: per daemon call; transient failures are retried.
+    kill_timeout_s: how long a killed container may take to be reported gone.
+    backstop_s: pid 1 inside kills the job this long after the wall timeout by itself.
+    deadline_grace_s: a container is an orphan this long after its wall timeout.
+    reap_interval_s: how often orphans are looked for.
+    seccomp: load the deny-list profile (on top of no capabilities and no-new-privileges).
+    """
+
+    base_url: str | None = None
+    images: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_IMAGES))
+    owner: str = field(default_factory=_default_owner)
+    api_timeout_s: float = 30.0
+    api_retries: int = 2
+    api_workers: int = 16
+    kill_timeout_s: float = 5.0
+    backstop_s: float = 10.0
+    deadline_grace_s: float = 120.0
+    reap_interval_s: float = 60.0
+    seccomp: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Runtime:
+    image_id: str
+    identity: str
+
+
+class DockerSandbox:
+    """Runs untrusted programs one per fresh container. Runs may overlap."""
+
+    def __init__(self, config: DockerConfig | None = None) -> None:
+        self._config = config or DockerConfig()
+        self._engine = DockerEngine(
+            self._config.base_url,
+            self._config.api_timeout_s,
+            self._config.api_retries,
+            self._config.api_workers,
+        )
+        self._host: DockerHost | None = None
+        self._runtimes: dict[str, _Runtime] = {}
+        self._prepare_lock = asyncio.Lock()
+        self._active: set[asyncio.Event] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
+        self._removals: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DockerSandbox:
+        await self.prepare()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def prepare(self) -> None:
+        """Reach the engine, reap orphans, resolve and probe the runtime images, once.
+
+        Raises SandboxUnavailableError when no engine answers or no runtime image works.
+        """
+        async with self._prepare_lock:
+            if self._host is not None:
+                return
+            try:
+                await self._prepare()
+            except BaseException:
+                await self._engine.close()
+                raise
+            log.info("docker sandbox ready: %s", ", ".join(self.runtimes.values()))
+
+    async def _prepare(self) -> None:
+        await self._engine.connect()
+        info = await self._engine.call("info", lambda api: api.info())
+        host = DockerHost(
+            engine=self._engine,
+            owner=self._config.owner,
+            seccomp_profile=self._seccomp(),
+            kill_timeout_s=self._config.kill_timeout_s,
+            backstop_s=self._config.backstop_s,
+            deadline_grace_s=self._config.deadline_grace_s,
+            host_cpus=max(1, int(info.get("NCPU") or 1)),
+            removals=self._removals,
+        )
+        await self.reap(include_own=True)
+        self._runtimes = await self._probe_runtimes(host)
+        await self.settle()
+        self._host = host
+        self._reaper = asyncio.ensure_future(self._reap_periodically())
+
+    def _seccomp(self) -> str | None:
+        if not self._config.seccomp:
+            return None
+        try:
+            return seccomp_profile()
+        except UnsupportedArchitectureError as exc:
+            log.warning("running without the seccomp deny list: %s", exc)
+            return None
+
+    async def _probe_runtimes(self, host: DockerHost) -> dict[str, _Runtime]:
+        found = {}
+        for name, reference in self._config.images.items():
+            try:
+                found[name] = await self._probe(host, name, reference)
+            except (SandboxError, docker.errors.NotFound) as exc:
+                log.warning("runtime %s (%s) unavailable: %s", name, reference, exc)
+        if not found:
+            images = ", ".join(self._config.images.values())
+            raise SandboxUnavailableError(f"no runtime image works here ({images})")
+        return found
+
+    async def _probe(self, host: DockerHost, name: str, reference: str) -> _Runtime:
+        """Resolve the image id and run the interpreter once through the whole sandbox path."""
+        image = await self._engine.call("image inspect", lambda api: api.inspect_image(reference))
+        image_id = str(image["Id"])
+        request = SandboxRequest(_PROBE, runtime=name, limits=_PROBE_LIMITS)
+        result = await DockerJob(host, image_id, image_id, request, None, None).execute()
+        if result.outcome is not SandboxOutcome.EXITED or result.exit_code != 0:
+            raise SandboxError(f"probe run: {result.outcome.value} {result.detail}".strip())
+        version = result.stdout.decode(errors="replace").strip()
+        return _Runtime(image_id, f"{name} {version} {image_id}")
+
+    async def close(self) -> None:
+        """Cancel the runs in progress (their results say CANCELLED) and release the engine."""
+        self._closed = True
+        for cancel in list(self._active):
+            cancel.set()
+        await self._idle.wait()
+        await self.settle()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        await self._engine.close()
+
+    async def settle(self) -> None:
+        """Wait for the background removals of finished runs' containers."""
+        while self._removals:
+            await asyncio.wait(list(self._removals))
+
+    # ------------------------------------------------------------------ orphans
+
+    async def reap(self, *, include_own: bool = False) -> list[str]:
+        """Remove every evalmesh container past its deadline (a live executor never lets one
+        outlive its wall timeout), and with include_own (at start) all of this owner's."""
+        listed = await self._engine.call(
+            "list", lambda api: api.containers(all=True, filters={"label": LABEL_OWNER})
+        )
+        now = time.time()
+        removed = []
+        for container in listed:
+            labels = container.get("Labels") or {}
+            mine = include_own and labels.get(LABEL_OWNER) == self._config.owner
+            if mine or _past(labels.get(LABEL_DEADLINE), now):
+                cid = str(container["Id"])
+                with contextlib.suppress(SandboxError, docker.errors.NotFound):
+                    await self._engine.call("remove orphan", functools.partial(_force_remove, cid))
+                    removed.append(cid)
+        if removed:
+            log.warning("removed %d orphaned sandbox container(s)", len(removed))
+        return removed
+
+    async def _reap_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.reap_interval_s)
+            try:
+                await self.reap()
+            except SandboxError as exc:
+                log.warning("orphan reaping failed: %s", exc)
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def runtimes(self) -> Mapping[str, str]:
+        """Available runtime names and their identities (`<name> <version> <image id>`)."""
+        return {name: runtime.identity for name, runtime in self._runtimes.items()}
+
+    @property
+    def owner(self) -> str:
+        """The owner label of this backend's containers."""
+        return self._config.owner
+
+    async def live_containers(self) -> list[str]:
+        """Ids of this backend's containers that still exist (none once runs ended)."""
+        listed = await self._engine.call(
+            "list",
+            lambda api: api.containers(
+                all=True, filters={"label": f"{LABEL_OWNER}={self._config.owner}"}
+            ),
+        )
+        return [str(container["Id"]) for container in listed]
+
+    # ------------------------------------------------------------------ running
+
+    async def run(
+        self,
+        request: SandboxRequest,
+        on_output: OutputCallback | None = None,
+        *,
+        cancel: asyncio.Event | None = None,
+    ) -> SandboxResult:
+        """Run one program in a fresh container and return how it ended.
+
+        on_output receives the output live, in order per stream. Setting `cancel` kills the
+        run (within a second) and returns CANCELLED with the output so far. Cancelling the
+        calling task also kills and removes the container, then re-raises CancelledError.
+        """
+        await self.prepare()
+        if self._closed:
+            raise SandboxError("the sandbox is closed")
+        assert self._host is not None
+        runtime = self._runtimes.get(request.runtime)
+        if runtime is None:
+            return _unavailable_runtime(request)
+        own_cancel = asyncio.Event()
+        self._active.add(own_cancel)
+        self._idle.clear()
+        watcher = asyncio.ensure_future(_forward(cancel, own_cancel)) if cancel else None
+        try:
+            job = DockerJob(
+                self._host, runtime.image_id, runtime.identity, request, on_output, own_cancel
+            )
+            return await job.execute()
+        finally:
+            self._active.discard(own_cancel)
+            if not self._active:
+                self._idle.set()
+            if watcher is not None:
+                watcher.cancel()
+
+    async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
+        """Run the escape canaries in a container; return the ones that got out (want: [])."""
+        runtime = "python" if "python" in self._runtimes else next(iter(self._runtimes), "python")
+        result = await self.run(
+            SandboxRequest(CANARY_PROGRAM, canary_stdin(tcp_ports), runtime, _SELF_CHECK_LIMITS)
+        )
+        escaped = escaped_canaries(result.stdout)
+        if result.outcome is not SandboxOutcome.EXITED or escaped is None:
+            raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
+        return escaped
+
+
+def _force_remove(container: str, api: Any) -> None:
+    api.remove_container(container, force=True)
+
+
+def _past(deadline: Any, now: float) -> bool:
+    try:
+        return float(deadline) < now
+    except (TypeError, ValueError):
+        return False
+
+
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+def _unavailable_runtime(request: SandboxRequest) -> SandboxResult:
+    return SandboxResult(
+        outcome=SandboxOutcome.PLATFORM_ERROR,
+        exit_code=None,
+        signal=None,
+        stdout=b"",
+        stderr=b"",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_time_s=0.0,
+        cpu_time_s=0.0,
+        peak_memory_bytes=0,
+        runtime=request.runtime,
+        runtime_identity="",
+        applied_limits=request.limits,
+        detail=f"runtime {request.runtime!r} is not available on this executor",
+    )

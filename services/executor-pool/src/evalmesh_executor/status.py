@@ -1,0 +1,134 @@
+"""This instance's PoolStatus: what GetPoolStatus answers and what goes into the executors
+bucket every few seconds (the entry expires with the bucket's TTL if the instance vanishes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import nats.errors
+from google.protobuf import timestamp_pb2
+from nats.aio.client import Client
+from nats.js.errors import Error as JetStreamError
+
+from evalmesh.executor.v1 import pool_pb2
+from evalmesh_common.subjects import EXECUTORS_BUCKET
+from evalmesh_executor.runs import RunRegistry
+
+__all__ = ["InstanceInfo", "StatusReporter", "runtime_infos"]
+
+logger = logging.getLogger(__name__)
+
+_DESCRIPTIONS = {
+    "python": "CPython with the standard library only",
+    "python-ml": "CPython with numpy, pandas and scikit-learn",
+}
+_NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError)
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def runtime_infos(identities: Mapping[str, str]) -> list[pool_pb2.RuntimeInfo]:
+    """RuntimeInfo per runtime from ``<name> <version> <digest>`` identities, by name."""
+    infos = []
+    for name in sorted(identities):
+        parts = identities[name].split()
+        version = parts[1] if len(parts) >= 3 else ""
+        digest = parts[-1] if parts else ""
+        infos.append(
+            pool_pb2.RuntimeInfo(
+                name=name, digest=digest, version=version, description=_DESCRIPTIONS.get(name, "")
+            )
+        )
+    return infos
+
+
+@dataclass(frozen=True)
+class InstanceInfo:
+    """What does not change while the instance runs."""
+
+    instance_id: str
+    host: str
+    backend: str
+    slots: int
+    start_time: datetime
+    runtimes: tuple[pool_pb2.RuntimeInfo, ...]
+
+
+class StatusReporter:
+    """Builds PoolStatus snapshots and puts them into the executors bucket."""
+
+    def __init__(
+        self,
+        info: InstanceInfo,
+        runs: RunRegistry,
+        *,
+        unhealthy_reason: Callable[[], str],
+        draining: Callable[[], bool],
+        interval: float,
+    ) -> None:
+        self.info = info
+        self._runs = runs
+        self._unhealthy_reason = unhealthy_reason
+        self._draining = draining
+        self.interval = interval
+        self.written = False  # whether the latest heartbeat reached the bucket
+
+    def snapshot(self) -> pool_pb2.PoolStatus:
+        """The status right now."""
+        info = self.info
+        reason = self._unhealthy_reason()
+        draining = self._draining()
+        if draining and not reason:
+            reason = "draining"
+        status = pool_pb2.PoolStatus(
+            instance_id=info.instance_id,
+            host=info.host,
+            backend=info.backend,
+            slots=info.slots,
+            runtimes=info.runtimes,
+            healthy=not reason,
+            unhealthy_reason=reason,
+            draining=draining,
+            start_time=_timestamp(info.start_time),
+            report_time=_timestamp(datetime.now(info.start_time.tzinfo)),
+            completed=self._runs.completed,
+        )
+        for handle in self._runs.running():
+            run = status.runs.add(
+                evaluation_id=handle.evaluation_id, attempt=handle.attempt, tenant=handle.tenant
+            )
+            if handle.start_time is not None:
+                run.start_time.CopyFrom(_timestamp(handle.start_time))
+        return status
+
+    async def run(self, client: Client) -> None:
+        """Put the status every ``interval`` seconds until cancelled."""
+        while True:
+            self.written = await self.report(client)
+            await asyncio.sleep(self.interval)
+
+    async def report(self, client: Client) -> bool:
+        """Put one snapshot; False if the bucket could not be written."""
+        try:
+            bucket = await client.jetstream().key_value(EXECUTORS_BUCKET)
+            await bucket.put(self.info.instance_id, self.snapshot().SerializeToString())
+        except _NATS_ERRORS as exc:
+            if self.written:
+                logger.warning("could not report pool status: %s", exc)
+            return False
+        return True
+
+    async def remove(self, client: Client) -> None:
+        """Delete this instance's entry (on a clean shutdown)."""
+        with contextlib.suppress(*_NATS_ERRORS):
+            bucket = await client.jetstream().key_value(EXECUTORS_BUCKET)
+            await bucket.delete(self.info.instance_id)

@@ -1,0 +1,353 @@
+"""One job's life on this executor: claim, run, stream, record, acknowledge.
+
+    parse Job -> read the evaluation -> claim (fenced) -> RUNNING event -> heartbeat
+      -> sandbox run (output live + batched) -> all output stored -> complete (fenced)
+      -> terminal event -> ack
+
+A delivery whose evaluation is gone, terminal, cancelled or claimed by another is acked and
+dropped without running. A user-caused outcome is recorded and acked: final, never retried. A
+platform fault before the result is recorded gives the evaluation back (requeued in storage,
+message nak'd with backoff from its delivery count), so another attempt runs it and the
+consumer's max deliveries bound the retries. A lost lease writes nothing at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from google.protobuf.message import DecodeError
+from nats.aio.msg import Msg
+
+from evalmesh.executor.v1 import pool_pb2
+from evalmesh.scheduler.v1 import job_pb2
+from evalmesh.storage.v1 import record_pb2
+from evalmesh.v1 import evaluation_pb2
+from evalmesh_common import DomainError, FailedPrecondition, NotFound
+from evalmesh_common.retry import backoff_delay
+from evalmesh_common.subjects import event_subject
+from evalmesh_executor.backend import SandboxBackend
+from evalmesh_executor.config import LimitDefaults, OutputConfig, PullConfig
+from evalmesh_executor.heartbeat import Heartbeat
+from evalmesh_executor.limits import applied_limits, sandbox_limits
+from evalmesh_executor.outcome import Verdict, verdict
+from evalmesh_executor.output import OutputLostError, OutputSink, Publish
+from evalmesh_executor.runs import RunHandle, RunRegistry, Stop
+from evalmesh_executor.sandbox import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
+from evalmesh_executor.storage_client import STALE_ATTEMPT, StorageClient
+
+__all__ = ["JobRunner", "RunnerSettings"]
+
+logger = logging.getLogger(__name__)
+
+Record = record_pb2.EvaluationRecord
+State = evaluation_pb2.Evaluation.State
+DEFAULT_RUNTIME = "python"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """The parts of the config one job needs."""
+
+    lease: float
+    limits: LimitDefaults
+    output: OutputConfig
+    pull: PullConfig
+
+
+class JobRunner:
+    """Runs deliveries of jobs; shared by every slot of the pool."""
+
+    def __init__(
+        self,
+        store: StorageClient,
+        sandbox: SandboxBackend,
+        publish: Publish,
+        runs: RunRegistry,
+        settings: RunnerSettings,
+        before_ack: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.sandbox = sandbox
+        self.publish = publish
+        self.runs = runs
+        self.settings = settings
+        self.before_ack = before_ack
+
+    async def process(self, msg: Msg, ack_wait: float) -> None:
+        """Handle one delivery to the end; never raises (a bug gives the job back)."""
+        try:
+            job = _parse(msg.data)
+        except DecodeError as exc:
+            logger.error("undecodable job on %s: %s", msg.subject, exc)
+            await self.retry_later(msg)
+            return
+        if (job.runtime or DEFAULT_RUNTIME) not in self.sandbox.runtimes:
+            logger.info("runtime %r not offered here; passing the job on", job.runtime)
+            await _nak(msg, self.settings.pull.pass_on_delay)
+            return
+        handle = self.runs.open(job.evaluation_id, job.tenant)
+        if handle is None:  # a duplicate delivery of a job this instance already runs
+            await _ack(msg)
+            return
+        completed = False
+        try:
+            completed = await _Attempt(self, msg, job, handle, ack_wait).run()
+        except Exception:
+            logger.exception("job failed unexpectedly", extra={"evaluation": job.evaluation_id})
+            await self.give_back(msg, handle)
+        finally:
+            self.runs.close(handle, completed=completed)
+
+    async def retry_later(self, msg: Msg) -> None:
+        """Nak with exponential backoff and jitter from the delivery count."""
+        pull = self.settings.pull
+        delivered = max(1, _deliveries(msg))
+        delay = backoff_delay(delivered, base=pull.backoff_base, cap=pull.backoff_cap)
+        await _nak(msg, delay)
+
+    async def give_back(self, msg: Msg, handle: RunHandle, *, at_once: bool = False) -> None:
+        """Return a claimed evaluation to the queue and the message to the consumer."""
+        if handle.attempt:
+            why = handle.reason or "the executor gave the evaluation back"
+            await self.store.release(handle.evaluation_id, handle.attempt, why)
+        if at_once:
+            await _nak(msg, 0)
+        else:
+            await self.retry_later(msg)
+
+    async def event(self, handle: RunHandle, state: State.ValueType) -> None:
+        """Publish a state change for watchers (best effort)."""
+        event = pool_pb2.RunEvent(
+            evaluation_id=handle.evaluation_id, attempt=handle.attempt, state=state
+        )
+        await self.publish(event_subject(handle.evaluation_id), event.SerializeToString())
+
+
+class _Attempt:
+    """One delivery's attempt at one evaluation."""
+
+    def __init__(
+        self, runner: JobRunner, msg: Msg, job: job_pb2.Job, handle: RunHandle, ack_wait: float
+    ) -> None:
+        self.runner = runner
+        self.msg = msg
+        self.job = job
+        self.handle = handle
+        self.ack_wait = ack_wait
+        self.limits = SandboxLimits()
+        self._marks = {"received": time.monotonic()}
+
+    def _mark(self, name: str) -> None:
+        self._marks[name] = time.monotonic()
+
+    def _timings(self) -> dict[str, int]:
+        """Milliseconds between consecutive marks, named by the later mark."""
+        names = list(self._marks)
+        return {
+            f"{later}_ms": round((self._marks[later] - self._marks[earlier]) * 1000)
+            for earlier, later in itertools.pairwise(names)
+        }
+
+    async def run(self) -> bool:
+        """Claim and run; True once a result is recorded and the message acked."""
+        try:
+            record = await self._claim()
+        except DomainError as exc:  # storage unreachable within the retry budget
+            logger.warning("could not claim: %s", exc, extra=self._extra())
+            await self.runner.retry_later(self.msg)
+            return False
+        if record is None:
+            await _ack(self.msg)
+            return False
+        if self.handle.stopped is Stop.GIVE_BACK:  # draining began while we claimed
+            await self.runner.give_back(self.msg, self.handle, at_once=True)
+            return False
+        return await self._run(record)
+
+    async def _claim(self) -> Record | None:
+        store, evaluation_id = self.runner.store, self.job.evaluation_id
+        try:
+            current = await store.get(evaluation_id)
+            if current.evaluation.state != State.STATE_QUEUED:
+                logger.info("dropping a job that is not queued", extra=self._extra(current))
+                return None
+            self.limits = sandbox_limits(
+                current.evaluation.spec.limits, self.runner.settings.limits
+            )
+            record = await store.claim(
+                evaluation_id,
+                self.runner.settings.lease,
+                self._digest(current),
+                applied_limits(self.limits),
+            )
+        except (FailedPrecondition, NotFound) as exc:
+            logger.info("dropping a job whose claim failed: %s", exc, extra=self._extra())
+            return None
+        handle = self.handle
+        handle.attempt = record.evaluation.attempt
+        handle.tenant = record.tenant
+        handle.start_time = datetime.now(UTC)
+        return record
+
+    def _digest(self, record: Record) -> str:
+        runtime = record.evaluation.spec.runtime or self.job.runtime or DEFAULT_RUNTIME
+        return self.runner.sandbox.runtimes.get(runtime, "")
+
+    async def _run(self, record: Record) -> bool:
+        runner, handle = self.runner, self.handle
+        settings = runner.settings
+        await runner.event(handle, State.STATE_RUNNING)
+        self._mark("claimed")
+        logger.info("running", extra={**self._extra(), **self._timings()})
+        heartbeat = Heartbeat(
+            handle,
+            runner.store.renew,
+            self.msg.in_progress,
+            lease=settings.lease,
+            ack_wait=self.ack_wait,
+        )
+        heartbeat.start()
+        try:
+            return await self._sandbox_and_record(record)
+        finally:
+            await heartbeat.stop()
+
+    async def _sandbox_and_record(self, record: Record) -> bool:
+        runner, handle = self.runner, self.handle
+        sink = OutputSink(
+            handle.evaluation_id,
+            handle.attempt,
+            runner.publish,
+            self._append,
+            runner.settings.output,
+        )
+        result = await self._sandbox(record, sink)
+        self._mark("ran")
+        found = verdict(result) if result is not None else None
+        if found is None or not self._recordable(found):
+            await sink.abort()
+            await self._abandon(result)
+            return False
+        try:
+            await sink.close()
+            self._mark("stored")
+        except OutputLostError as exc:
+            logger.warning("output not stored: %s", exc, extra=self._extra())
+            await self._abandon(result)
+            return False
+        return await self._record(found)
+
+    def _recordable(self, found: Verdict) -> bool:
+        """False when this attempt must not write: its lease is lost, or it was stopped
+        to be given back (a kill that was not the user's cancel is no result)."""
+        if self.handle.stopped is Stop.LOST:
+            return False
+        if found.state == State.STATE_CANCELLED and self.handle.stopped is not Stop.CANCEL:
+            self.handle.stopped = self.handle.stopped or Stop.GIVE_BACK
+            return False
+        return True
+
+    async def _sandbox(self, record: Record, sink: OutputSink) -> SandboxResult | None:
+        spec = record.evaluation.spec
+        request = SandboxRequest(
+            code=spec.code.encode(),
+            stdin=spec.stdin,
+            runtime=spec.runtime or DEFAULT_RUNTIME,
+            limits=self.limits,
+        )
+        try:
+            return await self.runner.sandbox.run(request, sink.add, cancel=self.handle.cancel)
+        except SandboxError as exc:
+            logger.error("sandbox failed: %s", exc, extra=self._extra())
+            self.handle.reason = f"sandbox failed: {exc}"
+            return None
+
+    async def _append(self, chunks: list[evaluation_pb2.OutputChunk]) -> None:
+        try:
+            await self.runner.store.append(self.handle.evaluation_id, self.handle.attempt, chunks)
+        except FailedPrecondition as exc:
+            if exc.reason == STALE_ATTEMPT:
+                self.handle.stop(Stop.LOST, str(exc))
+            raise
+
+    async def _abandon(self, result: SandboxResult | None) -> None:
+        """No result will be recorded by this attempt: give the job back or let it go."""
+        handle, msg = self.handle, self.msg
+        if handle.stopped is Stop.LOST:
+            logger.warning("lease lost; result dropped unwritten", extra=self._extra())
+            await self.runner.retry_later(msg)
+            return
+        if handle.stopped is Stop.GIVE_BACK:
+            logger.info("giving the evaluation back", extra=self._extra())
+            await self.runner.give_back(msg, handle, at_once=True)
+            return
+        if result is not None and not handle.reason:
+            handle.reason = f"platform error: {result.detail}"
+        logger.warning("platform fault; giving back: %s", handle.reason, extra=self._extra())
+        await self.runner.give_back(msg, handle)
+
+    async def _record(self, found: Verdict) -> bool:
+        runner, handle = self.runner, self.handle
+        try:
+            final = await runner.store.complete(
+                handle.evaluation_id, handle.attempt, found.state, found.result
+            )
+        except FailedPrecondition as exc:
+            handle.stop(Stop.LOST, str(exc))
+            await self._abandon(None)
+            return False
+        except DomainError as exc:
+            logger.error("could not record the result: %s", exc, extra=self._extra())
+            await runner.retry_later(self.msg)
+            return False
+        self._mark("completed")
+        state = final.evaluation.state
+        await runner.event(handle, state)
+        extra = {**self._extra(), **self._timings(), "state": State.Name(state)}
+        logger.info("finished %s", State.Name(state), extra=extra)
+        runner.before_ack()
+        await _ack(self.msg)
+        return True
+
+    def _extra(self, record: Record | None = None) -> dict[str, object]:
+        extra: dict[str, object] = {
+            "evaluation": self.job.evaluation_id,
+            "attempt": self.handle.attempt,
+            "deliveries": _deliveries(self.msg),
+        }
+        if record is not None:
+            extra["state"] = State.Name(record.evaluation.state)
+        return extra
+
+
+def _parse(data: bytes) -> job_pb2.Job:
+    job = job_pb2.Job.FromString(data)
+    if not job.evaluation_id:
+        raise DecodeError("the job names no evaluation")
+    return job
+
+
+def _deliveries(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # not a JetStream delivery (no metadata in its reply subject)
+        return 1
+
+
+async def _ack(msg: Msg) -> None:
+    try:
+        await msg.ack()
+    except Exception as exc:  # redelivery finds the evaluation terminal and drops it
+        logger.warning("ack failed: %s", exc)
+
+
+async def _nak(msg: Msg, delay: float) -> None:
+    try:
+        await msg.nak(delay=delay if delay > 0 else None)
+    except Exception as exc:  # ack_wait redelivers it anyway
+        logger.warning("nak failed: %s", exc)
