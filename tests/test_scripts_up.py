@@ -64,6 +64,8 @@ def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Any, Path
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def _grpc_web_health(url: str, service: str) -> int:

@@ -30,12 +30,14 @@ CLONE_NEWNET = 0x40000000
 def evaluate(program: bytes, nr: int, arch: int, arg0: int = 0) -> int:
     """Run a classic BPF seccomp program over one seccomp_data; return its verdict."""
     data = struct.pack("<iIQ6Q", nr, arch, 0, arg0, 0, 0, 0, 0, 0)
-    insns = [struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)]
+    insns: list[tuple[int, int, int, int]] = [
+        struct.unpack_from("<HBBI", program, i) for i in range(0, len(program), 8)
+    ]
     acc, pc = 0, 0
     while True:
         code, jt, jf, k = insns[pc]
         if code == 0x20:  # ld [k]
-            acc = struct.unpack_from("<I", data, k)[0]
+            acc = int(struct.unpack_from("<I", data, k)[0])
         elif code == 0x06:  # ret k
             return k
         else:

@@ -23,7 +23,7 @@ from scheduler_test_helpers import (
 
 from evalmesh.scheduler.v1 import scheduler_service_pb2 as spb
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common.subjects import JOBS_STREAM, job_consumer
+from evalmesh_common.subjects import JOBS_STREAM, job_consumer, job_message_subject
 
 Channels = Callable[[str], grpc.aio.Channel]
 State = evaluation_pb2.Evaluation
@@ -152,4 +152,30 @@ async def test_an_expired_lease_is_requeued_for_the_next_attempt_then_ends_error
     assert "attempt 2 lost" in result.detail
     await asyncio.sleep(0.5)  # several reaper passes: the terminal state stays
     assert (await get_record(storage, evaluation_id)).evaluation.state == State.STATE_ERROR
+    await executor.unsubscribe()
+
+
+async def test_a_poison_job_that_cannot_be_parsed_still_ends_its_evaluation_error(
+    mesh: Mesh, channels: Channels, js: JetStreamContext, storage: StorageStub
+) -> None:
+    _, scheduler = await start_scheduler(
+        mesh, channels, EVALMESH_QUEUE_ACK_WAIT="0.5", EVALMESH_QUEUE_MAX_DELIVER="2"
+    )
+    submitted = (await scheduler.SubmitEvaluation(submit_request("poison"), timeout=10)).record
+    evaluation_id = submitted.evaluation.id
+    subject = job_message_subject("normal", evaluation_id)
+    # Replace the job with bytes no executor (or scheduler) can parse.
+    await js.purge_stream(JOBS_STREAM, subject=subject)
+    await js.publish(subject, b"\xff\xfe not a job \x00")
+    executor = await js.pull_subscribe_bind(job_consumer("normal"), stream=JOBS_STREAM)
+    for _ in range(2):
+        await executor.fetch(1, timeout=5)
+    with pytest.raises(TimeoutError):
+        await executor.fetch(1, timeout=2)
+
+    async def ended() -> bool:
+        return (await get_record(storage, evaluation_id)).evaluation.state == State.STATE_ERROR
+
+    await eventually(ended, within=10, what="ERROR for a poison job")
+    assert await job_count(js) == 0
     await executor.unsubscribe()

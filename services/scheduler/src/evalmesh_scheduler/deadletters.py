@@ -20,6 +20,7 @@ import logging
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
@@ -93,7 +94,7 @@ class DeadLetters:
             message = await self._js.get_msg(JOBS_STREAM, seq=sequence)
         except NotFoundError:
             return  # handled already, or acked at the last moment
-        job = job_pb2.Job.FromString(message.data or b"")
+        job = _job_of(message)
         deliveries = int(advisory.get("deliveries", 0))
         reason = (
             f"job was delivered {deliveries} times without being acknowledged "
@@ -138,7 +139,7 @@ class DeadLetters:
         lost reply) finds the evaluation the first try created instead of making another.
         """
         message = await self._letter(sequence)
-        job = job_pb2.Job.FromString(message.data or b"")
+        job = _job_of(message)
         original = await self.storage.get(job.evaluation_id, full=True)
         spec = evaluation_pb2.EvaluationSpec()
         spec.CopyFrom(original.evaluation.spec)
@@ -269,3 +270,13 @@ def _decode_token(token: str) -> int:
     if sequence < 1:
         raise InvalidArgument("bad page_token", [FieldViolation("page_token", "out of range")])
     return sequence
+
+
+def _job_of(message: api.RawStreamMsg) -> job_pb2.Job:
+    """The job a work-queue message carries; for bytes that do not parse (a poison message), a
+    job rebuilt from the subject, which names the evaluation: evalmesh.jobs.<priority>.<id>."""
+    try:
+        return job_pb2.Job.FromString(message.data or b"")
+    except DecodeError:
+        evaluation_id = (message.subject or "").rpartition(".")[2]
+        return job_pb2.Job(evaluation_id=evaluation_id)
