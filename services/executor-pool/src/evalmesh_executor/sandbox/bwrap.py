@@ -26,6 +26,8 @@ from .models import (
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
+    forward_event,
+    unavailable_runtime,
 )
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 
@@ -239,11 +241,11 @@ class BwrapSandbox:
         host = self._require_host()
         runtime = self._config.runtimes.get(request.runtime)
         if runtime is None or request.runtime not in host.identities:
-            return _unavailable_runtime(request)
+            return unavailable_runtime(request)
         own_cancel = asyncio.Event()
         self._active.add(own_cancel)
         self._idle.clear()
-        watcher = asyncio.ensure_future(_forward(cancel, own_cancel)) if cancel else None
+        watcher = asyncio.ensure_future(forward_event(cancel, own_cancel)) if cancel else None
         try:
             return await JobRun(host, runtime, request, on_output, own_cancel).execute()
         finally:
@@ -262,27 +264,3 @@ class BwrapSandbox:
         if result.outcome is not SandboxOutcome.EXITED or escaped is None:
             raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
         return escaped
-
-
-async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
-
-
-def _unavailable_runtime(request: SandboxRequest) -> SandboxResult:
-    return SandboxResult(
-        outcome=SandboxOutcome.PLATFORM_ERROR,
-        exit_code=None,
-        signal=None,
-        stdout=b"",
-        stderr=b"",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        wall_time_s=0.0,
-        cpu_time_s=0.0,
-        peak_memory_bytes=0,
-        runtime=request.runtime,
-        runtime_identity="",
-        applied_limits=request.limits,
-        detail=f"runtime {request.runtime!r} is not available on this executor",
-    )

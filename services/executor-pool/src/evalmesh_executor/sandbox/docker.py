@@ -35,6 +35,8 @@ from .models import (
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
+    forward_event,
+    unavailable_runtime,
 )
 from .seccomp import UnsupportedArchitectureError
 
@@ -293,11 +295,11 @@ class DockerSandbox:
         assert self._host is not None
         runtime = self._runtimes.get(request.runtime)
         if runtime is None:
-            return _unavailable_runtime(request)
+            return unavailable_runtime(request)
         own_cancel = asyncio.Event()
         self._active.add(own_cancel)
         self._idle.clear()
-        watcher = asyncio.ensure_future(_forward(cancel, own_cancel)) if cancel else None
+        watcher = asyncio.ensure_future(forward_event(cancel, own_cancel)) if cancel else None
         try:
             job = DockerJob(
                 self._host, runtime.image_id, runtime.identity, request, on_output, own_cancel
@@ -331,27 +333,3 @@ def _past(deadline: Any, now: float) -> bool:
         return float(deadline) < now
     except (TypeError, ValueError):
         return False
-
-
-async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
-    await source.wait()
-    target.set()
-
-
-def _unavailable_runtime(request: SandboxRequest) -> SandboxResult:
-    return SandboxResult(
-        outcome=SandboxOutcome.PLATFORM_ERROR,
-        exit_code=None,
-        signal=None,
-        stdout=b"",
-        stderr=b"",
-        stdout_truncated=False,
-        stderr_truncated=False,
-        wall_time_s=0.0,
-        cpu_time_s=0.0,
-        peak_memory_bytes=0,
-        runtime=request.runtime,
-        runtime_identity="",
-        applied_limits=request.limits,
-        detail=f"runtime {request.runtime!r} is not available on this executor",
-    )

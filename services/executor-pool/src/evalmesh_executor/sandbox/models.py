@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ __all__ = [
     "SandboxRequest",
     "SandboxResult",
     "SandboxUnavailableError",
+    "forward_event",
+    "unavailable_runtime",
 ]
 
 MiB = 1024 * 1024
@@ -139,3 +142,29 @@ class SandboxResult:
     runtime_identity: str
     applied_limits: SandboxLimits
     detail: str = ""
+
+
+def unavailable_runtime(request: SandboxRequest) -> SandboxResult:
+    """The result for a request naming a runtime this backend does not have: a platform fault."""
+    return SandboxResult(
+        outcome=SandboxOutcome.PLATFORM_ERROR,
+        exit_code=None,
+        signal=None,
+        stdout=b"",
+        stderr=b"",
+        stdout_truncated=False,
+        stderr_truncated=False,
+        wall_time_s=0.0,
+        cpu_time_s=0.0,
+        peak_memory_bytes=0,
+        runtime=request.runtime,
+        runtime_identity="",
+        applied_limits=request.limits,
+        detail=f"runtime {request.runtime!r} is not available on this executor",
+    )
+
+
+async def forward_event(source: asyncio.Event, target: asyncio.Event) -> None:
+    """Set ``target`` once ``source`` is set (a caller's cancel event onto a run's own)."""
+    await source.wait()
+    target.set()
