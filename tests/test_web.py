@@ -4,6 +4,8 @@ Both run the UI's own tooling through npm (installed by scripts/setup with ``npm
 ``npm run check`` (tsc strict, ESLint + Prettier, Vitest), the second ``clients/web/e2e/run.mjs``,
 which builds the UI, starts the real mesh with ``python -m evalmesh.local up``, drives Debian's
 Chromium with playwright-core and saves a screenshot of every step under test-artifacts/web-e2e/.
+A third bundles ``clients/web/e2e/grpc-web-node.mjs`` with esbuild and runs it in Node: a real
+gRPC-web client (connect-web and the generated TypeScript) through Envoy to the session mesh.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from evalmesh.local.mesh import MeshEndpoints
 from tests.conftest import ROOT
 
 WEB = ROOT / "clients" / "web"
@@ -57,3 +60,23 @@ def test_web_ui_end_to_end_in_chromium_against_the_real_mesh() -> None:
         timeout=1200,
         env={"EVALMESH_PYTHON": sys.executable, "CHROMIUM": str(CHROMIUM)},
     )
+
+
+@pytest.mark.slow
+def test_a_grpc_web_client_in_node_reaches_the_gateway_through_envoy(
+    mesh: MeshEndpoints, tmp_path: Path
+) -> None:
+    """Unary calls, a watch open past Envoy's 15 s default, and decoded BadRequest details."""
+    node = shutil.which("node")
+    assert node is not None, "node (20+) is required; scripts/setup checks for it"
+    bundle = tmp_path / "grpc-web-node.mjs"
+    _run(
+        [
+            *(_npm(), "exec", "--no", "-w", "clients/web", "--", "esbuild"),
+            str(WEB / "e2e" / "grpc-web-node.mjs"),
+            *("--bundle", "--platform=node", "--format=esm", "--log-level=warning"),
+            f"--outfile={bundle}",
+        ],
+        timeout=120,
+    )
+    _run([node, str(bundle), mesh.url, mesh.admin_api_key], timeout=180)

@@ -1,3 +1,2 @@
 export { cluster, evaluations, type ClusterClient, type EvaluationClient } from "./clients";
-export { type FieldViolation } from "./rpc-error-details";
-export { isAbort, toProblem, type RpcProblem } from "./rpc-problem";
+export { isAbort, toProblem, type FieldViolation, type RpcProblem } from "./rpc-problem";

@@ -4,7 +4,7 @@ import { EvaluationService } from "@evalmesh/proto/evalmesh/v1/evaluation_servic
 import { describe, expect, it } from "vitest";
 
 import { isAbort, toProblem } from "./rpc-problem";
-import { badRequestBytes, statusBytes } from "./testing";
+import { badRequestBytes, errorInfoBytes, statusBytes, wireError } from "./testing";
 
 function base64(bytes: Uint8Array): string {
   return btoa(String.fromCharCode(...bytes));
@@ -51,6 +51,36 @@ describe("toProblem", () => {
         },
       ],
     });
+  });
+
+  it("finds the ErrorInfo reason and every violation among several details", () => {
+    const problem = toProblem(
+      wireError("slow down", Code.ResourceExhausted, [
+        { type: "google.rpc.ErrorInfo", value: errorInfoBytes("") },
+        { type: "google.rpc.ErrorInfo", value: errorInfoBytes("RATE_LIMITED") },
+        {
+          type: "google.rpc.BadRequest",
+          value: badRequestBytes(["spec.code", "must not be empty"], ["spec.runtime", "must be one of python"]),
+        },
+        { type: "google.rpc.RetryInfo", value: new Uint8Array() },
+      ]),
+    );
+    expect(problem.reason).toBe("RATE_LIMITED");
+    expect(problem.violations).toEqual([
+      { field: "spec.code", description: "must not be empty" },
+      { field: "spec.runtime", description: "must be one of python" },
+    ]);
+  });
+
+  it("ignores a malformed detail instead of throwing", () => {
+    const problem = toProblem(
+      wireError("bad", Code.InvalidArgument, [
+        { type: "google.rpc.BadRequest", value: new Uint8Array([0x0a, 0xff]) },
+        { type: "google.rpc.BadRequest", value: badRequestBytes(["spec.stdin", "too big"]) },
+      ]),
+    );
+    expect(problem.violations).toEqual([{ field: "spec.stdin", description: "too big" }]);
+    expect(problem.reason).toBe("");
   });
 
   it("puts the status in words and keeps the server's message", () => {

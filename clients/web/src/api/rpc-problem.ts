@@ -1,7 +1,12 @@
 /** Turns any error from a call into words for people, plus the field violations it carries. */
 import { Code, ConnectError } from "@connectrpc/connect";
+import { BadRequestSchema, ErrorInfoSchema } from "@evalmesh/proto/google/rpc/error_details_pb";
 
-import { errorReason, fieldViolations, type FieldViolation } from "./rpc-error-details";
+/** FieldViolation is one google.rpc.BadRequest.FieldViolation: which field, and what is wrong. */
+export interface FieldViolation {
+  field: string;
+  description: string;
+}
 
 /** RpcProblem is what the UI shows about a failed call. */
 export interface RpcProblem {
@@ -40,6 +45,19 @@ export function toProblem(error: unknown): RpcProblem {
     reason: errorReason(connect),
     violations: fieldViolations(connect),
   };
+}
+
+/** fieldViolations returns every BadRequest violation an error carries; malformed ones are skipped. */
+function fieldViolations(error: ConnectError): FieldViolation[] {
+  return error
+    .findDetails(BadRequestSchema)
+    .flatMap((badRequest) => badRequest.fieldViolations)
+    .map(({ field, description }) => ({ field, description }));
+}
+
+/** errorReason returns the first non-empty ErrorInfo reason of an error, or "" without one. */
+function errorReason(error: ConnectError): string {
+  return error.findDetails(ErrorInfoSchema).find((info) => info.reason)?.reason ?? "";
 }
 
 /** isAbort says whether an error only reports that we cancelled the call ourselves. */
