@@ -41,8 +41,9 @@ async def test_h45_executor_memory_stays_flat_under_a_flood_with_a_slow_consumer
     assert result.outcome is SandboxOutcome.OUTPUT_LIMIT
     assert len(result.stdout) == cap
     assert seen == cap
-    # The kept output itself (cap) plus pipe-sized read buffers; never the flood.
-    assert grown < cap + 16 * MiB
+    # The kept output (cap, held once as chunks and once joined: the allocator keeps that peak in
+    # RSS) plus pipe-sized read buffers; never the flood, which is far larger than what is kept.
+    assert grown < 2 * cap + 16 * MiB
     del result
 
 
