@@ -364,3 +364,24 @@ def test_a_flooding_tenant_is_rate_limited_while_another_is_not(
                 break
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
     assert create(api, tenants["alpha"]).evaluation.id
+
+
+@pytest.mark.parametrize("bad_id", ["../../etc/passwd", "ev x", "ev.1", "x" * 65, "ev_\u00e9"])
+def test_a_malformed_id_is_invalid_for_every_tenant_alike_on_every_id_rpc(
+    api: Api, tenants: dict[str, str], bad_id: str
+) -> None:
+    answers = []
+    for key in tenants.values():
+        options = {"metadata": auth(key), "timeout": 5}
+        errors = [
+            failing(api.evaluations.GetEvaluation, ES.GetEvaluationRequest(id=bad_id), **options),
+            failing(
+                api.evaluations.CancelEvaluation, ES.CancelEvaluationRequest(id=bad_id), **options
+            ),
+            failing(
+                api.evaluations.WatchEvaluation, ES.WatchEvaluationRequest(id=bad_id), **options
+            ),
+        ]
+        answers.append([(code_of(e), e.details()) for e in errors])
+    assert answers[0] == answers[1]
+    assert {code for code, _ in answers[0]} == {grpc.StatusCode.INVALID_ARGUMENT}

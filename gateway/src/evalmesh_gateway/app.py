@@ -78,6 +78,7 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
         max_concurrent_streams=min(
             config.server.max_concurrent_streams, config.max_streams_per_connection
         ),
+        maximum_concurrent_rpcs=config.server.maximum_concurrent_rpcs or config.max_concurrent_rpcs,
     )
     app = ServiceApp(
         "gateway",

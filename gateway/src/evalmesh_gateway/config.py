@@ -29,6 +29,9 @@ class GatewayConfig:
     # A request is at most 2 MiB (code and stdin are 1 MiB each, plus framing); grpc refuses a
     # larger message with RESOURCE_EXHAUSTED before any handler runs.
     max_request_bytes: int = env_field("EVALMESH_MAX_REQUEST_BYTES", default=2 * MIB + 64 * 1024)
+    # Calls (watches included) the gateway handles at once; beyond it new calls get
+    # RESOURCE_EXHAUSTED at once instead of queueing without bound.
+    max_concurrent_rpcs: int = env_field("EVALMESH_GATEWAY_MAX_CONCURRENT_RPCS", default=4096)
     # Streams one client connection may have open at once; more wait for a free one.
     max_streams_per_connection: int = env_field("EVALMESH_MAX_STREAMS_PER_CONNECTION", default=100)
     # Unary calls end at this deadline whatever the client asked for; watches are not limited.
