@@ -33,12 +33,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
     """A PostgreSQL cluster for the whole session, stopped and deleted at the end."""
     if find_postgres_bin() is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
+    with PostgresCluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture(scope="session")

@@ -40,12 +40,8 @@ def private_postgres() -> Iterator[PostgresCluster]:
     """A cluster of this module's own, since its tests stop and start it."""
     if find_postgres_bin() is None:
         pytest.skip("PostgreSQL binaries (initdb, pg_ctl) are not installed")
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
+    with PostgresCluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

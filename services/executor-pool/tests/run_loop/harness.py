@@ -29,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from sandbox_helpers import job_processes
 
 from evalmesh.executor.v1 import executor_service_pb2_grpc, pool_pb2
 from evalmesh.local.nats import start_nats
@@ -370,18 +371,3 @@ def marked_program(marker: str, first: str, then: str) -> str:
         "import os\n"
         f"os.execv('/usr/bin/python3', ['/usr/bin/python3', '-c', {then!r}, {marker!r}])\n"
     )
-
-
-def job_processes(marker: bytes) -> list[int]:
-    """Host pids whose command line contains ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker in cmdline:
-            found.append(int(entry.name))
-    return found

@@ -145,7 +145,11 @@ class PostgresCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Self:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()  # a half-started cluster leaves no server or files behind
+            raise
         return self
 
     def __exit__(
