@@ -35,6 +35,7 @@ __all__ = [
     "State",
     "Stats",
     "Stream",
+    "TenantShare",
     "TerminationCause",
     "View",
 ]
@@ -173,6 +174,14 @@ class AppliedLimits:
     max_output_bytes: int = 0
     cpu_millicores: int = 0
     scratch_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TenantShare:
+    """How many evaluations one tenant may run at once (0: no bound); see ``tenant_share``."""
+
+    max_running: int = 0
+    fair_running: int = 0
 
 
 @dataclass(frozen=True, slots=True)

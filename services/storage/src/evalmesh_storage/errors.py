@@ -14,6 +14,7 @@ from evalmesh_common.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "SchemaAheadError",
     "SchemaMismatchError",
     "StaleAttempt",
+    "TenantAtLimit",
     "Unavailable",
     "invalid",
 ]
@@ -73,6 +75,12 @@ class AlreadyClaimed(FailedPrecondition):
     """A claim found the evaluation RUNNING under another claim."""
 
     default_reason = "ALREADY_CLAIMED"
+
+
+class TenantAtLimit(ResourceExhausted):
+    """A claim would take the tenant past its share of the pool; the job waits its turn."""
+
+    default_reason = "TENANT_AT_LIMIT"
 
 
 class LeaseNotExpired(FailedPrecondition):

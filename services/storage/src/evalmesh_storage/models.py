@@ -107,6 +107,7 @@ evaluations = Table(
     Index("ix_evaluations_queue", "state", "priority", "create_time", "id"),
     Index("ix_evaluations_lease", "state", "lease_expires_at"),
     Index("ix_evaluations_end_time", "end_time"),
+    Index("ix_evaluations_state_tenant", "state", "tenant"),
 )
 
 evaluation_labels = Table(

@@ -13,7 +13,7 @@ import grpc.aio
 from evalmesh.storage.v1 import storage_service_pb2 as pb
 from evalmesh.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from evalmesh_storage import convert
-from evalmesh_storage.domain import Priority, State, Stream, View
+from evalmesh_storage.domain import Priority, State, Stream, TenantShare, View
 from evalmesh_storage.errors import invalid
 from evalmesh_storage.evaluations import ListQuery
 from evalmesh_storage.state_machine import Claim
@@ -103,6 +103,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             applied_limits=(
                 convert.applied_limits(request.applied_limits)
                 if request.HasField("applied_limits")
+                else None
+            ),
+            tenant_share=(
+                TenantShare(
+                    max_running=request.tenant_share.max_running,
+                    fair_running=request.tenant_share.fair_running,
+                )
+                if request.HasField("tenant_share")
                 else None
             ),
         )

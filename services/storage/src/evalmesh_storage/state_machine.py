@@ -1,6 +1,7 @@
 """The evaluation state machine. Every state change of an evaluation happens in this module.
 
-    QUEUED -> RUNNING                claim: attempt + 1, executor, lease on the database clock
+    QUEUED -> RUNNING                claim: attempt + 1, executor, lease on the database clock,
+                                     within the tenant's share when the executor names one
     RUNNING -> RUNNING               renew: same attempt only
     RUNNING -> terminal              complete: same attempt only; CANCELLED if a cancel was asked
     QUEUED -> CANCELLED              cancel, at once
@@ -22,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, select, update
+from sqlalchemy import RowMapping, delete, func, select, text, update
 
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import (
@@ -31,6 +32,7 @@ from evalmesh_storage.domain import (
     Fault,
     Result,
     State,
+    TenantShare,
     TerminationCause,
     View,
 )
@@ -41,6 +43,7 @@ from evalmesh_storage.errors import (
     EvaluationNotFound,
     LeaseNotExpired,
     StaleAttempt,
+    TenantAtLimit,
     invalid,
 )
 from evalmesh_storage.models import evaluations, output_chunks
@@ -61,6 +64,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAX_LEASE_US = 24 * 3600 * 1_000_000
+# How many other tenants with QUEUED work a refused claim looks at for one below its fair share.
+_WAITING_TENANTS_CHECKED = 1000
 _E = evaluations.c
 _LOCKED = (
     _E.id,
@@ -88,6 +93,7 @@ class Claim:
     lease_us: int
     runtime_digest: str = ""
     applied_limits: AppliedLimits | None = None
+    tenant_share: TenantShare | None = None
 
 
 async def _lock(tx: Tx, evaluation_id: str) -> RowMapping:
@@ -150,12 +156,17 @@ async def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
     require("executor_id", request.executor_id, 256)
     check_text("runtime_digest", request.runtime_digest, 256)
     _check_lease(request.lease_us)
+    share = request.tenant_share
+    if share is not None and min(share.max_running, share.fair_running) < 0:
+        raise invalid("tenant_share", "max_running and fair_running must not be negative")
     row = await _lock(tx, evaluation_id)
     state = State(row["state"])
     if state is State.RUNNING:
         raise AlreadyClaimed(f"evaluation {evaluation_id} is already running", metadata=_facts(row))
     if state.terminal:
         raise AlreadyTerminal(f"evaluation {evaluation_id} is {state.name}", metadata=_facts(row))
+    if share is not None:
+        await _check_share(tx, row["tenant"], share)
     now = await tx.now()
     applied = request.applied_limits
     await _compare_and_set(
@@ -175,6 +186,58 @@ async def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
             delete(output_chunks).where(output_chunks.c.evaluation_id == evaluation_id)
         )
     return (await fetch_evaluations(tx, _E.id == evaluation_id, view=View.FULL))[0]
+
+
+async def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
+    """Refuse a claim that would take ``tenant`` past its share (TenantAtLimit).
+
+    Past ``max_running``: always. Past ``fair_running``: only while another tenant running
+    fewer than ``fair_running`` has QUEUED work, so a lone tenant may fill an idle pool. A tenant
+    that is refused keeps what runs (nothing is preempted); it gets more as its runs end.
+    """
+    if share.max_running <= 0 and share.fair_running <= 0:
+        return
+    if tx.postgres:  # one tenant's claims in turn, so two cannot both take the last place
+        lock = text("SELECT pg_advisory_xact_lock(hashtextextended(:tenant, 0))")
+        await tx.conn.execute(lock, {"tenant": tenant})
+    running = await _running(tx, tenant)
+    facts = {"tenant": tenant, "running": str(running)}
+    if 0 < share.max_running <= running:
+        facts["limit"] = str(share.max_running)
+        raise TenantAtLimit(f"tenant runs {running}, its cap", metadata=facts)
+    if 0 < share.fair_running <= running and await _another_waiting(tx, tenant, share):
+        facts["limit"] = str(share.fair_running)
+        raise TenantAtLimit(
+            f"tenant runs {running}, its fair share, while others wait", metadata=facts
+        )
+
+
+async def _running(tx: Tx, tenant: str) -> int:
+    query = select(func.count()).where(_E.state == int(State.RUNNING), _E.tenant == tenant)
+    return int(await tx.conn.scalar(query) or 0)
+
+
+async def _another_waiting(tx: Tx, tenant: str, share: TenantShare) -> bool:
+    """Whether another tenant below its fair share has QUEUED work."""
+    waiting = (
+        select(_E.tenant)
+        .where(_E.state == int(State.QUEUED), _E.tenant != tenant)
+        .distinct()
+        .limit(_WAITING_TENANTS_CHECKED)
+        .subquery()
+    )
+    evaluations_running = evaluations.alias("running")
+    its_running = (
+        select(func.count())
+        .where(
+            evaluations_running.c.state == int(State.RUNNING),
+            evaluations_running.c.tenant == waiting.c.tenant,
+        )
+        .correlate(waiting)
+        .scalar_subquery()
+    )
+    query = select(waiting.c.tenant).where(its_running < share.fair_running).limit(1)
+    return (await tx.conn.scalar(query)) is not None
 
 
 def _applied_values(applied: AppliedLimits | None) -> dict[str, int | None]:

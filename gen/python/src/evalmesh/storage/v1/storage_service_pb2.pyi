@@ -313,6 +313,7 @@ class ClaimEvaluationRequest(_message.Message):
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     RUNTIME_DIGEST_FIELD_NUMBER: _builtins.int
     APPLIED_LIMITS_FIELD_NUMBER: _builtins.int
+    TENANT_SHARE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the evaluation to claim."""
     executor_id: _builtins.str
@@ -327,6 +328,12 @@ class ClaimEvaluationRequest(_message.Message):
     def applied_limits(self) -> _evaluation_pb2.AppliedLimits:
         """applied_limits are the limits the sandbox will enforce."""
 
+    @_builtins.property
+    def tenant_share(self) -> Global___TenantShare:
+        """tenant_share bounds the evaluations the tenant may run at once; unset means no bound. A claim past
+        it fails with RESOURCE_EXHAUSTED (reason TENANT_AT_LIMIT) and changes nothing.
+        """
+
     def __init__(
         self,
         *,
@@ -335,14 +342,44 @@ class ClaimEvaluationRequest(_message.Message):
         lease_duration: _duration_pb2.Duration | None = ...,
         runtime_digest: _builtins.str = ...,
         applied_limits: _evaluation_pb2.AppliedLimits | None = ...,
+        tenant_share: Global___TenantShare | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_limits", b"applied_limits", "lease_duration", b"lease_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_limits", b"applied_limits", "lease_duration", b"lease_duration", "tenant_share", b"tenant_share"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_limits", b"applied_limits", "executor_id", b"executor_id", "id", b"id", "lease_duration", b"lease_duration", "runtime_digest", b"runtime_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_limits", b"applied_limits", "executor_id", b"executor_id", "id", b"id", "lease_duration", b"lease_duration", "runtime_digest", b"runtime_digest", "tenant_share", b"tenant_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ClaimEvaluationRequest: _TypeAlias = ClaimEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class TenantShare(_message.Message):
+    """TenantShare bounds how many evaluations one tenant runs at once, counted over RUNNING evaluations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    FAIR_RUNNING_FIELD_NUMBER: _builtins.int
+    max_running: _builtins.int
+    """max_running is a hard cap on the tenant's RUNNING evaluations; 0 means no cap."""
+    fair_running: _builtins.int
+    """fair_running is the tenant's fair share of the pool; 0 means none. A tenant running this many or
+    more is refused while another tenant running fewer than fair_running has QUEUED evaluations, so an
+    idle pool still serves a lone tenant (work-conserving) but a busy one is shared.
+    """
+    def __init__(
+        self,
+        *,
+        max_running: _builtins.int = ...,
+        fair_running: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fair_running", b"fair_running", "max_running", b"max_running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TenantShare: _TypeAlias = TenantShare  # noqa: Y015
 
 @_typing.final
 class ClaimEvaluationResponse(_message.Message):

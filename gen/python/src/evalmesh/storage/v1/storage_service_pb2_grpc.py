@@ -176,7 +176,8 @@ class StorageServiceServicer:
 
     def ClaimEvaluation(self, request, context):
         """ClaimEvaluation moves a QUEUED evaluation to RUNNING for one executor, increments the attempt and
-        starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED.
+        starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED, and with
+        RESOURCE_EXHAUSTED (TENANT_AT_LIMIT) if the tenant is at its share.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

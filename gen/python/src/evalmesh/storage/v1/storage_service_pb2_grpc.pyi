@@ -48,7 +48,8 @@ class StorageServiceStub:
     """ListEvaluations pages one tenant's evaluations with filters."""
     ClaimEvaluation: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ClaimEvaluationRequest, _storage_service_pb2.ClaimEvaluationResponse]
     """ClaimEvaluation moves a QUEUED evaluation to RUNNING for one executor, increments the attempt and
-    starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED.
+    starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED, and with
+    RESOURCE_EXHAUSTED (TENANT_AT_LIMIT) if the tenant is at its share.
     """
     RenewLease: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.RenewLeaseRequest, _storage_service_pb2.RenewLeaseResponse]
     """RenewLease extends the running attempt's lease and reports whether a cancel was requested."""
@@ -104,7 +105,8 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """ListEvaluations pages one tenant's evaluations with filters."""
     ClaimEvaluation: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ClaimEvaluationRequest, _storage_service_pb2.ClaimEvaluationResponse]  # type: ignore[assignment]
     """ClaimEvaluation moves a QUEUED evaluation to RUNNING for one executor, increments the attempt and
-    starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED.
+    starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED, and with
+    RESOURCE_EXHAUSTED (TENANT_AT_LIMIT) if the tenant is at its share.
     """
     RenewLease: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.RenewLeaseRequest, _storage_service_pb2.RenewLeaseResponse]  # type: ignore[assignment]
     """RenewLease extends the running attempt's lease and reports whether a cancel was requested."""
@@ -187,7 +189,8 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.ClaimEvaluationResponse, _abc.Awaitable[_storage_service_pb2.ClaimEvaluationResponse]]:
         """ClaimEvaluation moves a QUEUED evaluation to RUNNING for one executor, increments the attempt and
-        starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED.
+        starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED, and with
+        RESOURCE_EXHAUSTED (TENANT_AT_LIMIT) if the tenant is at its share.
         """
 
     @_abc_1.abstractmethod

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/storage/v1/storage_service.proto.
  */
 export const file_evalmesh_storage_v1_storage_service: GenFile = /*@__PURE__*/
-  fileDesc("CilldmFsbWVzaC9zdG9yYWdlL3YxL3N0b3JhZ2Vfc2VydmljZS5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSJoChdDcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIIl8KHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0Ej4KCHJlcXVlc3RzGAEgAygLMiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdCJiCh5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USQAoJcmVzcG9uc2VzGAEgAygLMi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2UifQoUR2V0RXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBHZpZXcYAyABKA4yGy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uVmlldxIeChZpbmNsdWRlX3F1ZXVlX3Bvc2l0aW9uGAQgASgIIk4KFUdldEV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiuwMKFkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi0KBnN0YXRlcxgEIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgFIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5EkcKBmxhYmVscxgGIAMoCzI3LmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV2YWx1YXRpb25zUmVxdWVzdC5MYWJlbHNFbnRyeRI1ChFjcmVhdGVfdGltZV9hZnRlchgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgR2aWV3GAkgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChdMaXN0RXZhbHVhdGlvbnNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSK4AQoWQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5ydW50aW1lX2RpZ2VzdBgEIAEoCRIyCg5hcHBsaWVkX2xpbWl0cxgFIAEoCzIaLmV2YWxtZXNoLnYxLkFwcGxpZWRMaW1pdHMiUAoXQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkImMKEVJlbmV3TGVhc2VSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSMQoObGVhc2VfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZQoSUmVuZXdMZWFzZVJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIlwKE0FwcGVuZE91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIoCgZjaHVua3MYAyADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuayJNChRBcHBlbmRPdXRwdXRSZXNwb25zZRI1Cghwcm9ncmVzcxgBIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MifQoRUmVhZE91dHB1dFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBnN0cmVhbRgDIAEoDjIZLmV2YWxtZXNoLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAMSEQoJbWF4X2J5dGVzGAUgASgDInUKElJlYWRPdXRwdXRSZXNwb25zZRIoCgZjaHVua3MYASADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuaxI1Cghwcm9ncmVzcxgCIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MilQEKGUNvbXBsZXRlRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIsCgVzdGF0ZRgDIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSLQoGcmVzdWx0GAQgASgLMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvblJlc3VsdCJTChpDb21wbGV0ZUV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiRQoXQ2FuY2VsRXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSKIAQoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBI1Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUiRwoYUmVxdWV1ZUV2YWx1YXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDgoGcmVhc29uGAMgASgJIlIKGVJlcXVldWVFdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIigKGVJlY29yZFB1YmxpY2F0aW9uc1JlcXVlc3QSCwoDaWRzGAEgAygJIi4KGlJlY29yZFB1YmxpY2F0aW9uc1Jlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFIl0KFkxpc3RVbnB1Ymxpc2hlZFJlcXVlc3QSNAoQcHVibGlzaGVkX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiUQoXTGlzdFVucHVibGlzaGVkUmVzcG9uc2USNgoHcmVjb3JkcxgBIAMoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCIpChhMaXN0RXhwaXJlZExlYXNlc1JlcXVlc3QSDQoFbGltaXQYASABKAUiUwoZTGlzdEV4cGlyZWRMZWFzZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIiEKD0dldFN0YXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkikQEKEEdldFN0YXRzUmVzcG9uc2USLQoMc3RhdGVfY291bnRzGAEgAygLMhcuZXZhbG1lc2gudjEuU3RhdGVDb3VudBIvCgZxdWV1ZWQYAiADKAsyHy5ldmFsbWVzaC52MS5Qcmlvcml0eVF1ZXVlU3RhdHMSHQoVY29tcGxldGVkX2xhc3RfbWludXRlGAMgASgDIl0KF1B1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0EjMKD2VuZF90aW1lX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiKgoYUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEg4KBnB1cmdlZBgBIAEoBSJcChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZXZhbG1lc2gudjEuUm9sZRIUCgxkaXNwbGF5X25hbWUYAyABKAkiTAoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJAoHYXBpX2tleRgBIAEoCzITLmV2YWxtZXNoLnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiZAoSTGlzdEFwaUtleXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBnRlbmFudBgDIAEoCRIXCg9pbmNsdWRlX3Jldm9rZWQYBCABKAgiVQoTTGlzdEFwaUtleXNSZXNwb25zZRIlCghhcGlfa2V5cxgBIAMoCzITLmV2YWxtZXNoLnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI8ChRSZXZva2VBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuZXZhbG1lc2gudjEuQXBpS2V5IisKGUF1dGhlbnRpY2F0ZUFwaUtleVJlcXVlc3QSDgoGc2VjcmV0GAEgASgJIkIKGkF1dGhlbnRpY2F0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkyjhEKDlN0b3JhZ2VTZXJ2aWNlEm8KEENyZWF0ZUV2YWx1YXRpb24SLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkNyZWF0ZUV2YWx1YXRpb25SZXF1ZXN0Gi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2USgQEKFkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnMSMi5ldmFsbWVzaC5zdG9yYWdlLnYxLkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0GjMuZXZhbG1lc2guc3RvcmFnZS52MS5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USZgoNR2V0RXZhbHVhdGlvbhIpLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0RXZhbHVhdGlvblJlcXVlc3QaKi5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldEV2YWx1YXRpb25SZXNwb25zZRJsCg9MaXN0RXZhbHVhdGlvbnMSKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFdmFsdWF0aW9uc1Jlc3BvbnNlEmwKD0NsYWltRXZhbHVhdGlvbhIrLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBosLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USXQoKUmVuZXdMZWFzZRImLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVuZXdMZWFzZVJlcXVlc3QaJy5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlbmV3TGVhc2VSZXNwb25zZRJjCgxBcHBlbmRPdXRwdXQSKC5ldmFsbWVzaC5zdG9yYWdlLnYxLkFwcGVuZE91dHB1dFJlcXVlc3QaKS5ldmFsbWVzaC5zdG9yYWdlLnYxLkFwcGVuZE91dHB1dFJlc3BvbnNlEl0KClJlYWRPdXRwdXQSJi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlYWRPdXRwdXRSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5SZWFkT3V0cHV0UmVzcG9uc2USdQoSQ29tcGxldGVFdmFsdWF0aW9uEi4uZXZhbG1lc2guc3RvcmFnZS52MS5Db21wbGV0ZUV2YWx1YXRpb25SZXF1ZXN0Gi8uZXZhbG1lc2guc3RvcmFnZS52MS5Db21wbGV0ZUV2YWx1YXRpb25SZXNwb25zZRJvChBDYW5jZWxFdmFsdWF0aW9uEiwuZXZhbG1lc2guc3RvcmFnZS52MS5DYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEnIKEVJlcXVldWVFdmFsdWF0aW9uEi0uZXZhbG1lc2guc3RvcmFnZS52MS5SZXF1ZXVlRXZhbHVhdGlvblJlcXVlc3QaLi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlcXVldWVFdmFsdWF0aW9uUmVzcG9uc2USdQoSUmVjb3JkUHVibGljYXRpb25zEi4uZXZhbG1lc2guc3RvcmFnZS52MS5SZWNvcmRQdWJsaWNhdGlvbnNSZXF1ZXN0Gi8uZXZhbG1lc2guc3RvcmFnZS52MS5SZWNvcmRQdWJsaWNhdGlvbnNSZXNwb25zZRJsCg9MaXN0VW5wdWJsaXNoZWQSKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RVbnB1Ymxpc2hlZFJlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RVbnB1Ymxpc2hlZFJlc3BvbnNlEnIKEUxpc3RFeHBpcmVkTGVhc2VzEi0uZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXhwaXJlZExlYXNlc1JlcXVlc3QaLi5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFeHBpcmVkTGVhc2VzUmVzcG9uc2USVwoIR2V0U3RhdHMSJC5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldFN0YXRzUmVxdWVzdBolLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0U3RhdHNSZXNwb25zZRJvChBQdXJnZUV2YWx1YXRpb25zEiwuZXZhbG1lc2guc3RvcmFnZS52MS5QdXJnZUV2YWx1YXRpb25zUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEmMKDENyZWF0ZUFwaUtleRIoLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBopLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USYAoLTGlzdEFwaUtleXMSJy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBooLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEFwaUtleXNSZXNwb25zZRJjCgxSZXZva2VBcGlLZXkSKC5ldmFsbWVzaC5zdG9yYWdlLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKS5ldmFsbWVzaC5zdG9yYWdlLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEnUKEkF1dGhlbnRpY2F0ZUFwaUtleRIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuQXV0aGVudGljYXRlQXBpS2V5UmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuQXV0aGVudGljYXRlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_storage_v1_record, file_evalmesh_v1_api_key, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CilldmFsbWVzaC9zdG9yYWdlL3YxL3N0b3JhZ2Vfc2VydmljZS5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSJoChdDcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIIl8KHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0Ej4KCHJlcXVlc3RzGAEgAygLMiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdCJiCh5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USQAoJcmVzcG9uc2VzGAEgAygLMi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2UifQoUR2V0RXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBHZpZXcYAyABKA4yGy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uVmlldxIeChZpbmNsdWRlX3F1ZXVlX3Bvc2l0aW9uGAQgASgIIk4KFUdldEV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiuwMKFkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi0KBnN0YXRlcxgEIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgFIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5EkcKBmxhYmVscxgGIAMoCzI3LmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV2YWx1YXRpb25zUmVxdWVzdC5MYWJlbHNFbnRyeRI1ChFjcmVhdGVfdGltZV9hZnRlchgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgR2aWV3GAkgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChdMaXN0RXZhbHVhdGlvbnNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLwAQoWQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5ydW50aW1lX2RpZ2VzdBgEIAEoCRIyCg5hcHBsaWVkX2xpbWl0cxgFIAEoCzIaLmV2YWxtZXNoLnYxLkFwcGxpZWRMaW1pdHMSNgoMdGVuYW50X3NoYXJlGAYgASgLMiAuZXZhbG1lc2guc3RvcmFnZS52MS5UZW5hbnRTaGFyZSI4CgtUZW5hbnRTaGFyZRITCgttYXhfcnVubmluZxgBIAEoBRIUCgxmYWlyX3J1bm5pbmcYAiABKAUiUAoXQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkImMKEVJlbmV3TGVhc2VSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSMQoObGVhc2VfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZQoSUmVuZXdMZWFzZVJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIlwKE0FwcGVuZE91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIoCgZjaHVua3MYAyADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuayJNChRBcHBlbmRPdXRwdXRSZXNwb25zZRI1Cghwcm9ncmVzcxgBIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MifQoRUmVhZE91dHB1dFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBnN0cmVhbRgDIAEoDjIZLmV2YWxtZXNoLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAMSEQoJbWF4X2J5dGVzGAUgASgDInUKElJlYWRPdXRwdXRSZXNwb25zZRIoCgZjaHVua3MYASADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuaxI1Cghwcm9ncmVzcxgCIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MilQEKGUNvbXBsZXRlRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIsCgVzdGF0ZRgDIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSLQoGcmVzdWx0GAQgASgLMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvblJlc3VsdCJTChpDb21wbGV0ZUV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiRQoXQ2FuY2VsRXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSKIAQoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBI1Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUiRwoYUmVxdWV1ZUV2YWx1YXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDgoGcmVhc29uGAMgASgJIlIKGVJlcXVldWVFdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIigKGVJlY29yZFB1YmxpY2F0aW9uc1JlcXVlc3QSCwoDaWRzGAEgAygJIi4KGlJlY29yZFB1YmxpY2F0aW9uc1Jlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFIl0KFkxpc3RVbnB1Ymxpc2hlZFJlcXVlc3QSNAoQcHVibGlzaGVkX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiUQoXTGlzdFVucHVibGlzaGVkUmVzcG9uc2USNgoHcmVjb3JkcxgBIAMoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCIpChhMaXN0RXhwaXJlZExlYXNlc1JlcXVlc3QSDQoFbGltaXQYASABKAUiUwoZTGlzdEV4cGlyZWRMZWFzZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIiEKD0dldFN0YXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkikQEKEEdldFN0YXRzUmVzcG9uc2USLQoMc3RhdGVfY291bnRzGAEgAygLMhcuZXZhbG1lc2gudjEuU3RhdGVDb3VudBIvCgZxdWV1ZWQYAiADKAsyHy5ldmFsbWVzaC52MS5Qcmlvcml0eVF1ZXVlU3RhdHMSHQoVY29tcGxldGVkX2xhc3RfbWludXRlGAMgASgDIl0KF1B1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0EjMKD2VuZF90aW1lX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiKgoYUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEg4KBnB1cmdlZBgBIAEoBSJcChNDcmVhdGVBcGlLZXlSZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIfCgRyb2xlGAIgASgOMhEuZXZhbG1lc2gudjEuUm9sZRIUCgxkaXNwbGF5X25hbWUYAyABKAkiTAoUQ3JlYXRlQXBpS2V5UmVzcG9uc2USJAoHYXBpX2tleRgBIAEoCzITLmV2YWxtZXNoLnYxLkFwaUtleRIOCgZzZWNyZXQYAiABKAkiZAoSTGlzdEFwaUtleXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEg4KBnRlbmFudBgDIAEoCRIXCg9pbmNsdWRlX3Jldm9rZWQYBCABKAgiVQoTTGlzdEFwaUtleXNSZXNwb25zZRIlCghhcGlfa2V5cxgBIAMoCzITLmV2YWxtZXNoLnYxLkFwaUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIQoTUmV2b2tlQXBpS2V5UmVxdWVzdBIKCgJpZBgBIAEoCSI8ChRSZXZva2VBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuZXZhbG1lc2gudjEuQXBpS2V5IisKGUF1dGhlbnRpY2F0ZUFwaUtleVJlcXVlc3QSDgoGc2VjcmV0GAEgASgJIkIKGkF1dGhlbnRpY2F0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkyjhEKDlN0b3JhZ2VTZXJ2aWNlEm8KEENyZWF0ZUV2YWx1YXRpb24SLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkNyZWF0ZUV2YWx1YXRpb25SZXF1ZXN0Gi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2USgQEKFkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnMSMi5ldmFsbWVzaC5zdG9yYWdlLnYxLkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0GjMuZXZhbG1lc2guc3RvcmFnZS52MS5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USZgoNR2V0RXZhbHVhdGlvbhIpLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0RXZhbHVhdGlvblJlcXVlc3QaKi5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldEV2YWx1YXRpb25SZXNwb25zZRJsCg9MaXN0RXZhbHVhdGlvbnMSKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFdmFsdWF0aW9uc1Jlc3BvbnNlEmwKD0NsYWltRXZhbHVhdGlvbhIrLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBosLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USXQoKUmVuZXdMZWFzZRImLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVuZXdMZWFzZVJlcXVlc3QaJy5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlbmV3TGVhc2VSZXNwb25zZRJjCgxBcHBlbmRPdXRwdXQSKC5ldmFsbWVzaC5zdG9yYWdlLnYxLkFwcGVuZE91dHB1dFJlcXVlc3QaKS5ldmFsbWVzaC5zdG9yYWdlLnYxLkFwcGVuZE91dHB1dFJlc3BvbnNlEl0KClJlYWRPdXRwdXQSJi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlYWRPdXRwdXRSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5SZWFkT3V0cHV0UmVzcG9uc2USdQoSQ29tcGxldGVFdmFsdWF0aW9uEi4uZXZhbG1lc2guc3RvcmFnZS52MS5Db21wbGV0ZUV2YWx1YXRpb25SZXF1ZXN0Gi8uZXZhbG1lc2guc3RvcmFnZS52MS5Db21wbGV0ZUV2YWx1YXRpb25SZXNwb25zZRJvChBDYW5jZWxFdmFsdWF0aW9uEiwuZXZhbG1lc2guc3RvcmFnZS52MS5DYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEnIKEVJlcXVldWVFdmFsdWF0aW9uEi0uZXZhbG1lc2guc3RvcmFnZS52MS5SZXF1ZXVlRXZhbHVhdGlvblJlcXVlc3QaLi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlcXVldWVFdmFsdWF0aW9uUmVzcG9uc2USdQoSUmVjb3JkUHVibGljYXRpb25zEi4uZXZhbG1lc2guc3RvcmFnZS52MS5SZWNvcmRQdWJsaWNhdGlvbnNSZXF1ZXN0Gi8uZXZhbG1lc2guc3RvcmFnZS52MS5SZWNvcmRQdWJsaWNhdGlvbnNSZXNwb25zZRJsCg9MaXN0VW5wdWJsaXNoZWQSKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RVbnB1Ymxpc2hlZFJlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RVbnB1Ymxpc2hlZFJlc3BvbnNlEnIKEUxpc3RFeHBpcmVkTGVhc2VzEi0uZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXhwaXJlZExlYXNlc1JlcXVlc3QaLi5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RFeHBpcmVkTGVhc2VzUmVzcG9uc2USVwoIR2V0U3RhdHMSJC5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldFN0YXRzUmVxdWVzdBolLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0U3RhdHNSZXNwb25zZRJvChBQdXJnZUV2YWx1YXRpb25zEiwuZXZhbG1lc2guc3RvcmFnZS52MS5QdXJnZUV2YWx1YXRpb25zUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEmMKDENyZWF0ZUFwaUtleRIoLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlQXBpS2V5UmVxdWVzdBopLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlQXBpS2V5UmVzcG9uc2USYAoLTGlzdEFwaUtleXMSJy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RBcGlLZXlzUmVxdWVzdBooLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEFwaUtleXNSZXNwb25zZRJjCgxSZXZva2VBcGlLZXkSKC5ldmFsbWVzaC5zdG9yYWdlLnYxLlJldm9rZUFwaUtleVJlcXVlc3QaKS5ldmFsbWVzaC5zdG9yYWdlLnYxLlJldm9rZUFwaUtleVJlc3BvbnNlEnUKEkF1dGhlbnRpY2F0ZUFwaUtleRIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuQXV0aGVudGljYXRlQXBpS2V5UmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuQXV0aGVudGljYXRlQXBpS2V5UmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_storage_v1_record, file_evalmesh_v1_api_key, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * CreateEvaluationRequest describes one evaluation to store.
@@ -335,6 +335,14 @@ export type ClaimEvaluationRequest = Message<"evalmesh.storage.v1.ClaimEvaluatio
    * @generated from field: evalmesh.v1.AppliedLimits applied_limits = 5;
    */
   appliedLimits?: AppliedLimits | undefined;
+
+  /**
+   * tenant_share bounds the evaluations the tenant may run at once; unset means no bound. A claim past
+   * it fails with RESOURCE_EXHAUSTED (reason TENANT_AT_LIMIT) and changes nothing.
+   *
+   * @generated from field: evalmesh.storage.v1.TenantShare tenant_share = 6;
+   */
+  tenantShare?: TenantShare | undefined;
 };
 
 /**
@@ -343,6 +351,36 @@ export type ClaimEvaluationRequest = Message<"evalmesh.storage.v1.ClaimEvaluatio
  */
 export const ClaimEvaluationRequestSchema: GenMessage<ClaimEvaluationRequest> = /*@__PURE__*/
   messageDesc(file_evalmesh_storage_v1_storage_service, 8);
+
+/**
+ * TenantShare bounds how many evaluations one tenant runs at once, counted over RUNNING evaluations.
+ *
+ * @generated from message evalmesh.storage.v1.TenantShare
+ */
+export type TenantShare = Message<"evalmesh.storage.v1.TenantShare"> & {
+  /**
+   * max_running is a hard cap on the tenant's RUNNING evaluations; 0 means no cap.
+   *
+   * @generated from field: int32 max_running = 1;
+   */
+  maxRunning: number;
+
+  /**
+   * fair_running is the tenant's fair share of the pool; 0 means none. A tenant running this many or
+   * more is refused while another tenant running fewer than fair_running has QUEUED evaluations, so an
+   * idle pool still serves a lone tenant (work-conserving) but a busy one is shared.
+   *
+   * @generated from field: int32 fair_running = 2;
+   */
+  fairRunning: number;
+};
+
+/**
+ * Describes the message evalmesh.storage.v1.TenantShare.
+ * Use `create(TenantShareSchema)` to create a new message.
+ */
+export const TenantShareSchema: GenMessage<TenantShare> = /*@__PURE__*/
+  messageDesc(file_evalmesh_storage_v1_storage_service, 9);
 
 /**
  * ClaimEvaluationResponse carries the claimed evaluation.
@@ -363,7 +401,7 @@ export type ClaimEvaluationResponse = Message<"evalmesh.storage.v1.ClaimEvaluati
  * Use `create(ClaimEvaluationResponseSchema)` to create a new message.
  */
 export const ClaimEvaluationResponseSchema: GenMessage<ClaimEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 9);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 10);
 
 /**
  * RenewLeaseRequest extends a lease.
@@ -398,7 +436,7 @@ export type RenewLeaseRequest = Message<"evalmesh.storage.v1.RenewLeaseRequest">
  * Use `create(RenewLeaseRequestSchema)` to create a new message.
  */
 export const RenewLeaseRequestSchema: GenMessage<RenewLeaseRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 10);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 11);
 
 /**
  * RenewLeaseResponse reports the new lease.
@@ -426,7 +464,7 @@ export type RenewLeaseResponse = Message<"evalmesh.storage.v1.RenewLeaseResponse
  * Use `create(RenewLeaseResponseSchema)` to create a new message.
  */
 export const RenewLeaseResponseSchema: GenMessage<RenewLeaseResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 11);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 12);
 
 /**
  * AppendOutputRequest stores output chunks.
@@ -461,7 +499,7 @@ export type AppendOutputRequest = Message<"evalmesh.storage.v1.AppendOutputReque
  * Use `create(AppendOutputRequestSchema)` to create a new message.
  */
 export const AppendOutputRequestSchema: GenMessage<AppendOutputRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 12);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 13);
 
 /**
  * AppendOutputResponse reports what is stored.
@@ -482,7 +520,7 @@ export type AppendOutputResponse = Message<"evalmesh.storage.v1.AppendOutputResp
  * Use `create(AppendOutputResponseSchema)` to create a new message.
  */
 export const AppendOutputResponseSchema: GenMessage<AppendOutputResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 13);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 14);
 
 /**
  * ReadOutputRequest reads stored output.
@@ -531,7 +569,7 @@ export type ReadOutputRequest = Message<"evalmesh.storage.v1.ReadOutputRequest">
  * Use `create(ReadOutputRequestSchema)` to create a new message.
  */
 export const ReadOutputRequestSchema: GenMessage<ReadOutputRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 14);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 15);
 
 /**
  * ReadOutputResponse carries stored output.
@@ -559,7 +597,7 @@ export type ReadOutputResponse = Message<"evalmesh.storage.v1.ReadOutputResponse
  * Use `create(ReadOutputResponseSchema)` to create a new message.
  */
 export const ReadOutputResponseSchema: GenMessage<ReadOutputResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 15);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 16);
 
 /**
  * CompleteEvaluationRequest records a terminal result.
@@ -601,7 +639,7 @@ export type CompleteEvaluationRequest = Message<"evalmesh.storage.v1.CompleteEva
  * Use `create(CompleteEvaluationRequestSchema)` to create a new message.
  */
 export const CompleteEvaluationRequestSchema: GenMessage<CompleteEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 16);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 17);
 
 /**
  * CompleteEvaluationResponse carries the terminal evaluation.
@@ -622,7 +660,7 @@ export type CompleteEvaluationResponse = Message<"evalmesh.storage.v1.CompleteEv
  * Use `create(CompleteEvaluationResponseSchema)` to create a new message.
  */
 export const CompleteEvaluationResponseSchema: GenMessage<CompleteEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 17);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 18);
 
 /**
  * CancelEvaluationRequest asks to cancel.
@@ -657,7 +695,7 @@ export type CancelEvaluationRequest = Message<"evalmesh.storage.v1.CancelEvaluat
  * Use `create(CancelEvaluationRequestSchema)` to create a new message.
  */
 export const CancelEvaluationRequestSchema: GenMessage<CancelEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 18);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 19);
 
 /**
  * CancelEvaluationResponse carries the evaluation after the request.
@@ -685,7 +723,7 @@ export type CancelEvaluationResponse = Message<"evalmesh.storage.v1.CancelEvalua
  * Use `create(CancelEvaluationResponseSchema)` to create a new message.
  */
 export const CancelEvaluationResponseSchema: GenMessage<CancelEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 19);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 20);
 
 /**
  * RequeueEvaluationRequest returns an evaluation with an expired lease to the queue.
@@ -720,7 +758,7 @@ export type RequeueEvaluationRequest = Message<"evalmesh.storage.v1.RequeueEvalu
  * Use `create(RequeueEvaluationRequestSchema)` to create a new message.
  */
 export const RequeueEvaluationRequestSchema: GenMessage<RequeueEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 20);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 21);
 
 /**
  * RequeueEvaluationResponse carries the requeued evaluation.
@@ -741,7 +779,7 @@ export type RequeueEvaluationResponse = Message<"evalmesh.storage.v1.RequeueEval
  * Use `create(RequeueEvaluationResponseSchema)` to create a new message.
  */
 export const RequeueEvaluationResponseSchema: GenMessage<RequeueEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 21);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 22);
 
 /**
  * RecordPublicationsRequest notes publications.
@@ -762,7 +800,7 @@ export type RecordPublicationsRequest = Message<"evalmesh.storage.v1.RecordPubli
  * Use `create(RecordPublicationsRequestSchema)` to create a new message.
  */
 export const RecordPublicationsRequestSchema: GenMessage<RecordPublicationsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 22);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 23);
 
 /**
  * RecordPublicationsResponse acknowledges the publications.
@@ -783,7 +821,7 @@ export type RecordPublicationsResponse = Message<"evalmesh.storage.v1.RecordPubl
  * Use `create(RecordPublicationsResponseSchema)` to create a new message.
  */
 export const RecordPublicationsResponseSchema: GenMessage<RecordPublicationsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 23);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 24);
 
 /**
  * ListUnpublishedRequest asks for jobs that need publishing.
@@ -811,7 +849,7 @@ export type ListUnpublishedRequest = Message<"evalmesh.storage.v1.ListUnpublishe
  * Use `create(ListUnpublishedRequestSchema)` to create a new message.
  */
 export const ListUnpublishedRequestSchema: GenMessage<ListUnpublishedRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 24);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 25);
 
 /**
  * ListUnpublishedResponse lists jobs that need publishing.
@@ -832,7 +870,7 @@ export type ListUnpublishedResponse = Message<"evalmesh.storage.v1.ListUnpublish
  * Use `create(ListUnpublishedResponseSchema)` to create a new message.
  */
 export const ListUnpublishedResponseSchema: GenMessage<ListUnpublishedResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 25);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 26);
 
 /**
  * ListExpiredLeasesRequest asks for lost attempts.
@@ -853,7 +891,7 @@ export type ListExpiredLeasesRequest = Message<"evalmesh.storage.v1.ListExpiredL
  * Use `create(ListExpiredLeasesRequestSchema)` to create a new message.
  */
 export const ListExpiredLeasesRequestSchema: GenMessage<ListExpiredLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 26);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 27);
 
 /**
  * ListExpiredLeasesResponse lists lost attempts.
@@ -874,7 +912,7 @@ export type ListExpiredLeasesResponse = Message<"evalmesh.storage.v1.ListExpired
  * Use `create(ListExpiredLeasesResponseSchema)` to create a new message.
  */
 export const ListExpiredLeasesResponseSchema: GenMessage<ListExpiredLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 27);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 28);
 
 /**
  * GetStatsRequest asks for counts.
@@ -895,7 +933,7 @@ export type GetStatsRequest = Message<"evalmesh.storage.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 28);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 29);
 
 /**
  * GetStatsResponse carries counts.
@@ -930,7 +968,7 @@ export type GetStatsResponse = Message<"evalmesh.storage.v1.GetStatsResponse"> &
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 29);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 30);
 
 /**
  * PurgeEvaluationsRequest deletes old terminal evaluations.
@@ -958,7 +996,7 @@ export type PurgeEvaluationsRequest = Message<"evalmesh.storage.v1.PurgeEvaluati
  * Use `create(PurgeEvaluationsRequestSchema)` to create a new message.
  */
 export const PurgeEvaluationsRequestSchema: GenMessage<PurgeEvaluationsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 30);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 31);
 
 /**
  * PurgeEvaluationsResponse reports what was deleted.
@@ -979,7 +1017,7 @@ export type PurgeEvaluationsResponse = Message<"evalmesh.storage.v1.PurgeEvaluat
  * Use `create(PurgeEvaluationsResponseSchema)` to create a new message.
  */
 export const PurgeEvaluationsResponseSchema: GenMessage<PurgeEvaluationsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 31);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 32);
 
 /**
  * CreateApiKeyRequest describes a key.
@@ -1014,7 +1052,7 @@ export type CreateApiKeyRequest = Message<"evalmesh.storage.v1.CreateApiKeyReque
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 32);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 33);
 
 /**
  * CreateApiKeyResponse carries the key and its secret.
@@ -1042,7 +1080,7 @@ export type CreateApiKeyResponse = Message<"evalmesh.storage.v1.CreateApiKeyResp
  * Use `create(CreateApiKeyResponseSchema)` to create a new message.
  */
 export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 33);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 34);
 
 /**
  * ListApiKeysRequest pages through keys.
@@ -1084,7 +1122,7 @@ export type ListApiKeysRequest = Message<"evalmesh.storage.v1.ListApiKeysRequest
  * Use `create(ListApiKeysRequestSchema)` to create a new message.
  */
 export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 34);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 35);
 
 /**
  * ListApiKeysResponse is one page of keys.
@@ -1112,7 +1150,7 @@ export type ListApiKeysResponse = Message<"evalmesh.storage.v1.ListApiKeysRespon
  * Use `create(ListApiKeysResponseSchema)` to create a new message.
  */
 export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 35);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 36);
 
 /**
  * RevokeApiKeyRequest names a key.
@@ -1133,7 +1171,7 @@ export type RevokeApiKeyRequest = Message<"evalmesh.storage.v1.RevokeApiKeyReque
  * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
  */
 export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 36);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 37);
 
 /**
  * RevokeApiKeyResponse carries the revoked key.
@@ -1154,7 +1192,7 @@ export type RevokeApiKeyResponse = Message<"evalmesh.storage.v1.RevokeApiKeyResp
  * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
  */
 export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 37);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 38);
 
 /**
  * AuthenticateApiKeyRequest carries a presented secret.
@@ -1175,7 +1213,7 @@ export type AuthenticateApiKeyRequest = Message<"evalmesh.storage.v1.Authenticat
  * Use `create(AuthenticateApiKeyRequestSchema)` to create a new message.
  */
 export const AuthenticateApiKeyRequestSchema: GenMessage<AuthenticateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 38);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 39);
 
 /**
  * AuthenticateApiKeyResponse carries the key the secret belongs to.
@@ -1196,7 +1234,7 @@ export type AuthenticateApiKeyResponse = Message<"evalmesh.storage.v1.Authentica
  * Use `create(AuthenticateApiKeyResponseSchema)` to create a new message.
  */
 export const AuthenticateApiKeyResponseSchema: GenMessage<AuthenticateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 39);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 40);
 
 /**
  * StorageService owns the database, the system of record for evaluations, their output and API keys.
@@ -1249,7 +1287,8 @@ export const StorageService: GenService<{
   },
   /**
    * ClaimEvaluation moves a QUEUED evaluation to RUNNING for one executor, increments the attempt and
-   * starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED.
+   * starts a lease on the database clock. Fails with FAILED_PRECONDITION if it is not QUEUED, and with
+   * RESOURCE_EXHAUSTED (TENANT_AT_LIMIT) if the tenant is at its share.
    *
    * @generated from rpc evalmesh.storage.v1.StorageService.ClaimEvaluation
    */
