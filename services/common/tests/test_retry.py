@@ -1,10 +1,9 @@
-"""Backoff for platform faults grows and jitters; tenant caps bound a tenant's share of the pool."""
+"""Backoff for platform faults grows and jitters."""
 
 from __future__ import annotations
 
 import pytest
 
-from evalmesh_common.fairness import may_start, running_by_tenant, tenant_running_limit
 from evalmesh_common.retry import backoff_delay
 
 
@@ -26,20 +25,3 @@ def test_backoff_refuses_nonsense() -> None:
         backoff_delay(0)
     with pytest.raises(ValueError, match="base"):
         backoff_delay(1, base=5, cap=1)
-
-
-def test_a_tenant_may_hold_at_most_its_share_of_the_pool() -> None:
-    limit = tenant_running_limit(pool_slots=10, max_share=0.5)
-    running = running_by_tenant(["a", "a", "a", "a", "b"])
-    assert limit == 5
-    assert may_start("a", running, limit)
-    running["a"] += 1
-    assert not may_start("a", running, limit)
-    assert may_start("b", running, limit)
-
-
-def test_a_fixed_cap_and_a_tiny_pool_still_let_every_tenant_run_one() -> None:
-    assert tenant_running_limit(pool_slots=100, max_share=0.5, max_running=8) == 8
-    assert tenant_running_limit(pool_slots=1, max_share=0.25) == 1
-    with pytest.raises(ValueError, match="max_share"):
-        tenant_running_limit(pool_slots=4, max_share=0)

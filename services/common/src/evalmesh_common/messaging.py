@@ -13,8 +13,10 @@ import logging
 
 import nats
 from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
 
-__all__ = ["NatsConnection"]
+__all__ = ["NatsConnection", "bucket_values"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +83,20 @@ class NatsConnection:
 
     async def _on_reconnected(self) -> None:
         logger.info("reconnected to NATS")
+
+
+async def bucket_values(js: JetStreamContext, bucket: str) -> list[bytes]:
+    """The current value of every key in a KV bucket (keys that expire meanwhile are skipped)."""
+    kv = await js.key_value(bucket)
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    values = []
+    for key in keys:
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue  # expired or deleted between the listing and the read
+        values.append(entry.value or b"")
+    return values

@@ -13,12 +13,12 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import scheduler_service_pb2
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh.v1 import cluster_pb2, evaluation_pb2
+from evalmesh_common.messaging import bucket_values
 from evalmesh_common.priority import estimate_starts_before
 from evalmesh_common.subjects import EXECUTORS_BUCKET, PRIORITY_NAMES, priority_name
 from evalmesh_scheduler.deadletters import DeadLetters
@@ -97,19 +97,8 @@ class Stats:
 
     async def _heartbeats(self) -> list[pool_pb2.PoolStatus]:
         async with nats_unavailable("cannot read executor heartbeats"):
-            kv = await self._js.key_value(EXECUTORS_BUCKET)
-            try:
-                keys = await kv.keys()
-            except NoKeysError:
-                return []
-            statuses = []
-            for key in keys:
-                try:
-                    entry = await kv.get(key)
-                except KeyNotFoundError:
-                    continue  # expired between the listing and the read
-                statuses.append(pool_pb2.PoolStatus.FromString(entry.value or b""))
-        return statuses
+            values = await bucket_values(self._js, EXECUTORS_BUCKET)
+        return [pool_pb2.PoolStatus.FromString(value) for value in values]
 
 
 def to_executor(status: pool_pb2.PoolStatus) -> cluster_pb2.Executor:
