@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC
 
 import grpc
 import grpc.aio
@@ -132,7 +133,13 @@ async def test_an_expired_lease_is_requeued_for_the_next_attempt_then_ends_error
 
     await eventually(requeued, within=10, what="the requeue")
     assert (await get_record(storage, evaluation_id)).evaluation.attempt == 1
-    # The reaper re-published the job; a new Nats-Msg-Id gets it past the duplicate window.
+
+    # The reaper re-publishes the job after a backoff; a new Nats-Msg-Id gets it past the
+    # duplicate window.
+    async def queued() -> bool:
+        return await queued_job(js, submitted) is not None
+
+    await eventually(queued, within=10, what="the re-publication")
     job = await queued_job(js, submitted)
     assert job is not None
     assert job.headers is not None
@@ -152,6 +159,44 @@ async def test_an_expired_lease_is_requeued_for_the_next_attempt_then_ends_error
     assert "attempt 2 lost" in result.detail
     await asyncio.sleep(0.5)  # several reaper passes: the terminal state stays
     assert (await get_record(storage, evaluation_id)).evaluation.state == State.STATE_ERROR
+    await executor.unsubscribe()
+
+
+async def test_a_lost_attempts_job_comes_back_after_a_backoff_that_doubles_per_lost_attempt(
+    mesh: Mesh, channels: Channels, js: JetStreamContext, storage: StorageStub
+) -> None:
+    _, scheduler = await start_scheduler(
+        mesh,
+        channels,
+        EVALMESH_REAP_INTERVAL="0.1",
+        EVALMESH_REQUEUE_BACKOFF_BASE="1.2",
+        EVALMESH_MAX_ATTEMPTS="3",
+    )
+    submitted = (await scheduler.SubmitEvaluation(submit_request("flaky"), timeout=10)).record
+    evaluation_id = submitted.evaluation.id
+    executor = await js.pull_subscribe_bind(job_consumer("normal"), stream=JOBS_STREAM)
+    waited = []
+    for attempt in (1, 2):
+        # An executor takes the job, claims it and dies: the lease runs out.
+        (message,) = await executor.fetch(1, timeout=10)
+        await message.ack_sync()
+        lost = await claim(storage, evaluation_id, lease=0.2)
+        assert lost.evaluation.attempt == attempt
+
+        async def queued() -> bool:
+            return await queued_job(js, submitted) is not None
+
+        await eventually(queued, within=10, what=f"the re-publication after attempt {attempt}")
+        job = await queued_job(js, submitted)
+        assert job is not None
+        assert job.time is not None
+        expired = lost.lease_expire_time.ToDatetime(tzinfo=UTC)
+        waited.append((job.time - expired).total_seconds())
+    # Equal jitter: the n-th lost attempt waits between half and all of 1.2 s * 2**(n-1) after
+    # its requeue, which comes after the lease ended. Only lower bounds are asserted: a loaded
+    # machine makes waits longer, never shorter.
+    assert waited[0] >= 0.6, waited
+    assert waited[1] >= 1.2, waited
     await executor.unsubscribe()
 
 

@@ -28,7 +28,7 @@ from evalmesh_scheduler.config import LoopConfig
 from evalmesh_scheduler.deadletters import DeadLetters
 from evalmesh_scheduler.leader import LeaderElection
 from evalmesh_scheduler.loops import every
-from evalmesh_scheduler.reaper import Reaper
+from evalmesh_scheduler.reaper import PUBLISH_TICK, Reaper
 from evalmesh_scheduler.reconciler import Reconciler
 from evalmesh_scheduler.topology import Topology
 
@@ -96,6 +96,7 @@ class Background:
                 every(self.loops.reconcile_interval, "reconciler", self.reconciler.run_once)
             )
             group.create_task(every(self.loops.reap_interval, "reaper", self.reaper.run_once))
+            group.create_task(every(PUBLISH_TICK, "delayed publish", self.reaper.publish_due))
 
     async def _run(self) -> None:
         try:

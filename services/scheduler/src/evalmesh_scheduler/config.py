@@ -78,6 +78,9 @@ class LoopConfig:
     reap_interval: Seconds = env_field("EVALMESH_REAP_INTERVAL", default=Seconds(5))
     # Attempts (claims) an evaluation may lose to platform faults before it ends ERROR.
     max_attempts: int = env_field("EVALMESH_MAX_ATTEMPTS", default=3)
+    # A requeued job is re-published after ~base * 2**(attempts lost - 1), jittered, capped.
+    requeue_backoff_base: Seconds = env_field("EVALMESH_REQUEUE_BACKOFF_BASE", default=Seconds(2))
+    requeue_backoff_cap: Seconds = env_field("EVALMESH_REQUEUE_BACKOFF_CAP", default=Seconds(60))
     batch_limit: int = env_field("EVALMESH_RECONCILE_BATCH", default=500)
     topology_check_interval: Seconds = env_field(
         "EVALMESH_TOPOLOGY_CHECK_INTERVAL", default=Seconds(30)
@@ -87,6 +90,8 @@ class LoopConfig:
         for name in ("reconcile_interval", "reconcile_after", "reap_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if not 0 < self.requeue_backoff_base <= self.requeue_backoff_cap:
+            raise ValueError("need 0 < requeue_backoff_base <= requeue_backoff_cap")
         if self.max_attempts < 1 or self.batch_limit < 1:
             raise ValueError("max_attempts and batch_limit must be at least 1")
 

@@ -5,21 +5,33 @@ Each pass lists expired leases (on the database clock). An evaluation that has u
 one that has used them all ends ERROR (cause MAX_ATTEMPTS, fault PLATFORM) with the reason.
 Both storage calls carry the attempt, so a pass that races an executor's late completion, or
 another scheduler, changes nothing (FAILED_PRECONDITION is expected and skipped).
+
+A lost attempt is a platform fault, so its job is re-published after an exponential backoff with
+jitter (``evalmesh_common.retry.backoff_delay`` of the attempts lost so far), on top of the lease
+that had to expire first. The publication is recorded at the requeue, so the reconciler leaves the
+evaluation alone meanwhile; if this leader stops before the delayed publish, the reconciler
+publishes it once ``EVALMESH_RECONCILE_AFTER`` has passed. Nothing is lost either way.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import time
 
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import FailedPrecondition, NotFound
+from evalmesh_common.retry import backoff_delay
 from evalmesh_scheduler.jobs import JobQueue
 from evalmesh_scheduler.storage_client import StorageClient
 
-__all__ = ["Reaper"]
+__all__ = ["PUBLISH_TICK", "Reaper"]
 
 logger = logging.getLogger(__name__)
+
+PUBLISH_TICK = 0.05
 
 Record = record_pb2.EvaluationRecord
 State = evaluation_pb2.Evaluation.State
@@ -29,12 +41,37 @@ class Reaper:
     """Requeues or fails evaluations whose lease expired."""
 
     def __init__(
-        self, storage: StorageClient, jobs: JobQueue, *, max_attempts: int, batch: int
+        self,
+        storage: StorageClient,
+        jobs: JobQueue,
+        *,
+        max_attempts: int,
+        batch: int,
+        backoff_base: float = 2.0,
+        backoff_cap: float = 60.0,
     ) -> None:
         self.storage = storage
         self.jobs = jobs
         self.max_attempts = max_attempts
         self.batch = batch
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self._later: list[tuple[float, int, Record]] = []  # (due, tiebreak, record), a heap
+        self._order = itertools.count()
+
+    async def publish_due(self) -> int:
+        """Publish the requeued jobs whose backoff ended; returns how many were published.
+
+        Run often (``PUBLISH_TICK``). A job whose publish fails is left to the reconciler.
+        """
+        due = []
+        while self._later and self._later[0][0] <= time.monotonic():
+            due.append(heapq.heappop(self._later)[2])
+        if not due:
+            return 0
+        published = await self.jobs.publish(due)
+        await self.storage.record_publications(published)
+        return len(published)
 
     async def run_once(self) -> int:
         """One pass; returns how many evaluations it requeued or ended."""
@@ -66,7 +103,14 @@ class Reaper:
             logger.warning("attempts exhausted; evaluation ended ERROR", extra=extra)
             return
         requeued = await self.storage.requeue(evaluation.id, evaluation.attempt, why)
-        logger.warning("lease expired; evaluation requeued", extra=extra)
-        if requeued.evaluation.state == State.STATE_QUEUED:
-            published = await self.jobs.publish([requeued])
-            await self.storage.record_publications(published)
+        if requeued.evaluation.state != State.STATE_QUEUED:  # a cancel was asked: CANCELLED
+            logger.warning("lease expired; evaluation was cancelled", extra=extra)
+            return
+        delay = backoff_delay(evaluation.attempt, base=self.backoff_base, cap=self.backoff_cap)
+        await self.storage.record_publications([evaluation.id])
+        heapq.heappush(self._later, (time.monotonic() + delay, next(self._order), requeued))
+        logger.warning(
+            "lease expired; evaluation requeued, job re-published in %.1f s",
+            delay,
+            extra=extra,
+        )
