@@ -169,6 +169,8 @@ async def test_a_lost_attempts_job_comes_back_after_a_backoff_that_doubles_per_l
         mesh,
         channels,
         EVALMESH_REAP_INTERVAL="0.1",
+        # A busy reconciler: it must not publish a requeued job before its backoff ends.
+        EVALMESH_RECONCILE_INTERVAL="0.02",
         EVALMESH_REQUEUE_BACKOFF_BASE="1.2",
         EVALMESH_MAX_ATTEMPTS="3",
     )
@@ -183,8 +185,9 @@ async def test_a_lost_attempts_job_comes_back_after_a_backoff_that_doubles_per_l
         lost = await claim(storage, evaluation_id, lease=0.2)
         assert lost.evaluation.attempt == attempt
 
-        async def queued() -> bool:
-            return await queued_job(js, submitted) is not None
+        async def queued(msg_id: str = f"{evaluation_id}.{attempt}") -> bool:
+            job = await queued_job(js, submitted)  # this attempt's job, not the one just acked
+            return job is not None and (job.headers or {}).get("Nats-Msg-Id") == msg_id
 
         await eventually(queued, within=10, what=f"the re-publication after attempt {attempt}")
         job = await queued_job(js, submitted)

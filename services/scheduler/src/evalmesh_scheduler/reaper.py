@@ -9,8 +9,9 @@ another scheduler, changes nothing (FAILED_PRECONDITION is expected and skipped)
 A lost attempt is a platform fault, so its job is re-published after an exponential backoff with
 jitter (``evalmesh_common.retry.backoff_delay`` of the attempts lost so far), on top of the lease
 that had to expire first. The publication is recorded at the requeue, so the reconciler leaves the
-evaluation alone meanwhile; if this leader stops before the delayed publish, the reconciler
-publishes it once ``EVALMESH_RECONCILE_AFTER`` has passed. Nothing is lost either way.
+evaluation alone meanwhile (and, between the requeue and that record, skips what ``holds``); if
+this leader stops before the delayed publish, the reconciler publishes it once
+``EVALMESH_RECONCILE_AFTER`` has passed. Nothing is lost either way.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class Reaper:
         self.backoff_cap = backoff_cap
         self._later: list[tuple[float, int, Record]] = []  # (due, tiebreak, record), a heap
         self._order = itertools.count()
+        self._held: set[str] = set()  # requeued (or being requeued), not yet published
+
+    def holds(self, evaluation_id: str) -> bool:
+        """Whether the evaluation waits for its delayed publish here."""
+        return evaluation_id in self._held
 
     async def publish_due(self) -> int:
         """Publish the requeued jobs whose backoff ended; returns how many were published.
@@ -69,8 +75,11 @@ class Reaper:
             due.append(heapq.heappop(self._later)[2])
         if not due:
             return 0
-        published = await self.jobs.publish(due)
-        await self.storage.record_publications(published)
+        try:
+            published = await self.jobs.publish(due)
+            await self.storage.record_publications(published)
+        finally:
+            self._held.difference_update(r.evaluation.id for r in due)
         return len(published)
 
     async def run_once(self) -> int:
@@ -102,12 +111,20 @@ class Reaper:
             )
             logger.warning("attempts exhausted; evaluation ended ERROR", extra=extra)
             return
-        requeued = await self.storage.requeue(evaluation.id, evaluation.attempt, why)
-        if requeued.evaluation.state != State.STATE_QUEUED:  # a cancel was asked: CANCELLED
-            logger.warning("lease expired; evaluation was cancelled", extra=extra)
-            return
+        # Held from before the requeue (which clears the publication) until the delayed
+        # publish, so the reconciler does not publish it at once meanwhile.
+        self._held.add(evaluation.id)
+        try:
+            requeued = await self.storage.requeue(evaluation.id, evaluation.attempt, why)
+            if requeued.evaluation.state != State.STATE_QUEUED:  # a cancel was asked
+                logger.warning("lease expired; evaluation was cancelled", extra=extra)
+                self._held.discard(evaluation.id)
+                return
+            await self.storage.record_publications([evaluation.id])
+        except BaseException:
+            self._held.discard(evaluation.id)
+            raise
         delay = backoff_delay(evaluation.attempt, base=self.backoff_base, cap=self.backoff_cap)
-        await self.storage.record_publications([evaluation.id])
         heapq.heappush(self._later, (time.monotonic() + delay, next(self._order), requeued))
         logger.warning(
             "lease expired; evaluation requeued, job re-published in %.1f s",
