@@ -20,7 +20,7 @@ import grpc.aio
 from evalmesh_common.errors import DomainError, Internal
 from evalmesh_common.status import abort_with, error_from_rpc
 
-__all__ = ["ErrorInterceptor"]
+__all__ = ["CallBehavior", "ErrorInterceptor", "StreamBehavior", "handler_kind", "wrap_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ else:  # the runtime classes are not generic
     _Handler = grpc.RpcMethodHandler
 
 _Context = grpc.aio.ServicerContext[Any, Any]
+CallBehavior = Callable[[Any, _Context], Awaitable[Any]]
+"""An async handler that answers with one response (unary or client-streaming)."""
+StreamBehavior = Callable[[Any, _Context], AsyncIterator[Any]]
+"""An async-generator handler that yields the responses (server- or bidi-streaming)."""
 
 _FACTORIES: dict[str, Callable[..., _Handler]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
@@ -53,34 +57,47 @@ class ErrorInterceptor(_Interceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED (stubs omit Optional)
             return None  # type: ignore[return-value]
-        return _wrap(handler, handler_call_details.method)
+        method = handler_call_details.method
+        return wrap_handler(
+            handler,
+            call=lambda behavior: _guard_call(behavior, method),
+            stream=lambda behavior: _guard_stream(behavior, method),
+        )
 
 
-def _wrap(handler: _Handler, method: str) -> _Handler:
-    kind = _kind(handler)
+def wrap_handler(
+    handler: _Handler,
+    *,
+    call: Callable[[CallBehavior], CallBehavior],
+    stream: Callable[[StreamBehavior], StreamBehavior],
+) -> _Handler:
+    """``handler`` with its async behavior wrapped by ``call`` or ``stream`` (by its shape).
+
+    A sync handler is returned as it is: it runs on grpc's thread pool, outside the event loop.
+    """
+    kind = handler_kind(handler)
     behavior = getattr(handler, kind)
     if inspect.isasyncgenfunction(behavior):
-        guarded: Callable[..., Any] = _guard_stream(behavior, method)
+        wrapped: Callable[..., Any] = stream(behavior)
     elif inspect.iscoroutinefunction(behavior):
-        guarded = _guard_call(behavior, method)
-    else:  # a sync handler runs on grpc's thread pool, outside this event loop
+        wrapped = call(behavior)
+    else:
         return handler
     return _FACTORIES[kind](
-        guarded,
+        wrapped,
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
 
-def _kind(handler: _Handler) -> str:
+def handler_kind(handler: _Handler) -> str:
+    """``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``."""
     prefix = "stream" if handler.request_streaming else "unary"
     suffix = "stream" if handler.response_streaming else "unary"
     return f"{prefix}_{suffix}"
 
 
-def _guard_call(
-    behavior: Callable[[Any, _Context], Awaitable[Any]], method: str
-) -> Callable[[Any, _Context], Awaitable[Any]]:
+def _guard_call(behavior: CallBehavior, method: str) -> CallBehavior:
     async def guarded(request: Any, context: _Context) -> Any:
         try:
             return await behavior(request, context)
@@ -90,9 +107,7 @@ def _guard_call(
     return guarded
 
 
-def _guard_stream(
-    behavior: Callable[[Any, _Context], AsyncIterator[Any]], method: str
-) -> Callable[[Any, _Context], AsyncIterator[Any]]:
+def _guard_stream(behavior: StreamBehavior, method: str) -> StreamBehavior:
     async def guarded(request: Any, context: _Context) -> AsyncIterator[Any]:
         try:
             async for response in behavior(request, context):

@@ -7,7 +7,9 @@ Shutdown always runs in this order, once, however often it is requested:
 2. ``STOP_WORK`` hooks: stop pulling jobs, end live streams;
 3. ``server.stop(shutdown_grace)``: no new RPCs; in-flight ones get the grace to finish;
 4. ``DRAIN`` hooks: e.g. drain the NATS connection;
-5. ``DISPOSE`` hooks: e.g. dispose the database engine; finally the port file is removed.
+5. ``DISPOSE`` hooks: e.g. dispose the database engine;
+6. the metrics listener closes (it answers until here, so a drain can be watched); finally
+   the port files are removed.
 
 Each hook has ``hook_timeout`` seconds; a failing hook is logged and the sequence goes on.
 """
@@ -25,10 +27,13 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from evalmesh_common.health import HEALTH_SERVICE, Probe, ProbeLoop, ServerHealth
 from evalmesh_common.interceptor import ErrorInterceptor
+from evalmesh_common.metrics import MetricsListener, service_registry
 from evalmesh_common.portfile import remove_port_file, write_port_file
+from evalmesh_common.rpc_metrics import RpcMetricsInterceptor
 from evalmesh_common.server_config import ServerConfig
 from evalmesh_common.shutdown import Hook, Phase, ShutdownHooks
 
@@ -58,7 +63,8 @@ class ServiceApp:
     ) -> None:
         """``services`` are the full names (``evalmesh.storage.v1.StorageService``) the server
         exposes in health and reflection. ``interceptors`` run inside the error interceptor,
-        so a ``DomainError`` they raise is answered like one from a handler."""
+        so a ``DomainError`` they raise is answered like one from a handler; the outermost one
+        counts every call by method and final code into ``metrics``."""
         self.name = name
         self.config = config or ServerConfig()
         self.services = tuple(services)
@@ -66,6 +72,10 @@ class ServiceApp:
         self._interceptors = tuple(interceptors)
         self._credentials = credentials
         self.health = ServerHealth(self.services)
+        # Register the service's collectors here; served when ``config.metrics_port`` is set.
+        self.metrics: CollectorRegistry = service_registry()
+        self._metrics_listener = MetricsListener(self.metrics)
+        self._rpc_metrics = RpcMetricsInterceptor(self.metrics)
         self._probes: dict[str, Probe] = {}
         self._hooks = ShutdownHooks(self.config.hook_timeout)
         self._server: grpc.aio.Server | None = None
@@ -100,27 +110,46 @@ class ServiceApp:
     @property
     def address(self) -> str:
         """A ``host:port`` clients on this machine can dial (wildcards become loopback)."""
-        host = self.config.listen_address.rpartition(":")[0]
-        return f"{'127.0.0.1' if host in _WILDCARD_HOSTS else host}:{self.port}"
+        return f"{self._dial_host()}:{self.port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port ``/metrics`` is served on; None while no metrics listener runs."""
+        return self._metrics_listener.port
+
+    @property
+    def metrics_address(self) -> str | None:
+        """A ``host:port`` to scrape from this machine; None while no metrics listener runs."""
+        port = self.metrics_port
+        return None if port is None else f"{self._dial_host()}:{port}"
+
+    def _listen_host(self) -> str:
+        return self.config.listen_address.rpartition(":")[0]
+
+    def _dial_host(self) -> str:
+        host = self._listen_host()
+        return "127.0.0.1" if host in _WILDCARD_HOSTS else host
 
     async def start(self) -> int:
         """Bind, start serving (health NOT_SERVING), write the port file, start probing."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} was already started")
         server = grpc.aio.server(
-            interceptors=[ErrorInterceptor(), *self._interceptors],
+            interceptors=[self._rpc_metrics, ErrorInterceptor(), *self._interceptors],
             options=self.config.grpc_options(),
             maximum_concurrent_rpcs=self.config.maximum_concurrent_rpcs,
         )
         self._server = server
         await self._register(server)
-        self._port = self._bind(server)
+        port = self._bind(server)
+        self._start_metrics()  # before the gRPC port is known: whoever sees that sees both
+        self._port = port
         await server.start()
-        if self.config.port_file:
-            write_port_file(self.config.port_file, self._port)
+        self._write_port_files(port)
         self._probe_task = asyncio.create_task(self._probe_loop().run(), name="health-probes")
-        logger.info("%s listening on %s", self.name, self.address, extra={"port": self._port})
-        return self._port
+        extra = {"port": port, "metrics_port": self.metrics_port}
+        logger.info("%s listening on %s", self.name, self.address, extra=extra)
+        return port
 
     async def serve(self, *, handle_signals: bool = True) -> None:
         """Start, wait for SIGTERM/SIGINT (or :meth:`request_shutdown`), then shut down."""
@@ -175,6 +204,30 @@ class ServiceApp:
             raise OSError(f"{self.name} could not bind {address}")
         return port
 
+    def _start_metrics(self) -> None:
+        if self.config.metrics_port is None:
+            return
+        # The gRPC listener's host without IPv6 brackets; an empty host means every interface.
+        host = self._listen_host().strip("[]") or "0.0.0.0"  # noqa: S104 - as gRPC binds it
+        self._metrics_listener.start(host, self.config.metrics_port)
+        logger.info("%s serves metrics at http://%s/metrics", self.name, self.metrics_address)
+
+    def _write_port_files(self, port: int) -> None:
+        # The metrics file first, so a reader that found the gRPC port file finds both.
+        metrics_port = self.metrics_port
+        if self.config.metrics_port_file and metrics_port is not None:
+            write_port_file(self.config.metrics_port_file, metrics_port)
+        if self.config.port_file:
+            write_port_file(self.config.port_file, port)
+
+    def _remove_port_files(self) -> None:
+        if self._port is None:  # never started, so nothing was written
+            return
+        if self.config.port_file:
+            remove_port_file(self.config.port_file)
+        if self.config.metrics_port_file and self.config.metrics_port is not None:
+            remove_port_file(self.config.metrics_port_file)
+
     def _probe_loop(self) -> ProbeLoop:
         return ProbeLoop(
             self.health, self._probes, self.config.probe_interval, self.config.probe_timeout
@@ -198,8 +251,8 @@ class ServiceApp:
             await self._server.stop(self.config.shutdown_grace)
         await self._hooks.run(Phase.DRAIN)
         await self._hooks.run(Phase.DISPOSE)
-        if self.config.port_file and self._port is not None:
-            remove_port_file(self.config.port_file)
+        await self._metrics_listener.stop()
+        self._remove_port_files()
         logger.info("%s stopped", self.name)
 
     async def _stop_probing(self) -> None:

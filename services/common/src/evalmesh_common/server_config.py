@@ -15,16 +15,22 @@ from evalmesh_common.config import Seconds, env_field
 __all__ = ["MIB", "ServerConfig"]
 
 MIB = 1024 * 1024
+_MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """How a service's gRPC server listens, limits, keeps connections alive and shuts down."""
+    """How a service's gRPC server listens, limits, keeps connections alive and shuts down,
+    and where its metrics are served."""
 
     listen_address: str = env_field("EVALMESH_LISTEN_ADDRESS", default="127.0.0.1:0")
     # Where to write the bound port once listening, so a port-0 server can be found.
     port_file: str | None = env_field("EVALMESH_PORT_FILE", default=None)
     log_level: str = env_field("EVALMESH_LOG_LEVEL", default="INFO")
+    # Serve Prometheus metrics over HTTP at /metrics on this port, on the gRPC listener's host.
+    # Unset: no metrics listener. 0: a free port, written to metrics_port_file.
+    metrics_port: int | None = env_field("EVALMESH_METRICS_PORT", default=None)
+    metrics_port_file: str | None = env_field("EVALMESH_METRICS_PORT_FILE", default=None)
     # In-flight RPCs get this long to finish after SIGTERM before they are cancelled.
     shutdown_grace: Seconds = env_field("EVALMESH_SHUTDOWN_GRACE", default=Seconds(10.0))
     # Pause between NOT_SERVING and closing the listener, so load balancers route away first.
@@ -52,6 +58,8 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):
             raise ValueError(f"log_level {self.log_level!r} is not a logging level")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= _MAX_PORT:
+            raise ValueError(f"metrics_port must be unset or between 0 and {_MAX_PORT}")
         for name in ("shutdown_grace", "shutdown_delay", "hook_timeout", "keepalive_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

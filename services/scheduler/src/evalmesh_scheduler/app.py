@@ -1,5 +1,5 @@
-"""Build the scheduler's server: its API, background work, and health that waits for NATS,
-storage and the JetStream topology."""
+"""Build the scheduler's server: its API, background work, queue metrics, and health that waits
+for NATS, storage and the JetStream topology."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ import grpc.aio
 from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
+from evalmesh_common.metrics import LoopSnapshot
 from evalmesh_scheduler.background import Background
 from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
 from evalmesh_scheduler.deadletters import DeadLetters
 from evalmesh_scheduler.jobs import JobQueue
+from evalmesh_scheduler.metrics import QueueMetrics
 from evalmesh_scheduler.queue import Submitter
 from evalmesh_scheduler.reaper import Reaper
 from evalmesh_scheduler.reconciler import Reconciler
@@ -66,20 +68,33 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         jobs,
         submitter,
     )
+    reaper = Reaper(
+        storage,
+        jobs,
+        max_attempts=loops.max_attempts,
+        batch=loops.batch_limit,
+        backoff_base=loops.requeue_backoff_base,
+        backoff_cap=loops.requeue_backoff_cap,
+    )
     background = Background(
         nats,
         js,
         Topology(queue),
         loops,
         reconciler=Reconciler(
-            storage, jobs, republish_after=loops.reconcile_after, batch=loops.batch_limit
+            storage,
+            jobs,
+            republish_after=loops.reconcile_after,
+            batch=loops.batch_limit,
+            held=reaper.holds,
         ),
-        reaper=Reaper(storage, jobs, max_attempts=loops.max_attempts, batch=loops.batch_limit),
+        reaper=reaper,
         dead=dead,
         instance_id=instance_id,
         leader_ttl=queue.leader_ttl,
     )
-    servicer = SchedulerServicer(submitter, dead, Stats(storage, js, dead), background.is_ready)
+    stats = Stats(storage, js, dead)
+    servicer = SchedulerServicer(submitter, dead, stats, background.is_ready)
     storage_probe = health_probe(channel, STORAGE_SERVICE)
     app = ServiceApp(
         "scheduler",
@@ -89,6 +104,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
             scheduler_service_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
         ),
     )
+    app.metrics.register(QueueMetrics(LoopSnapshot(stats.queue_stats)))
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", storage_probe)
     app.add_probe("topology", background.probe)
