@@ -89,6 +89,13 @@ class ManagedProcess:
         if popen.poll() is None:
             popen.send_signal(signum)
 
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the process to end by itself; return its status.
+
+        Raises subprocess.TimeoutExpired if it still runs.
+        """
+        return self._require().wait(timeout)
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; return the exit status."""
         popen = self._require()
