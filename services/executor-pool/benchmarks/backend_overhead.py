@@ -1,10 +1,12 @@
-"""Cold time per job, `print(1)`: docker sandbox vs bwrap sandbox vs bare /usr/bin/python3.
+"""Time per job, `print(1)`: docker cold vs docker warm vs bwrap vs bare /usr/bin/python3.
 
 Each run is a whole `run()` call on a fresh sandbox: bwrap creates cgroups and starts bwrap;
-docker creates, attaches and starts a fresh container, reads the exit report (container
-removal happens in the background, as in production). Runs are interleaved; prints medians
-and ratios. Needs root; uses the Docker engine that answers, or starts a private dockerd
-and builds the runtime image offline (tests/docker_helpers.py).
+docker cold creates, attaches and starts a fresh container, reads the exit report (container
+removal happens in the background, as in production); docker warm hands the job to a
+container its warm pool started ahead of demand (the run begins once the pool is full again,
+i.e. at a steady state where demand does not outrun the refill). Runs are interleaved;
+prints medians and ratios. Needs root; uses the Docker engine that answers, or starts a
+private dockerd and builds the runtime image offline (tests/docker_helpers.py).
 
     .venv/bin/python services/executor-pool/benchmarks/backend_overhead.py [runs]
 """
@@ -56,34 +58,51 @@ def sandboxed(sandbox: BwrapSandbox | DockerSandbox) -> Timed:
     return timed
 
 
+async def settled(docker_box: DockerSandbox, warm: int) -> None:
+    """No removal still running from the last job, and the warm pool full again."""
+    await docker_box.settle()
+    deadline = time.monotonic() + 60
+    while len(docker_box.warm_containers) < warm:
+        if time.monotonic() > deadline:
+            raise SystemExit("the warm pool did not refill within 60 s")
+        await asyncio.sleep(0.01)
+    await docker_box.settle()
+
+
 async def measure(engine: Engine, runs: int) -> dict[str, list[float]]:
     images = {"python": "evalmesh-runtime-python:latest"}
+    cold_config = DockerConfig(base_url=engine.base_url, images=images)
+    warm_config = DockerConfig(base_url=engine.base_url, images=images, warm=1)
     async with (
         BwrapSandbox() as bwrap,
-        DockerSandbox(DockerConfig(base_url=engine.base_url, images=images)) as docker_box,
+        DockerSandbox(cold_config) as cold_box,
+        DockerSandbox(warm_config) as warm_box,
     ):
         kinds: dict[str, Timed] = {
             "bare": bare_run,
             "bwrap": sandboxed(bwrap),
-            "docker": sandboxed(docker_box),
+            "docker cold": sandboxed(cold_box),
+            "docker warm": sandboxed(warm_box),
         }
-        for timed in kinds.values():  # warm the page cache
-            await timed()
         times: dict[str, list[float]] = {name: [] for name in kinds}
-        for _ in range(runs):
+        for run in range(runs + 1):  # the first round warms the page cache
             for name, timed in kinds.items():
-                times[name].append(await timed())
-            await docker_box.settle()  # cold: no removal still running from the last job
+                await settled(cold_box, 0)
+                await settled(warm_box, 1)
+                elapsed = await timed()
+                if run:
+                    times[name].append(elapsed)
     return times
 
 
 def report(times: dict[str, list[float]], runs: int) -> None:
     medians = {name: statistics.median(values) * 1000 for name, values in times.items()}
-    print(f"runs: {runs} each, interleaved; print(1) per job")
-    for name, median in medians.items():
-        ratio = median / medians["bare"]
-        print(f"{name:>7}: median {median:7.1f} ms  ({ratio:5.2f}x bare)")
-    print(f"docker / bwrap: {medians['docker'] / medians['bwrap']:.2f}x")
+    print(f"runs: {runs} each, interleaved; print(1) per job; median ms and ratios")
+    names = list(medians)
+    print(f"{'':>12} {'median':>8}  " + "  ".join(f"{'/ ' + n:>13}" for n in names))
+    for name in names:
+        ratios = "  ".join(f"{medians[name] / medians[other]:12.2f}x" for other in names)
+        print(f"{name:>12} {medians[name]:8.1f}  {ratios}")
 
 
 def main(runs: int) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import docker
 import pytest
+import requests
+import urllib3
 from docker_helpers import ML_IMAGE, PYTHON_IMAGE, Engine, docker_sandbox
 from sandbox_helpers import SMALL, job_processes
 
@@ -30,6 +32,7 @@ from evalmesh_executor.sandbox.docker import (
     DockerConfig,
     DockerSandbox,
 )
+from evalmesh_executor.sandbox.docker_engine import _never_sent
 from evalmesh_executor.sandbox.docker_init import ExitFrame, FrameParser
 from evalmesh_executor.sandbox.docker_job import RunStats
 from evalmesh_executor.sandbox.docker_spec import seccomp_profile
@@ -126,7 +129,7 @@ async def test_no_container_or_process_of_a_job_exists_after_its_result(
         for _ in range(3):
             subprocess.Popen({sleeper!r})
         print("spawned", flush=True)
-        time.sleep(0.5)
+        time.sleep(3)  # long enough for the host to count them, even on a loaded machine
     """).encode()
     job = await _started(box, code)
     assert len(job_processes(marker.encode())) == 3
@@ -379,3 +382,10 @@ def test_stats_api_answers_are_read_for_cgroup_v1_and_v2() -> None:
     v2 = {"cpu_stats": {"cpu_usage": {"total_usage": 1_000}}, "memory_stats": {"usage": 42}}
     assert RunStats.parse(v1) == RunStats(2.0, 99)
     assert RunStats.parse(v2) == RunStats(1e-6, 42)
+
+
+def test_only_a_request_that_never_left_a_closed_pool_counts_as_never_sent() -> None:
+    closed = urllib3.exceptions.ClosedPoolError(None, "Pool is closed.")  # type: ignore[arg-type]
+    assert _never_sent(requests.exceptions.ConnectionError(closed))
+    assert not _never_sent(requests.exceptions.ConnectionError("connection reset"))
+    assert not _never_sent(None)

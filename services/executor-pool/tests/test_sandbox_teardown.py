@@ -4,6 +4,7 @@ unaffected), and F04's sandbox half (an executor killed with SIGKILL takes its j
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import sys
@@ -118,7 +119,20 @@ async def test_f04_an_executor_killed_with_sigkill_takes_its_sandbox_along(
     leftovers = [job for parent in parents for job in parent.glob(JOB_PREFIX + "*")]
     assert len(leftovers) == len(parents), "the killed executor could not remove its job"
     for directory in [*leftovers, *parents]:
-        directory.rmdir()  # succeeds only because the job cgroup is empty
+        _rmdir_when_empty(directory)  # succeeds only because the job cgroup is empty
+
+
+def _rmdir_when_empty(directory: Path, within_s: float = 2.0) -> None:
+    """rmdir a cgroup; the kernel may report it busy for a moment after its last task exited."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            directory.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(0.02)
 
 
 async def _wait_for(condition: Callable[[], bool], within_s: float) -> None:

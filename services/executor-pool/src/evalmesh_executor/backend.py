@@ -1,6 +1,6 @@
 """The sandbox backend interface the run loop needs, and the choice of backend by config.
 
-Every backend (``bwrap`` now, ``docker`` next) offers the same small surface: prepare once,
+Every backend (``docker``, ``bwrap``) offers the same small surface: prepare once,
 name its runtimes with exact identities, run one request with live output and a cancel event,
 run the escape canaries, close. The run loop sees only :class:`SandboxBackend`.
 """
@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from evalmesh.v1 import evaluation_pb2
 from evalmesh_executor.config import ExecutorConfig
+from evalmesh_executor.limits import sandbox_limits
 from evalmesh_executor.sandbox import (
     BwrapConfig,
     BwrapSandbox,
@@ -77,10 +79,22 @@ def _bwrap(config: ExecutorConfig) -> SandboxBackend:
 
 def _docker(config: ExecutorConfig) -> SandboxBackend:
     try:  # imported only when chosen: it needs the docker SDK, bwrap hosts may lack it
-        from evalmesh_executor.sandbox.docker import DockerSandbox
+        from evalmesh_executor.sandbox.docker import DEFAULT_IMAGES, DockerConfig, DockerSandbox
     except ImportError as exc:
         raise SandboxUnavailableError(f"the docker backend cannot load: {exc}") from exc
-    return DockerSandbox()
+    settings = config.docker
+    images = {**DEFAULT_IMAGES, **settings.image_overrides()}
+    docker_config = DockerConfig(
+        base_url=settings.host,
+        images={runtime: image for runtime, image in images.items() if image},
+        warm=settings.warm_per_runtime(config.slots),
+        # The shape of a request that leaves every limit to the defaults.
+        warm_limits=sandbox_limits(evaluation_pb2.Limits(), config.limits),
+        warm_max_idle_s=settings.warm_max_idle,
+    )
+    if config.instance_id:  # the owner label: a restarted instance removes what it left
+        docker_config = replace(docker_config, owner=config.instance_id)
+    return DockerSandbox(docker_config)
 
 
 def factories() -> Mapping[str, BackendFactory]:

@@ -11,10 +11,12 @@ from evalmesh_common import Seconds, ServerConfig, env_field, env_group
 
 __all__ = [
     "BACKENDS",
+    "DockerSettings",
     "ExecutorConfig",
     "LimitDefaults",
     "OutputConfig",
     "PullConfig",
+    "TenantShareConfig",
     "default_instance_id",
 ]
 
@@ -91,6 +93,68 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class TenantShareConfig:
+    """How much of the pool one tenant may run at once (checked by storage at claim time)."""
+
+    # A hard cap on one tenant's running evaluations across the pool; 0: no cap.
+    max_running: int = env_field("EVALMESH_TENANT_MAX_RUNNING", default=0)
+    # A tenant's fair share, as a fraction of the pool's slots (counted from the heartbeats).
+    # Past it, a tenant's claims are refused while another tenant below its share waits; a lone
+    # tenant still fills an idle pool. 1 turns the share off.
+    fair_share: float = env_field("EVALMESH_TENANT_FAIR_SHARE", default=0.5)
+    # After a refusal, this executor sends that tenant's jobs to the back of the queue without
+    # asking storage for this long (or until one of its own runs of the tenant ends).
+    remember: Seconds = env_field("EVALMESH_TENANT_REFUSAL_MEMORY", default=Seconds(1))
+
+    def __post_init__(self) -> None:
+        if self.max_running < 0:
+            raise ValueError("max_running must not be negative")
+        if not 0 < self.fair_share <= 1:
+            raise ValueError("fair_share must be in (0, 1]")
+        if self.remember < 0:
+            raise ValueError("remember must not be negative")
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """The docker backend: which engine, which runtime images, how many warm containers."""
+
+    # The engine (unix:///var/run/docker.sock, tcp://host:2375). Unset: DOCKER_HOST (with
+    # DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), else the local socket, as the docker CLI does.
+    host: str | None = env_field("EVALMESH_DOCKER_HOST", default=None)
+    # Runtime images as comma-separated runtime=image pairs; each replaces that runtime's
+    # default image (evalmesh-runtime-<runtime>:latest) or adds a runtime; runtime= with no
+    # image leaves that runtime out.
+    images: str = env_field("EVALMESH_DOCKER_IMAGES", default="")
+    # Started containers kept waiting per runtime for requests with the default limits (each
+    # serves one evaluation). Unset: one per slot; 0: none, every run starts its own.
+    warm: int | None = env_field("EVALMESH_DOCKER_WARM", default=None)
+    # A warm container that waited this long is replaced.
+    warm_max_idle: Seconds = env_field("EVALMESH_DOCKER_WARM_MAX_IDLE", default=Seconds(300))
+
+    def __post_init__(self) -> None:
+        if self.warm is not None and self.warm < 0:
+            raise ValueError("EVALMESH_DOCKER_WARM must not be negative")
+        if self.warm_max_idle <= 0:
+            raise ValueError("warm_max_idle must be positive")
+        self.image_overrides()  # fails on a malformed list
+
+    def image_overrides(self) -> dict[str, str]:
+        """The runtime -> image pairs of EVALMESH_DOCKER_IMAGES ("" for a runtime left out)."""
+        pairs = {}
+        for item in filter(None, (part.strip() for part in self.images.split(","))):
+            runtime, equals, image = (half.strip() for half in item.partition("="))
+            if not runtime or not equals:
+                raise ValueError(f"EVALMESH_DOCKER_IMAGES: {item!r} is not runtime=image")
+            pairs[runtime] = image
+        return pairs
+
+    def warm_per_runtime(self, slots: int) -> int:
+        """Warm containers per runtime: the setting, or one per slot."""
+        return slots if self.warm is None else self.warm
+
+
+@dataclass(frozen=True)
 class ExecutorConfig:
     """Where the executor listens, where its dependencies are, and how it sandboxes."""
 
@@ -98,6 +162,7 @@ class ExecutorConfig:
     limits: LimitDefaults = env_group(LimitDefaults)
     pull: PullConfig = env_group(PullConfig)
     output: OutputConfig = env_group(OutputConfig)
+    share: TenantShareConfig = env_group(TenantShareConfig)
     nats_url: str = env_field("EVALMESH_NATS_URL")
     storage_address: str = env_field("EVALMESH_STORAGE_ADDRESS")
     # "auto" picks docker when its backend is available and an engine answers, else bwrap.
@@ -117,6 +182,7 @@ class ExecutorConfig:
     # Fault injection for tests only: SIGKILL itself after a result is stored, before the ack
     # (HOSTILE.md F05). Never set in production.
     test_crash_before_ack: bool = env_field("EVALMESH_TEST_CRASH_BEFORE_ACK", default=False)
+    docker: DockerSettings = env_group(DockerSettings)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -1,4 +1,5 @@
-"""Live events, cancel, and the control API of a real executor in a real mesh."""
+"""Live events, cancel, and the control API of a real executor in a real mesh (bwrap, then
+docker)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from evalmesh_common.subjects import EXECUTORS_BUCKET
 
 from .harness import TENANT, TERMINAL, Driver, EventLog, Service, job_processes, marked_program
 
+RUN_LOOP_BACKENDS = ("bwrap", "docker")
 State = evaluation_pb2.Evaluation.State
 STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT
 STDERR = evaluation_pb2.OUTPUT_STREAM_STDERR
@@ -135,14 +137,14 @@ async def test_cancel_run_stops_the_run_held_by_that_executor(
 
 
 async def test_pool_status_names_runs_and_runtimes_and_is_heartbeated_to_the_bucket(
-    driver: Driver, executor: Service
+    driver: Driver, executor: Service, mesh_backend: str
 ) -> None:
     stub = driver.executor_stub(executor)
     log = await driver.events()
     code = "import time\nprint('started', flush=True)\ntime.sleep(1)"
     evaluation_id = await _running_with_output(driver, log, code)
     status = (await stub.GetPoolStatus(executor_service_pb2.GetPoolStatusRequest())).status
-    assert status.backend == "bwrap"
+    assert status.backend == mesh_backend
     assert status.slots == 2
     assert status.healthy
     assert not status.unhealthy_reason

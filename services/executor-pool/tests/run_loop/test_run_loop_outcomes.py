@@ -1,5 +1,6 @@
-"""Submit through the real scheduler, run in a real executor (bwrap), read storage: every user
-outcome is classified exactly, recorded once with its attempt, and acknowledged (never retried)."""
+"""Submit through the real scheduler, run in a real executor (bwrap, then docker), read storage:
+every user outcome is classified exactly, recorded once with its attempt, and acknowledged
+(never retried)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from .harness import Driver
 
 State = evaluation_pb2.Evaluation.State
 MiB = 1024 * 1024
+# Each test runs on a bwrap executor and on a docker one (conftest); on docker, requests with
+# the default memory, processes and CPU take a warm container, the others start their own.
+RUN_LOOP_BACKENDS = ("bwrap", "docker")
 
 
 async def assert_acknowledged(driver: Driver, evaluation_id: str) -> None:

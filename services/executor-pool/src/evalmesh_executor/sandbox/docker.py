@@ -1,9 +1,11 @@
 """The `docker` sandbox backend: one fresh, locked-down container per evaluation.
 
 Same surface as BwrapSandbox: prepare()/close(), runtimes, run(request, on_output, cancel=),
-self_check(tcp_ports). Containers are never reused. Each carries labels naming its owner
-(this backend), its evaluation and a deadline; containers of this owner left by a crash, and
-any evalmesh container past its deadline, are removed at prepare() and then periodically.
+self_check(tcp_ports). Containers are never reused; with `warm` > 0 some are started ahead
+of demand (docker_warm), each still serving exactly one run. Each carries labels naming its
+owner (this backend), its evaluation and a deadline; containers of this owner left by a
+crash, and any evalmesh container past its deadline, are removed at prepare() and then
+periodically.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Any
 import docker
 
 from .canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from .docker_container import LABEL_DEADLINE, LABEL_OWNER, Booted, DockerHost
 from .docker_engine import DockerEngine
-from .docker_job import DockerHost, DockerJob
+from .docker_job import DockerJob
 from .docker_spec import seccomp_profile
+from .docker_warm import WarmPool, warm_key
 from .models import (
     OutputCallback,
     SandboxError,
@@ -43,9 +47,6 @@ from .seccomp import UnsupportedArchitectureError
 __all__ = ["DEFAULT_IMAGES", "LABEL_DEADLINE", "LABEL_OWNER", "DockerConfig", "DockerSandbox"]
 
 log = logging.getLogger(__name__)
-
-LABEL_OWNER = "org.evalmesh.owner"
-LABEL_DEADLINE = "org.evalmesh.deadline"
 
 #: Runtime name -> image reference (as built by images/build-offline or the Dockerfiles).
 DEFAULT_IMAGES: Mapping[str, str] = {
@@ -81,6 +82,12 @@ class DockerConfig:
     deadline_grace_s: a container is an orphan this long after its wall timeout.
     reap_interval_s: how often orphans are looked for.
     seccomp: load the deny-list profile (on top of no capabilities and no-new-privileges).
+    warm: started containers kept waiting per runtime (0: none; every run starts its own).
+    warm_limits: their shape; a request takes one when its limits differ at most in the
+        wall timeout and the output cap (which are not container settings).
+    warm_max_idle_s: a waiting container is replaced after this long.
+    warm_max_wall_s: the longest wall timeout a warm container takes (its deadline label
+        covers waiting plus a job this long); longer jobs run cold.
     """
 
     base_url: str | None = None
@@ -94,6 +101,14 @@ class DockerConfig:
     deadline_grace_s: float = 120.0
     reap_interval_s: float = 60.0
     seccomp: bool = True
+    warm: int = 0
+    warm_limits: SandboxLimits = field(default_factory=SandboxLimits)
+    warm_max_idle_s: float = 300.0
+    warm_max_wall_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.warm < 0 or self.warm_max_idle_s <= 0 or self.warm_max_wall_s <= 0:
+            raise ValueError("warm must be at least 0, its idle and wall limits positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +137,7 @@ class DockerSandbox:
         self._closed = False
         self._reaper: asyncio.Task[None] | None = None
         self._removals: set[asyncio.Task[None]] = set()
+        self._warm: WarmPool | None = None
 
     async def __aenter__(self) -> DockerSandbox:
         await self.prepare()
@@ -170,6 +186,20 @@ class DockerSandbox:
         await self.settle()
         self._host = host
         self._reaper = asyncio.ensure_future(self._reap_periodically())
+        self._start_warm_pool(host)
+
+    def _start_warm_pool(self, host: DockerHost) -> None:
+        config = self._config
+        if not config.warm:
+            return
+        targets = {
+            warm_key(runtime.image_id, config.warm_limits): config.warm
+            for runtime in self._runtimes.values()
+        }
+        self._warm = WarmPool(
+            host, targets, max_idle_s=config.warm_max_idle_s, max_wall_s=config.warm_max_wall_s
+        )
+        self._warm.start()
 
     def _seccomp(self) -> str | None:
         if not self._config.seccomp:
@@ -204,10 +234,13 @@ class DockerSandbox:
         return _Runtime(image_id, f"{name} {version} {image_id}")
 
     async def close(self) -> None:
-        """Cancel the runs in progress (their results say CANCELLED) and release the engine."""
+        """Cancel the runs in progress (their results say CANCELLED), remove the warm
+        containers, and release the engine."""
         self._closed = True
         for cancel in list(self._active):
             cancel.set()
+        if self._warm is not None:
+            await self._warm.close()
         await self._idle.wait()
         await self.settle()
         if self._reaper is not None:
@@ -218,7 +251,7 @@ class DockerSandbox:
         await self._engine.close()
 
     async def settle(self) -> None:
-        """Wait for the background removals of finished runs' containers."""
+        """Wait for the background removals of finished runs' (and discarded warm) containers."""
         while self._removals:
             await asyncio.wait(list(self._removals))
 
@@ -264,6 +297,11 @@ class DockerSandbox:
         """The owner label of this backend's containers."""
         return self._config.owner
 
+    @property
+    def config(self) -> DockerConfig:
+        """The settings this backend runs with."""
+        return self._config
+
     async def live_containers(self) -> list[str]:
         """Ids of this backend's containers that still exist (none once runs ended)."""
         listed = await self._engine.call(
@@ -273,6 +311,11 @@ class DockerSandbox:
             ),
         )
         return [str(container["Id"]) for container in listed]
+
+    @property
+    def warm_containers(self) -> list[str]:
+        """Ids of the started containers waiting for a job (none without a warm pool)."""
+        return self._warm.waiting if self._warm is not None else []
 
     # ------------------------------------------------------------------ running
 
@@ -285,9 +328,12 @@ class DockerSandbox:
     ) -> SandboxResult:
         """Run one program in a fresh container and return how it ended.
 
-        on_output receives the output live, in order per stream. Setting `cancel` kills the
-        run (within a second) and returns CANCELLED with the output so far. Cancelling the
-        calling task also kills and removes the container, then re-raises CancelledError.
+        The container is a warm one of the request's shape if one waits, else started for
+        this run; either way it serves this run only, and the wall timeout counts from the
+        hand-over of the job. on_output receives the output live, in order per stream.
+        Setting `cancel` kills the run (within a second) and returns CANCELLED with the
+        output so far. Cancelling the calling task also kills and removes the container,
+        then re-raises CancelledError.
         """
         await self.prepare()
         if self._closed:
@@ -301,8 +347,9 @@ class DockerSandbox:
         self._idle.clear()
         watcher = asyncio.ensure_future(forward_event(cancel, own_cancel)) if cancel else None
         try:
+            warm = await self._take_warm(runtime.image_id, request)
             job = DockerJob(
-                self._host, runtime.image_id, runtime.identity, request, on_output, own_cancel
+                self._host, runtime.image_id, runtime.identity, request, on_output, own_cancel, warm
             )
             return await job.execute()
         finally:
@@ -311,6 +358,13 @@ class DockerSandbox:
                 self._idle.set()
             if watcher is not None:
                 watcher.cancel()
+
+    async def _take_warm(self, image_id: str, request: SandboxRequest) -> Booted | None:
+        if self._warm is None:
+            return None
+        return await self._warm.take(
+            warm_key(image_id, request.limits), request.limits.wall_timeout
+        )
 
     async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
         """Run the escape canaries in a container; return the ones that got out (want: [])."""

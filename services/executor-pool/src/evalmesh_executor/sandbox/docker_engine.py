@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import docker
+import urllib3
 
 from .models import SandboxError, SandboxUnavailableError
 
@@ -40,6 +41,12 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 def is_not_found(error: BaseException) -> bool:
     """True for the daemon's 404 (no such container or image)."""
     return isinstance(error, docker.errors.NotFound)
+
+
+def _never_sent(error: BaseException | None) -> bool:
+    """True when a request failed before reaching the daemon: its connection pool was closed."""
+    args = getattr(error, "args", ())
+    return any(isinstance(arg, urllib3.exceptions.ClosedPoolError) for arg in args)
 
 
 def _transient(error: BaseException) -> bool:
@@ -165,9 +172,17 @@ class DockerEngine:
         drive with asyncio. Not retried: a second attach would also receive the output.
         """
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        raw = await self.call(
-            "attach", lambda api: api.attach_socket(container, params=params), retry=False
-        )
+        try:
+            raw = await self.call(
+                "attach", lambda api: api.attach_socket(container, params=params), retry=False
+            )
+        except SandboxError as exc:
+            if not _never_sent(exc.__cause__):
+                raise
+            # release_idle() closed the pool under it; the daemon never saw it: once more.
+            raw = await self.call(
+                "attach", lambda api: api.attach_socket(container, params=params), retry=False
+            )
         inner = getattr(raw, "_sock", raw)
         if not isinstance(inner, socket.socket) or isinstance(inner, ssl.SSLSocket):
             raw.close()

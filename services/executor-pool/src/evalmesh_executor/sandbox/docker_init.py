@@ -4,17 +4,21 @@ Docker's own init (tini) exits as soon as the program does; the engine then remo
 container's cgroup, and with it the CPU time and peak memory of the job. So the container
 runs this small Python init instead, as pid 1 (which no job process can signal or ptrace):
 
-1. It reads the code (then the job's stdin) from the container's stdin, exactly as many
-   bytes as argv says, and puts the stdin bytes in a read-only memfd: empty stdin is EOF at
-   once, and nothing ever blocks on writing it.
+1. It waits for its one job on the container's stdin: a hand-over header (code and stdin
+   lengths, the backstop), the code, then the job's stdin, whose bytes go into a read-only
+   memfd (empty stdin is EOF at once, and nothing ever blocks on writing it). A warm
+   container is started ahead of demand and waits here; so the container's settings never
+   depend on the code, and the job's clock starts at the hand-over, not at the start.
 2. It forks the program (pid 2, a session of its own), whose stdout and stderr are pipes.
    pid 1 is the only writer of the container's stdout: it relays the pipes there in frames
    (`O`/`E` + 4-byte length + bytes), so job output can never be mistaken for a control frame.
 3. When the program exits, every other process of the job is killed (as bwrap's pid 1 does)
-   and reaped; pid 1 then sends the exit status (`X` frame) and waits. The executor reads the
-   cgroup accounting through the stats API while the container still runs, then kills it.
+   and reaped; pid 1 then sends the exit status (`X` frame) with the container's cgroup
+   accounting (CPU time since the hand-over; the peak includes pid 1's own few MiB) and
+   waits to be removed.
 4. The rest of the container's stdin is a lifeline: EOF there means the executor that
-   attached is gone, so the job is killed at once. A wall-clock backstop does the same.
+   attached is gone, so the job (or the wait for one) ends at once. A wall-clock backstop
+   counted from the hand-over, and an idle limit before it, do the same.
 
 A job process can end this init only by making the job end (SIGKILL from inside the pid
 namespace does not reach pid 1; it is not dumpable, and seccomp denies ptrace).
@@ -30,10 +34,12 @@ from .models import SandboxError
 
 __all__ = [
     "CODE_FILENAME",
+    "HANDOVER",
     "HEADER",
     "INIT_PROGRAM",
     "ExitFrame",
     "FrameParser",
+    "handover",
     "init_argv",
 ]
 
@@ -43,14 +49,17 @@ CODE_FILENAME = CODE_PATH
 #: Frame header: kind (b"O" stdout, b"E" stderr, b"X" exit status) and payload length.
 HEADER = struct.Struct(">cI")
 
+#: The hand-over header pid 1 waits for: code length, stdin length (bytes), backstop (s).
+HANDOVER = struct.Struct(">QQd")
+
 _MAX_FRAME = 1 << 20
 
 INIT_PROGRAM = r"""
 import os, sys
 
 def _evalmesh_init():
-    import selectors, signal, struct, time
-    code_len, stdin_len, backstop = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    import select, selectors, signal, struct, time
+    idle = float(sys.argv[1])
     header = struct.Struct(">cI")
 
     def read_exact(n):
@@ -66,50 +75,6 @@ def _evalmesh_init():
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-
-    def dumpable(flag):
-        try:
-            import ctypes
-            ctypes.CDLL(None).prctl(4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
-        except Exception:
-            pass
-
-    code = read_exact(code_len)
-    memfd = os.memfd_create("stdin")
-    write_all(memfd, read_exact(stdin_len))
-    stdin = os.open("/proc/self/fd/%d" % memfd, os.O_RDONLY)
-    os.close(memfd)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    dumpable(0)  # the job can neither ptrace pid 1 nor open /proc/1/fd or /proc/1/mem
-    main = os.fork()
-    if main == 0:
-        os.setsid()
-        os.dup2(stdin, 0)
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        dumpable(1)
-        try:  # the job, not pid 1, is what the OOM killer should pick
-            with open("/proc/self/oom_score_adj", "w") as adj:
-                adj.write("1000")
-        except OSError:
-            pass
-        os.environ.pop("HOSTNAME", None)  # set by the engine; not part of the job's environment
-        import linecache
-        name = sys.argv[4]
-        sys.argv[:] = [name]
-        lines = code.decode(errors="replace").splitlines(True)
-        linecache.cache[name] = (len(code), None, lines, name)
-        program = compile(code, name, "exec", dont_inherit=True)
-        del globals()["os"], globals()["sys"]
-        return program
-    del code
-    for fd in (stdin, out_w, err_w):
-        os.close(fd)
-
-    def frame(kind, payload):
-        write_all(1, header.pack(kind, len(payload)) + payload)
 
     def read_file(path):
         try:
@@ -128,19 +93,78 @@ def _evalmesh_init():
     def number(text):
         return int(text) if text and text.strip().isdigit() else -1
 
-    def accounting():
-        # The container's own cgroup, mounted read-only: final now that only pid 1 is left.
+    def counters():
+        # The container's own cgroup, mounted read-only: (cpu ns, peak bytes, OOM kills).
         v2 = read_file("/sys/fs/cgroup/cpu.stat")
         if v2 is not None:
             usec = field(v2, "usage_usec")
-            cpu = usec * 1000 if usec >= 0 else -1
-            peak = number(read_file("/sys/fs/cgroup/memory.peak"))
-            oom = field(read_file("/sys/fs/cgroup/memory.events"), "oom_kill")
-        else:
-            cpu = number(read_file("/sys/fs/cgroup/cpuacct/cpuacct.usage"))
-            peak = number(read_file("/sys/fs/cgroup/memory/memory.max_usage_in_bytes"))
-            oom = field(read_file("/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill")
+            return (
+                usec * 1000 if usec >= 0 else -1,
+                number(read_file("/sys/fs/cgroup/memory.peak")),
+                field(read_file("/sys/fs/cgroup/memory.events"), "oom_kill"),
+            )
+        return (
+            number(read_file("/sys/fs/cgroup/cpuacct/cpuacct.usage")),
+            number(read_file("/sys/fs/cgroup/memory/memory.max_usage_in_bytes")),
+            field(read_file("/sys/fs/cgroup/memory/memory.oom_control"), "oom_kill"),
+        )
+
+    def accounting():
+        # Final now that only pid 1 is left. The peak includes pid 1's own few MiB.
+        cpu, peak, oom = counters()
+        if cpu >= 0 and cpu_before >= 0:
+            cpu = max(0, cpu - cpu_before)
         return b"cpu_ns=%d peak=%d oom_kills=%d" % (cpu, peak, oom)
+
+    def dumpable(flag):
+        try:
+            import ctypes
+            ctypes.CDLL(None).prctl(4, flag, 0, 0, 0)  # PR_SET_DUMPABLE
+        except Exception:
+            pass
+
+    dumpable(0)  # the job can neither ptrace pid 1 nor open /proc/1/fd or /proc/1/mem
+    import linecache
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    # Started ahead of demand, pid 1 waits here for its one job: the hand-over header, then
+    # the code and the job's stdin. EOF (the executor is gone) or the idle limit ends it.
+    if not select.select([0], [], [], idle)[0]:
+        os._exit(75)
+    code_len, stdin_len, backstop = struct.unpack(">QQd", read_exact(24))  # HANDOVER
+    cpu_before = counters()[0]  # what pid 1 used before the hand-over is not the job's
+    code = read_exact(code_len)
+    memfd = os.memfd_create("stdin")
+    write_all(memfd, read_exact(stdin_len))
+    stdin = os.open("/proc/self/fd/%d" % memfd, os.O_RDONLY)
+    os.close(memfd)
+    main = os.fork()
+    if main == 0:
+        os.setsid()
+        os.dup2(stdin, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        dumpable(1)
+        try:  # the job, not pid 1, is what the OOM killer should pick
+            with open("/proc/self/oom_score_adj", "w") as adj:
+                adj.write("1000")
+        except OSError:
+            pass
+        os.environ.pop("HOSTNAME", None)  # set by the engine; not part of the job's environment
+        name = sys.argv[2]
+        sys.argv[:] = [name]
+        lines = code.decode(errors="replace").splitlines(True)
+        linecache.cache[name] = (len(code), None, lines, name)
+        program = compile(code, name, "exec", dont_inherit=True)
+        del globals()["os"], globals()["sys"]
+        return program
+    del code
+    for fd in (stdin, out_w, err_w):
+        os.close(fd)
+
+    def frame(kind, payload):
+        write_all(1, header.pack(kind, len(payload)) + payload)
 
     def kill_all():
         try:
@@ -227,8 +251,9 @@ exec(globals().pop("_evalmesh_init")())
 """
 
 
-def init_argv(code_len: int, stdin_len: int, backstop_s: float) -> list[str]:
-    """The container's command: the interpreter running INIT_PROGRAM as pid 1."""
+def init_argv(idle_s: float) -> list[str]:
+    """The container's command: the interpreter running INIT_PROGRAM as pid 1, which exits
+    if no job is handed over within idle_s seconds."""
     return [
         "/usr/bin/python3",
         "-I",
@@ -236,11 +261,14 @@ def init_argv(code_len: int, stdin_len: int, backstop_s: float) -> list[str]:
         "-u",
         "-c",
         INIT_PROGRAM,
-        str(code_len),
-        str(stdin_len),
-        f"{backstop_s:.3f}",
+        f"{idle_s:.3f}",
         CODE_FILENAME,
     ]
+
+
+def handover(code: bytes, stdin: bytes, backstop_s: float) -> bytes:
+    """What the executor writes on a waiting pid 1's stdin to give it its job."""
+    return HANDOVER.pack(len(code), len(stdin), backstop_s) + code + stdin
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,14 @@
-"""One docker sandbox run: create, attach, start, relay output, stop, account, remove.
+"""One docker sandbox run: a started container, the hand-over, relay output, stop, account.
 
-The container's pid 1 is docker_init's program: it relays the job's output in frames on the
-container's stdout and ends with an exit frame carrying the status and the container's cgroup
-accounting, read once every job process is dead. To stop a job early (wall timeout, output
-cap, cancel) the executor writes `K` on the container's stdin; pid 1 kills every job process
-and reports the same way. Only if pid 1 does not answer is the container killed through the
-engine (then the accounting comes from the stats API, or is missing).
+The container is either booted for this run (cold) or taken from the warm pool, started
+ahead of demand; either way its pid 1 (docker_init) waits for the hand-over on the attached
+stdin, and the run's clock starts when the job is handed over. pid 1 relays the job's
+output in frames on the container's stdout and ends with an exit frame carrying the status
+and the container's cgroup accounting, read once every job process is dead. To stop a job
+early (wall timeout, output cap, cancel) the executor writes `K` on the container's stdin;
+pid 1 kills every job process and reports the same way. Only if pid 1 does not answer is
+the container killed through the engine (then the accounting comes from the stats API, or
+is missing). The container is removed in the background once the result is known.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import contextlib
 import logging
 import struct
 import time
-import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from signal import SIGKILL
@@ -24,9 +26,8 @@ from typing import Any
 import docker
 
 from .capture import StreamCapture
-from .docker_engine import DockerEngine
-from .docker_init import ExitFrame, FrameParser, init_argv
-from .docker_spec import ContainerSpec, container_spec
+from .docker_container import Booted, DockerHost, boot, name_after, remove_later
+from .docker_init import ExitFrame, FrameParser, handover
 from .models import (
     MAX_CHUNK_BYTES,
     OutputCallback,
@@ -36,31 +37,15 @@ from .models import (
     SandboxResult,
 )
 
-__all__ = ["DockerHost", "DockerJob", "RunStats"]
+__all__ = ["COLD_IDLE_S", "DockerHost", "DockerJob", "RunStats"]
 
 log = logging.getLogger(__name__)
 
 # Docker's attach stream without a TTY: stream id (1 stdout, 2 stderr), 3 zero bytes, length.
 _MUX = struct.Struct(">BxxxI")
 _DETAIL_BYTES = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class DockerHost:
-    """What every run of one DockerSandbox shares.
-
-    removals: containers being removed in the background once their result is known (every
-    job process is dead by then; only pid 1 may still be exiting).
-    """
-
-    engine: DockerEngine
-    owner: str
-    seccomp_profile: str | None
-    kill_timeout_s: float
-    backstop_s: float
-    deadline_grace_s: float
-    host_cpus: int
-    removals: set[asyncio.Task[None]]
+#: How long a container booted for one run waits for its hand-over (it comes at once).
+COLD_IDLE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +72,11 @@ class RunStats:
 
 
 class DockerJob:
-    """Runs one request in one fresh container; `execute()` is called once."""
+    """Runs one request in one fresh container; `execute()` is called once.
+
+    warm: a started container of the request's image and settings, never used before (from
+    the warm pool); None boots one for this run.
+    """
 
     def __init__(
         self,
@@ -97,6 +86,7 @@ class DockerJob:
         request: SandboxRequest,
         on_output: OutputCallback | None,
         cancel: asyncio.Event | None,
+        warm: Booted | None = None,
     ) -> None:
         self._host = host
         self._engine = host.engine
@@ -105,6 +95,7 @@ class DockerJob:
         self._request = request
         self._limits = request.limits
         self._cancel = cancel
+        self._warm = warm
         self._stop: asyncio.Future[SandboxOutcome] = asyncio.get_running_loop().create_future()
         cap = self._limits.max_output_bytes
         self._captures = {
@@ -116,9 +107,8 @@ class DockerJob:
         self._exited = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reader: asyncio.Task[None] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._container: str | None = None
-        self._started = 0.0
+        self._booted: Booted | None = None
+        self._handed_over = 0.0
         self._ended: float | None = None
         self._stats: RunStats | None = None
         self._state: Mapping[str, Any] = {}
@@ -144,14 +134,10 @@ class DockerJob:
         return self._result(outcome)
 
     async def _run(self) -> SandboxOutcome:
-        spec = self._spec()
-        self._container = await self._create(spec)
-        sock = await self._engine.attach(self._container)
-        reader, self._writer = await asyncio.open_connection(sock=sock, limit=2 * MAX_CHUNK_BYTES)
-        self._reader = self._spawn(self._read(reader))
-        self._spawn(self._feed_stdin(self._writer))
-        await self._engine.call("start", lambda api: api.start(self._container))
-        self._started = time.monotonic()
+        booted = self._warm or await self._boot()
+        self._booted = booted
+        self._reader = self._spawn(self._read(booted.reader))
+        self._hand_over(booted)
         timer = asyncio.get_running_loop().call_later(
             self._limits.wall_timeout, self._finish, SandboxOutcome.TIMED_OUT
         )
@@ -162,38 +148,28 @@ class DockerJob:
         finally:
             timer.cancel()
 
-    def _spec(self) -> ContainerSpec:
-        request, host = self._request, self._host
+    async def _boot(self) -> Booted:
+        """A container of this run's own (no warm one matched)."""
+        host = self._host
         deadline = time.time() + self._limits.wall_timeout + host.deadline_grace_s
-        return container_spec(
-            name=f"evalmesh-job-{uuid.uuid4().hex}",
-            image=self._image_id,
-            command=init_argv(len(request.code), len(request.stdin), self._backstop()),
-            limits=self._limits,
-            host_cpus=host.host_cpus,
-            labels={
-                "org.evalmesh.owner": host.owner,
-                "org.evalmesh.evaluation": request.evaluation_id[:128],
-                "org.evalmesh.deadline": str(int(deadline)),
-            },
-            seccomp_profile=host.seccomp_profile,
+        return await boot(
+            host,
+            self._image_id,
+            self._limits,
+            deadline=deadline,
+            idle_s=COLD_IDLE_S,
+            evaluation_id=self._request.evaluation_id,
         )
 
-    def _backstop(self) -> float:
-        return self._limits.wall_timeout + self._host.backstop_s
-
-    async def _create(self, spec: ContainerSpec) -> str:
-        # Retried on a transient failure; a create that did happen answers the retry with
-        # 409 (name in use), which is then looked up by name.
-        try:
-            created = await self._engine.call("create", spec.create)
-        except SandboxError as exc:
-            if "409" not in str(exc) and "Conflict" not in str(exc):
-                raise
-            created = await self._engine.call(
-                "inspect", lambda api: api.inspect_container(spec.name)
-            )
-        return str(created["Id"])
+    def _hand_over(self, booted: Booted) -> None:
+        """Give pid 1 the job (written at once, in order before any `K`); the clock starts."""
+        request = self._request
+        backstop = self._limits.wall_timeout + self._host.backstop_s
+        booted.writer.write(handover(request.code, request.stdin, backstop))
+        self._handed_over = time.monotonic()
+        self._spawn(self._drain(booted.writer))
+        if self._warm is not None:
+            name_after(self._host, booted, request.evaluation_id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -223,11 +199,9 @@ class DockerJob:
 
     # ------------------------------------------------------------------ streams
 
-    async def _feed_stdin(self, writer: asyncio.StreamWriter) -> None:
-        """Code, then the job's stdin; the connection stays open as the job's lifeline."""
+    async def _drain(self, writer: asyncio.StreamWriter) -> None:
+        """Flush the hand-over; the connection stays open as the job's lifeline."""
         with contextlib.suppress(ConnectionError):
-            writer.write(self._request.code)
-            writer.write(self._request.stdin)
             await writer.drain()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
@@ -262,20 +236,20 @@ class DockerJob:
 
     async def _teardown(self) -> None:
         """End every job process and collect the accounting (removal comes after)."""
-        container = self._container
+        booted = self._booted
         try:
-            if container is not None and self._started:
-                await self._stop_container(container)
+            if booted is not None and self._handed_over:
+                await self._stop_container(booted)
         except (OSError, SandboxError, TimeoutError) as exc:
-            log.error("docker sandbox teardown of %s failed: %s", container, exc)
+            log.error("docker sandbox teardown of %s failed: %s", booted and booted.container, exc)
             self._detail = self._detail or f"teardown: {exc}"
         finally:
             for task in self._tasks:
                 task.cancel()
-            if self._writer is not None:
-                self._writer.close()  # the lifeline: pid 1 exits if it still runs
+            if booted is not None:
+                booted.writer.close()  # the lifeline: pid 1 exits if it still runs
                 with contextlib.suppress(ConnectionError, TimeoutError):
-                    await asyncio.wait_for(self._writer.wait_closed(), self._host.kill_timeout_s)
+                    await asyncio.wait_for(booted.writer.wait_closed(), self._host.kill_timeout_s)
             await self._engine.release_idle()
 
     def _schedule_removal(self, _: asyncio.Future[None]) -> None:
@@ -285,24 +259,20 @@ class DockerJob:
         need not wait for the engine. Scheduled after the teardown task, it starts after the
         caller has the result; close() waits for it.
         """
-        if self._container is None:
-            return
-        # A free function: the finished job (and its output) must not be kept alive.
-        removal = asyncio.ensure_future(_remove(self._engine, self._container))
-        self._host.removals.add(removal)
-        removal.add_done_callback(self._host.removals.discard)
+        if self._booted is not None:
+            remove_later(self._host, self._booted.container)
 
-    async def _stop_container(self, container: str) -> None:
-        if self._exit is None and self._writer is not None:
+    async def _stop_container(self, booted: Booted) -> None:
+        if self._exit is None:
             with contextlib.suppress(ConnectionError):
-                self._writer.write(b"K")  # pid 1 kills the job and reports
-                await asyncio.wait_for(self._writer.drain(), self._host.kill_timeout_s)
+                booted.writer.write(b"K")  # pid 1 kills the job and reports
+                await asyncio.wait_for(booted.writer.drain(), self._host.kill_timeout_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), self._host.kill_timeout_s)
         if self._exit is None:
-            await self._kill_through_engine(container)
+            await self._kill_through_engine(booted.container)
         else:
-            self._stats = RunStats.from_exit(self._exit) or await self._read_stats(container)
+            self._stats = RunStats.from_exit(self._exit) or await self._read_stats(booted.container)
 
     async def _kill_through_engine(self, container: str) -> None:
         """pid 1 did not report (it died, or does not answer): kill and inspect."""
@@ -367,7 +337,7 @@ class DockerJob:
             stderr=stderr.data,
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
-            wall_time_s=ended - self._started if self._started else 0.0,
+            wall_time_s=ended - self._handed_over if self._handed_over else 0.0,
             cpu_time_s=self._stats.cpu_time_s if self._stats else 0.0,
             peak_memory_bytes=self._stats.peak_memory_bytes if self._stats else 0,
             runtime=self._request.runtime,
@@ -388,19 +358,3 @@ class DockerJob:
             parts.append(str(self._state["Error"]))
         parts.append(self._init_stderr.decode(errors="replace").strip())
         return "; ".join(part for part in parts if part)
-
-
-async def _remove(engine: DockerEngine, container: str) -> None:
-    """Force-remove a container (killing pid 1 if it still holds it)."""
-    try:
-        await engine.call(
-            "remove",
-            lambda api: api.remove_container(container, force=True, v=True),
-            quiet_404=True,
-        )
-    except docker.errors.NotFound:
-        pass
-    except SandboxError as exc:
-        # Left for the reaper (labelled with its owner and deadline).
-        log.error("could not remove container %s: %s", container, exc)
-    await engine.release_idle()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
@@ -25,7 +25,7 @@ from . import seccomp
 from .layout import HOSTNAME, SANDBOX_ENV, SANDBOX_GID, SANDBOX_UID, SCRATCH_DIR, SHM_DIR
 from .models import SandboxLimits
 
-__all__ = ["ContainerSpec", "container_spec", "seccomp_profile"]
+__all__ = ["ContainerSpec", "container_spec", "seccomp_profile", "settings_shape"]
 
 _SCMP_ARCH = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}
 _EPERM, _ENOSYS, _EAFNOSUPPORT = 1, 38, 97
@@ -113,6 +113,18 @@ def container_spec(
         "tty": False,
     }
     return ContainerSpec(name, image, command, config, host_config)
+
+
+def settings_shape(limits: SandboxLimits) -> SandboxLimits:
+    """The part of `limits` that container_spec turns into container settings.
+
+    The wall timeout and the output cap are enforced by the executor (and pid 1's backstop,
+    which comes with the hand-over), not by the container's settings: two requests whose
+    limits differ only there get identical containers. Every other field is kept, so a
+    field added later is a setting until shown otherwise (a warm container is then merely
+    used less often, never with the wrong settings).
+    """
+    return replace(limits, wall_timeout=1.0, max_output_bytes=1)
 
 
 def seccomp_profile(machine: str | None = None) -> str:
