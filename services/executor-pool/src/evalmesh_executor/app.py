@@ -1,10 +1,11 @@
-"""Build the executor pool's server: its control API, and health that is SERVING only while
-NATS and storage answer, the job consumers and executors bucket exist, the sandbox self-check
-passed and no drain has begun."""
+"""Build the executor pool's server: its control API, its metrics, and health that is SERVING
+only while NATS and storage answer, the job consumers and executors bucket exist, the sandbox
+self-check passed and no drain has begun."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import grpc.aio
 
@@ -14,6 +15,7 @@ from evalmesh_common.messaging import NatsConnection
 from evalmesh_executor.backend import choose_backend
 from evalmesh_executor.config import ExecutorConfig, default_instance_id
 from evalmesh_executor.instance import ExecutorInstance
+from evalmesh_executor.metrics import ExecutorMetrics
 from evalmesh_executor.servicer import ExecutorServicer
 from evalmesh_executor.storage_client import StorageClient
 
@@ -24,17 +26,22 @@ STORAGE_SERVICE = "evalmesh.storage.v1.StorageService"
 _PORT_POLL = 0.01
 
 
-async def _bound_port(app: ServiceApp) -> int:
+async def _bound_ports(app: ServiceApp) -> list[int]:
+    """The gRPC and metrics ports, once listening (the metrics port is bound first)."""
     while True:
         try:
-            return app.port
+            port = app.port
         except RuntimeError:  # not listening yet
             await asyncio.sleep(_PORT_POLL)
+            continue
+        return [port] if app.metrics_port is None else [port, app.metrics_port]
 
 
 async def build_app(config: ExecutorConfig) -> ServiceApp:
     """Return the executor pool's app, its background work started."""
-    executor_id = config.instance_id or default_instance_id()
+    # One id names this instance everywhere: claims, its status entry, its docker containers.
+    config = replace(config, instance_id=config.instance_id or default_instance_id())
+    executor_id = config.instance_id
     backend = await choose_backend(config)  # fails fast where no sandbox can run
     nats = NatsConnection(config.nats_url, name=executor_id)
     nats.start()
@@ -57,6 +64,7 @@ async def build_app(config: ExecutorConfig) -> ServiceApp:
         executor_id=executor_id,
         gate=lambda: app.health.serving,
     )
+    app.metrics.register(ExecutorMetrics(instance.status, instance.runs, instance.self_check))
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", health_probe(channel, STORAGE_SERVICE))
     app.add_probe("queues", instance.queues_probe)
@@ -66,5 +74,5 @@ async def build_app(config: ExecutorConfig) -> ServiceApp:
     app.on_drain("nats", instance.close_messaging)
     app.on_dispose("storage-channel", lambda: channel.close(None))
     app.on_dispose("sandbox", instance.dispose)
-    instance.start(lambda: _bound_port(app))
+    instance.start(lambda: _bound_ports(app))
     return app

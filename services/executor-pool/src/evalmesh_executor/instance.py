@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import nats.errors
@@ -28,6 +28,7 @@ from evalmesh_executor.control import CancelListener
 from evalmesh_executor.pool import Pool
 from evalmesh_executor.runs import RunRegistry, Stop
 from evalmesh_executor.selfcheck import SelfCheck, address_port, url_port
+from evalmesh_executor.share import TenantShares, send_to_back
 from evalmesh_executor.status import InstanceInfo, StatusReporter, runtime_infos
 from evalmesh_executor.storage_client import StorageClient
 from evalmesh_executor.worker import JobRunner, RunnerSettings
@@ -65,12 +66,15 @@ class ExecutorInstance:
         self.backend = backend
         self.runs = RunRegistry()
         client = nats_connection.client
+        self.shares = TenantShares(config.share, config.slots)
         runner = JobRunner(
             store,
             backend.sandbox,
             self._publish,
             self.runs,
             RunnerSettings(config.lease, config.limits, config.output, config.pull),
+            self.shares,
+            lambda msg, evaluation_id: send_to_back(client, msg, evaluation_id),
             before_ack=crash_now if config.test_crash_before_ack else lambda: None,
         )
         self.pool = Pool(
@@ -82,7 +86,7 @@ class ExecutorInstance:
             can_pull=lambda: gate() and self.self_check.passed,
         )
         self.cancels = CancelListener(client, self.runs)
-        self._own_port: int | None = None
+        self._own_ports: tuple[int, ...] = ()
         self.self_check = SelfCheck(
             backend.sandbox, self._platform_ports, config.self_check_interval
         )
@@ -107,7 +111,7 @@ class ExecutorInstance:
         ports = (
             url_port(self.config.nats_url, NATS_DEFAULT_PORT),
             address_port(self.config.storage_address),
-            self._own_port,
+            *self._own_ports,
         )
         return [port for port in ports if port]
 
@@ -129,10 +133,11 @@ class ExecutorInstance:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self, wait_for_port: Callable[[], Awaitable[int]]) -> None:
-        """Start the background work (call inside the event loop, before serving)."""
+    def start(self, wait_for_ports: Callable[[], Awaitable[Sequence[int]]]) -> None:
+        """Start the background work (call inside the event loop, before serving).
+        ``wait_for_ports`` returns this instance's own listening ports (gRPC, metrics)."""
         self._spawn(self._connect_and_pull(), "executor-pull")
-        self._spawn(self._self_check(wait_for_port), "executor-self-check")
+        self._spawn(self._self_check(wait_for_ports), "executor-self-check")
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         async def guarded() -> None:
@@ -145,14 +150,16 @@ class ExecutorInstance:
 
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
-    async def _self_check(self, wait_for_port: Callable[[], Awaitable[int]]) -> None:
-        self._own_port = await wait_for_port()  # the canaries aim at our own port too
+    async def _self_check(self, wait_for_ports: Callable[[], Awaitable[Sequence[int]]]) -> None:
+        self._own_ports = tuple(await wait_for_ports())  # the canaries aim at our own ports too
         await self.self_check.run()
 
     async def _connect_and_pull(self) -> None:
         await self.nats.wait_connected()
         await self._bind()
         self._spawn(self.status.run(self.nats.client), "executor-status")
+        interval = self.config.status_interval
+        self._spawn(self.shares.watch_pool(self.nats.client, interval), "executor-pool-size")
         logger.info("bound to the job consumers; pulling when healthy")
         await self.pool.run()
 

@@ -1,7 +1,8 @@
 """The evaluations this instance is running, and how each may be asked to stop.
 
 A run is registered before its claim, so a cancel that arrives while the claim is in flight is
-not lost: the sandbox then starts with its cancel already set and ends at once.
+not lost: the sandbox then starts with its cancel already set and ends at once. When a run is
+closed, how it ended is counted by :func:`outcome` (the executor's finished-runs metric).
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["RunHandle", "RunRegistry", "Stop"]
+__all__ = ["OUTCOMES", "RunHandle", "RunRegistry", "Stop", "outcome"]
+
+OUTCOMES = ("completed", "unclaimed", "given_back", "lost", "fault")
+"""How a run can end: its result recorded; ended before any claim (no longer queued, claim
+refused, tenant at its share, storage unreachable); given back on drain or shutdown; its lease
+lost to another attempt; or claimed and ended by a platform fault with no result."""
 
 
 class Stop(enum.IntEnum):
@@ -42,12 +48,30 @@ class RunHandle:
         self.cancel.set()
 
 
+def outcome(handle: RunHandle, *, completed: bool) -> str:
+    """Which of :data:`OUTCOMES` describes a run that is being closed."""
+    if completed:
+        return "completed"
+    if not handle.attempt:
+        return "unclaimed"
+    if handle.stopped is Stop.LOST:
+        return "lost"
+    if handle.stopped is Stop.GIVE_BACK:
+        return "given_back"
+    return "fault"
+
+
 class RunRegistry:
-    """The runs of this instance by evaluation id, and a count of finished ones."""
+    """The runs of this instance by evaluation id, and counts of finished ones by outcome."""
 
     def __init__(self) -> None:
         self._runs: dict[str, RunHandle] = {}
-        self.completed = 0
+        self.finished = dict.fromkeys(OUTCOMES, 0)
+
+    @property
+    def completed(self) -> int:
+        """How many runs recorded a result."""
+        return self.finished["completed"]
 
     def open(self, evaluation_id: str, tenant: str) -> RunHandle | None:
         """Register a run; None if this instance already holds the evaluation."""
@@ -58,11 +82,10 @@ class RunRegistry:
         return handle
 
     def close(self, handle: RunHandle, *, completed: bool) -> None:
-        """Forget a run; count it when it recorded a result."""
+        """Forget a run and count its outcome (``completed``: it recorded a result)."""
         if self._runs.get(handle.evaluation_id) is handle:
             del self._runs[handle.evaluation_id]
-        if completed:
-            self.completed += 1
+        self.finished[outcome(handle, completed=completed)] += 1
 
     def stop(self, evaluation_id: str, why: Stop, reason: str = "") -> bool:
         """Stop the run of ``evaluation_id`` if this instance holds it; True if it did."""

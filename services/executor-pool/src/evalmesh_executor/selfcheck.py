@@ -1,10 +1,11 @@
 """The escape self-check that gates readiness.
 
 At start and every ``interval`` the instance runs the sandbox's escape canaries aimed at the
-platform's real ports (NATS, storage, its own gRPC port) plus the metadata address, the Docker
-and containerd sockets, writes outside scratch and the host's processes. Until a check passes,
-and from the moment one fails, the instance is NOT_SERVING, pulls no work, logs why and says so
-in its PoolStatus. A check that could not complete counts as failed and is retried sooner.
+platform's real ports (NATS, storage, its own gRPC and metrics ports) plus the metadata address,
+the Docker and containerd sockets, writes outside scratch and the host's processes. Until a
+check passes, and from the moment one fails, the instance is NOT_SERVING, pulls no work, logs
+why and says so in its PoolStatus and metrics. A check that could not complete counts as failed
+and is retried sooner.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class SelfCheck:
         self._ports = ports
         self.interval = interval
         self.reason = _NOT_YET
+        self.escaped: tuple[str, ...] = ()  # the canaries that got out in the last completed check
 
     @property
     def passed(self) -> bool:
@@ -75,6 +77,7 @@ class SelfCheck:
         except SandboxError as exc:
             self._fail(f"the sandbox self-check did not complete: {exc}")
             return False
+        self.escaped = tuple(escaped)
         if escaped:
             self._fail("sandbox escape canaries succeeded: " + ", ".join(escaped))
         else:

@@ -82,13 +82,15 @@ class StatusReporter:
         self.interval = interval
         self.written = False  # whether the latest heartbeat reached the bucket
 
+    def health(self) -> tuple[str, bool]:
+        """Why the instance takes no work (``""`` while healthy), and whether it is draining."""
+        draining = self._draining()
+        return self._unhealthy_reason() or ("draining" if draining else ""), draining
+
     def snapshot(self) -> pool_pb2.PoolStatus:
         """The status right now."""
         info = self.info
-        reason = self._unhealthy_reason()
-        draining = self._draining()
-        if draining and not reason:
-            reason = "draining"
+        reason, draining = self.health()
         status = pool_pb2.PoolStatus(
             instance_id=info.instance_id,
             host=info.host,

@@ -86,10 +86,12 @@ class StorageClient:
         lease: float,
         runtime_digest: str,
         applied: evaluation_pb2.AppliedLimits,
+        share: _pb.TenantShare | None = None,
     ) -> Record:
         """QUEUED -> RUNNING for this executor; returns the record with the FULL spec.
 
-        FAILED_PRECONDITION (terminal, or claimed by another) and NOT_FOUND propagate.
+        FAILED_PRECONDITION (terminal, or claimed by another), NOT_FOUND and RESOURCE_EXHAUSTED
+        (TENANT_AT_LIMIT: the tenant is at ``share``) propagate.
         """
         request = _pb.ClaimEvaluationRequest(
             id=evaluation_id,
@@ -97,6 +99,7 @@ class StorageClient:
             lease_duration=_duration(lease),
             runtime_digest=runtime_digest,
             applied_limits=applied,
+            tenant_share=share,
         )
         retried = False
 

@@ -5,7 +5,8 @@
       -> terminal event -> ack
 
 A delivery whose evaluation is gone, terminal, cancelled or claimed by another is acked and
-dropped without running. A user-caused outcome is recorded and acked: final, never retried. A
+dropped without running. One whose tenant is at its share goes to the back of the queue
+(``share.send_to_back``). A user-caused outcome is recorded and acked: final, never retried. A
 platform fault before the result is recorded gives the evaluation back (requeued in storage,
 message nak'd with backoff from its delivery count), so another attempt runs it and the
 consumer's max deliveries bound the retries. A lost lease writes nothing at all.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -27,7 +28,7 @@ from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import job_pb2
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import DomainError, FailedPrecondition, NotFound
+from evalmesh_common import DomainError, FailedPrecondition, NotFound, ResourceExhausted
 from evalmesh_common.retry import backoff_delay
 from evalmesh_common.subjects import event_subject
 from evalmesh_executor.backend import SandboxBackend
@@ -38,6 +39,7 @@ from evalmesh_executor.outcome import Verdict, verdict
 from evalmesh_executor.output import OutputLostError, OutputSink, Publish
 from evalmesh_executor.runs import RunHandle, RunRegistry, Stop
 from evalmesh_executor.sandbox import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
+from evalmesh_executor.share import TenantShares
 from evalmesh_executor.storage_client import STALE_ATTEMPT, StorageClient
 
 __all__ = ["JobRunner", "RunnerSettings"]
@@ -47,6 +49,8 @@ logger = logging.getLogger(__name__)
 Record = record_pb2.EvaluationRecord
 State = evaluation_pb2.Evaluation.State
 DEFAULT_RUNTIME = "python"
+TENANT_AT_LIMIT = "TENANT_AT_LIMIT"
+SendBack = Callable[[Msg, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class JobRunner:
         publish: Publish,
         runs: RunRegistry,
         settings: RunnerSettings,
+        shares: TenantShares,
+        send_back: SendBack,
         before_ack: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
@@ -76,6 +82,8 @@ class JobRunner:
         self.publish = publish
         self.runs = runs
         self.settings = settings
+        self.shares = shares
+        self.send_back = send_back
         self.before_ack = before_ack
 
     async def process(self, msg: Msg, ack_wait: float) -> None:
@@ -102,6 +110,8 @@ class JobRunner:
             await self.give_back(msg, handle)
         finally:
             self.runs.close(handle, completed=completed)
+            if handle.attempt:
+                self.shares.ended(job.tenant)
 
     async def retry_later(self, msg: Msg) -> None:
         """Nak with exponential backoff and jitter from the delivery count."""
@@ -155,8 +165,20 @@ class _Attempt:
 
     async def run(self) -> bool:
         """Claim and run; True once a result is recorded and the message acked."""
+        shares, tenant = self.runner.shares, self.job.tenant
+        if shares.at_limit(tenant):
+            await self.runner.send_back(self.msg, self.job.evaluation_id)
+            return False
         try:
             record = await self._claim()
+        except ResourceExhausted as exc:
+            if exc.reason == TENANT_AT_LIMIT:
+                logger.info("tenant at its share; job sent back: %s", exc, extra=self._extra())
+                shares.refused(tenant)
+                await self.runner.send_back(self.msg, self.job.evaluation_id)
+            else:
+                await self.runner.retry_later(self.msg)
+            return False
         except DomainError as exc:  # storage unreachable within the retry budget
             logger.warning("could not claim: %s", exc, extra=self._extra())
             await self.runner.retry_later(self.msg)
@@ -184,6 +206,7 @@ class _Attempt:
                 self.runner.settings.lease,
                 self._digest(current),
                 applied_limits(self.limits),
+                self.runner.shares.limits(),
             )
         except (FailedPrecondition, NotFound) as exc:
             logger.info("dropping a job whose claim failed: %s", exc, extra=self._extra())
@@ -259,6 +282,7 @@ class _Attempt:
             stdin=spec.stdin,
             runtime=spec.runtime or DEFAULT_RUNTIME,
             limits=self.limits,
+            evaluation_id=self.handle.evaluation_id,
         )
         try:
             return await self.runner.sandbox.run(request, sink.add, cancel=self.handle.cancel)

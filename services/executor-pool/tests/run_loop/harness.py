@@ -2,9 +2,9 @@
 
 ``Mesh`` runs nats-server (JetStream, a temp store), the storage service on a SQLite file (on a
 free port it keeps across a restart), the scheduler (which creates the JetStream topology) and
-any number of executor-pool instances on port 0, each stopped by its pid. ``Driver`` submits
-through the scheduler's real API, reads storage, listens to live events and cancels, as the
-gateway would.
+any number of executor-pool instances on port 0, each with its metrics on port 0 too, stopped
+by its pid. ``Driver`` submits through the scheduler's real API, reads storage, listens to live
+events and cancels, as the gateway would.
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class Service:
 
     process: ManagedProcess
     address: str
+    metrics_address: str = ""
 
     @property
     def pid(self) -> int:
@@ -133,6 +134,8 @@ class Mesh:
 
     root: Path
     scheduler_env: Mapping[str, str] = field(default_factory=dict)
+    # The sandbox backend's settings for every executor (bwrap unless they say otherwise).
+    executor_env: Mapping[str, str] = field(default_factory=dict)
     nats_url: str = ""
     storage: Service | None = None
     scheduler: Service | None = None
@@ -171,11 +174,14 @@ class Mesh:
         self._count += 1
         name = f"{module}-{self._count}"
         port_file = self.root / f"{name}.port"
+        metrics_port_file = self.root / f"{name}.metrics.port"
         full_env = {
             **os.environ,
             **BASE_ENV,
             "EVALMESH_NATS_URL": self.nats_url,
             "EVALMESH_PORT_FILE": str(port_file),
+            "EVALMESH_METRICS_PORT": "0",
+            "EVALMESH_METRICS_PORT_FILE": str(metrics_port_file),
             **({"EVALMESH_STORAGE_ADDRESS": self.storage.address} if self.storage else {}),
             **env,
         }
@@ -185,13 +191,19 @@ class Mesh:
         process.start()
         self._processes.append(process)
         address = f"127.0.0.1:{read_port_file(port_file, process)}"
+        metrics_address = f"127.0.0.1:{read_port_file(metrics_port_file, process)}"
         if wait:
             _wait_serving(address, health, process, timeout=30)
-        return Service(process, address)
+        return Service(process, address, metrics_address)
 
     def executor(self, env: Mapping[str, str] | None = None, *, wait: bool = True) -> Service:
-        """Start one executor-pool instance (bwrap backend)."""
-        full = {"EVALMESH_SANDBOX_BACKEND": "bwrap", **EXECUTOR_ENV, **(env or {})}
+        """Start one executor-pool instance (bwrap backend unless executor_env says otherwise)."""
+        full = {
+            "EVALMESH_SANDBOX_BACKEND": "bwrap",
+            **EXECUTOR_ENV,
+            **self.executor_env,
+            **(env or {}),
+        }
         return self.service("evalmesh_executor", EXECUTOR_SERVICE, full, wait=wait)
 
     def stop(self) -> None:
@@ -289,6 +301,7 @@ class Driver:
         max_output_bytes: int | None = None,
         max_processes: int | None = None,
         runtime: str = "",
+        tenant: str = TENANT,
     ) -> str:
         """Submit through the scheduler; return the evaluation id."""
         limits = evaluation_pb2.Limits()
@@ -309,15 +322,15 @@ class Driver:
             limits=limits,
         )
         request = scheduler_service_pb2.SubmitEvaluationRequest(
-            tenant=TENANT, request_id=uuid.uuid4().hex, spec=spec
+            tenant=tenant, request_id=uuid.uuid4().hex, spec=spec
         )
         reply = await self.scheduler.SubmitEvaluation(request, timeout=10)
         return reply.record.evaluation.id
 
     async def get(self, evaluation_id: str) -> evaluation_pb2.Evaluation:
-        """The evaluation with its stored output (FULL view)."""
+        """The evaluation, of any tenant, with its stored output (FULL view)."""
         request = storage_service_pb2.GetEvaluationRequest(
-            tenant=TENANT, id=evaluation_id, view=evaluation_pb2.EVALUATION_VIEW_FULL
+            id=evaluation_id, view=evaluation_pb2.EVALUATION_VIEW_FULL
         )
         return (await self.storage.GetEvaluation(request, timeout=10)).record.evaluation
 

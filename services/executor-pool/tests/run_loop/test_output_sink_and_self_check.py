@@ -1,4 +1,5 @@
-"""Fast unit tests of the output sink's batching and backpressure, and of the self-check gate.
+"""Fast unit tests of the output sink's batching and backpressure, of the self-check gate, and
+of what the metrics say about it and about finished runs.
 
 The sink's collaborators are plain functions here (the end-to-end tests run it against the real
 storage service and NATS); the self-check is driven by a backend that reports canned canaries,
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import FailedPrecondition
 from evalmesh_executor.config import OutputConfig
+from evalmesh_executor.metrics import ExecutorMetrics
 from evalmesh_executor.output import OutputLostError, OutputSink
+from evalmesh_executor.runs import RunRegistry, Stop
 from evalmesh_executor.sandbox import (
     OutputCallback,
     OutputChunk,
@@ -25,6 +30,7 @@ from evalmesh_executor.sandbox import (
     SandboxResult,
 )
 from evalmesh_executor.selfcheck import SelfCheck
+from evalmesh_executor.status import InstanceInfo, StatusReporter
 
 KiB = 1024
 
@@ -168,3 +174,60 @@ async def test_a_self_check_that_cannot_finish_counts_as_failed() -> None:
     assert not await check.check()
     assert not check.passed
     assert "did not complete" in check.reason
+
+
+def _metrics(check: SelfCheck, runs: RunRegistry) -> CollectorRegistry:
+    info = InstanceInfo("exec-1", "host-1", "bwrap", 3, datetime.now(UTC), ())
+    status = StatusReporter(
+        info, runs, unhealthy_reason=lambda: check.reason, draining=lambda: False, interval=1
+    )
+    registry = CollectorRegistry()
+    registry.register(ExecutorMetrics(status, runs, check))
+    return registry
+
+
+async def test_an_escaped_canary_shows_in_the_metrics_by_name_with_the_reason() -> None:
+    backend = CannedBackend([])
+    check = SelfCheck(backend, lambda: [4222], interval=60)
+    registry = _metrics(check, RunRegistry())
+    await check.check()
+    assert registry.get_sample_value("evalmesh_executor_healthy") == 1
+    assert registry.get_sample_value("evalmesh_executor_self_check_escapes") == 0
+
+    backend.escaped = ["tcp:127.0.0.1:4222", "read:/etc/shadow"]
+    await check.check()
+
+    assert registry.get_sample_value("evalmesh_executor_healthy") == 0
+    assert registry.get_sample_value("evalmesh_executor_self_check_escapes") == 2
+    for canary in backend.escaped:
+        escaped = {"canary": canary}
+        assert registry.get_sample_value("evalmesh_executor_self_check_escaped", escaped) == 1
+    labels = {"reason": check.reason}
+    assert registry.get_sample_value("evalmesh_executor_unhealthy_info", labels) == 1
+    assert registry.get_sample_value("evalmesh_executor_slots") == 3
+
+
+def test_finished_runs_are_counted_by_how_they_ended() -> None:
+    runs = RunRegistry()
+    registry = _metrics(SelfCheck(CannedBackend([]), list, interval=60), runs)
+    ended = {
+        "completed": (1, None, True),
+        "unclaimed": (0, None, False),
+        "given_back": (1, Stop.GIVE_BACK, False),
+        "lost": (2, Stop.LOST, False),
+        "fault": (1, None, False),
+    }
+    for index, (attempt, stop, completed) in enumerate(ended.values()):
+        handle = runs.open(f"ev_{index}", "tenant")
+        assert handle is not None
+        handle.attempt = attempt
+        if stop is not None:
+            handle.stop(stop)
+        assert registry.get_sample_value("evalmesh_executor_running") == 1
+        runs.close(handle, completed=completed)
+
+    for outcome in ended:
+        labels = {"outcome": outcome}
+        assert registry.get_sample_value("evalmesh_executor_runs_finished_total", labels) == 1
+    assert registry.get_sample_value("evalmesh_executor_running") == 0
+    assert runs.completed == 1
