@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import grpc.aio
 
 from evalmesh_common import DeadlineExceeded
+from evalmesh_common.interceptor import MethodHandler, ServerInterceptor
 
 __all__ = ["DeadlineInterceptor"]
 
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:  # the runtime classes are not generic
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
 
-
-class DeadlineInterceptor(_Interceptor):
+class DeadlineInterceptor(ServerInterceptor):
     """Ends a unary call after ``limit`` seconds with DEADLINE_EXCEEDED.
 
     Server streams (WatchEvaluation) are left alone: they are meant to stay open, and the client
@@ -33,9 +27,9 @@ class DeadlineInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+    ) -> MethodHandler:
         """Wrap unary-unary handlers in the server's deadline."""
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_streaming or handler.response_streaming:

@@ -20,16 +20,24 @@ import grpc.aio
 from evalmesh_common.errors import DomainError, Internal
 from evalmesh_common.status import abort_with, error_from_rpc
 
-__all__ = ["CallBehavior", "ErrorInterceptor", "StreamBehavior", "handler_kind", "wrap_handler"]
+__all__ = [
+    "CallBehavior",
+    "ErrorInterceptor",
+    "MethodHandler",
+    "ServerInterceptor",
+    "StreamBehavior",
+    "handler_kind",
+    "wrap_handler",
+]
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    MethodHandler = grpc.RpcMethodHandler[Any, Any]
 else:  # the runtime classes are not generic
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
+    ServerInterceptor = grpc.aio.ServerInterceptor
+    MethodHandler = grpc.RpcMethodHandler
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 CallBehavior = Callable[[Any, _Context], Awaitable[Any]]
@@ -37,7 +45,7 @@ CallBehavior = Callable[[Any, _Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, _Context], AsyncIterator[Any]]
 """An async-generator handler that yields the responses (server- or bidi-streaming)."""
 
-_FACTORIES: dict[str, Callable[..., _Handler]] = {
+_FACTORIES: dict[str, Callable[..., MethodHandler]] = {
     "unary_unary": grpc.unary_unary_rpc_method_handler,
     "unary_stream": grpc.unary_stream_rpc_method_handler,
     "stream_unary": grpc.stream_unary_rpc_method_handler,
@@ -45,14 +53,14 @@ _FACTORIES: dict[str, Callable[..., _Handler]] = {
 }
 
 
-class ErrorInterceptor(_Interceptor):
+class ErrorInterceptor(ServerInterceptor):
     """Map ``DomainError`` to its status and unexpected exceptions to a bare ``INTERNAL``."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+    ) -> MethodHandler:
         """Wrap the handler chosen for this call so its exceptions are translated."""
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED (stubs omit Optional)
@@ -66,11 +74,11 @@ class ErrorInterceptor(_Interceptor):
 
 
 def wrap_handler(
-    handler: _Handler,
+    handler: MethodHandler,
     *,
     call: Callable[[CallBehavior], CallBehavior],
     stream: Callable[[StreamBehavior], StreamBehavior],
-) -> _Handler:
+) -> MethodHandler:
     """``handler`` with its async behavior wrapped by ``call`` or ``stream`` (by its shape).
 
     A sync handler is returned as it is: it runs on grpc's thread pool, outside the event loop.
@@ -90,7 +98,7 @@ def wrap_handler(
     )
 
 
-def handler_kind(handler: _Handler) -> str:
+def handler_kind(handler: MethodHandler) -> str:
     """``unary_unary``, ``unary_stream``, ``stream_unary`` or ``stream_stream``."""
     prefix = "stream" if handler.request_streaming else "unary"
     suffix = "stream" if handler.response_streaming else "unary"

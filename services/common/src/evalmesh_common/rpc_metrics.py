@@ -13,22 +13,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 import grpc.aio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from evalmesh_common.interceptor import CallBehavior, StreamBehavior, handler_kind, wrap_handler
+from evalmesh_common.interceptor import (
+    CallBehavior,
+    MethodHandler,
+    ServerInterceptor,
+    StreamBehavior,
+    handler_kind,
+    wrap_handler,
+)
 
 __all__ = ["RpcMetricsInterceptor"]
-
-if TYPE_CHECKING:
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-else:  # the runtime classes are not generic
-    _Interceptor = grpc.aio.ServerInterceptor
-    _Handler = grpc.RpcMethodHandler
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 _TYPES = {
@@ -40,7 +40,7 @@ _TYPES = {
 _LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
 
-class RpcMetricsInterceptor(_Interceptor):
+class RpcMetricsInterceptor(ServerInterceptor):
     """Counts and times every call to an implemented method, into ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -62,9 +62,9 @@ class RpcMetricsInterceptor(_Interceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler:
+    ) -> MethodHandler:
         """Wrap the handler chosen for this call so its start, end and code are recorded."""
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method (stubs omit Optional)
