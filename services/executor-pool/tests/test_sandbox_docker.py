@@ -131,7 +131,7 @@ async def test_no_container_or_process_of_a_job_exists_after_its_result(
         print("spawned", flush=True)
         time.sleep(3)  # long enough for the host to count them, even on a loaded machine
     """).encode()
-    job = await _started(box, code)
+    job = await _started(box, code, wall_timeout=30)
     assert len(job_processes(marker.encode())) == 3
     result = await job
     assert result.outcome is SandboxOutcome.EXITED
