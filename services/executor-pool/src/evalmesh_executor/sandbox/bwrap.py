@@ -12,21 +12,19 @@ from pathlib import Path
 from types import TracebackType
 
 from . import seccomp
-from .canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from .canaries import canary_request, self_check_escapes
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .job import JobRun
 from .launch import HostSetup
 from .layout import host_root_links
 from .models import (
+    ActiveRuns,
     OutputCallback,
     SandboxError,
-    SandboxLimits,
-    SandboxOutcome,
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
-    forward_event,
     unavailable_runtime,
 )
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
@@ -36,9 +34,6 @@ __all__ = ["BwrapConfig", "BwrapSandbox"]
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
-_SELF_CHECK_LIMITS = SandboxLimits(
-    wall_timeout=20.0, memory_bytes=128 * 1024 * 1024, max_processes=16, max_output_bytes=65536
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +103,7 @@ class BwrapSandbox:
         self._config = config or BwrapConfig()
         self._host: HostSetup | None = None
         self._prepare_lock = asyncio.Lock()
-        self._active: set[asyncio.Event] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closed = False
+        self._runs = ActiveRuns()
 
     async def __aenter__(self) -> BwrapSandbox:
         await self.prepare()
@@ -189,10 +181,8 @@ class BwrapSandbox:
 
     async def close(self) -> None:
         """Cancel the runs in progress (their results say CANCELLED) and refuse new ones."""
-        self._closed = True
-        for cancel in list(self._active):
-            cancel.set()
-        await self._idle.wait()
+        self._runs.cancel_all()
+        await self._runs.wait_idle()
 
     # ------------------------------------------------------------------ introspection
 
@@ -236,31 +226,14 @@ class BwrapSandbox:
         propagate, as asyncio code expects.
         """
         await self.prepare()
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
+        self._runs.check_open()
         host = self._require_host()
         runtime = self._config.runtimes.get(request.runtime)
         if runtime is None or request.runtime not in host.identities:
             return unavailable_runtime(request)
-        own_cancel = asyncio.Event()
-        self._active.add(own_cancel)
-        self._idle.clear()
-        watcher = asyncio.ensure_future(forward_event(cancel, own_cancel)) if cancel else None
-        try:
+        async with self._runs.track(cancel) as own_cancel:
             return await JobRun(host, runtime, request, on_output, own_cancel).execute()
-        finally:
-            self._active.discard(own_cancel)
-            if not self._active:
-                self._idle.set()
-            if watcher is not None:
-                watcher.cancel()
 
     async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
         """Run the escape canaries in a sandbox; return the ones that got out (want: [])."""
-        result = await self.run(
-            SandboxRequest(CANARY_PROGRAM, canary_stdin(tcp_ports), "python", _SELF_CHECK_LIMITS)
-        )
-        escaped = escaped_canaries(result.stdout)
-        if result.outcome is not SandboxOutcome.EXITED or escaped is None:
-            raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
-        return escaped
+        return self_check_escapes(await self.run(canary_request("python", tcp_ports)))

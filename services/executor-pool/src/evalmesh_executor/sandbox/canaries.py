@@ -9,7 +9,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-__all__ = ["CANARY_PROGRAM", "canary_stdin", "escaped_canaries"]
+from .models import SandboxError, SandboxLimits, SandboxOutcome, SandboxRequest, SandboxResult
+
+__all__ = [
+    "CANARY_PROGRAM",
+    "SELF_CHECK_LIMITS",
+    "canary_request",
+    "canary_stdin",
+    "escaped_canaries",
+    "self_check_escapes",
+]
 
 CANARY_PROGRAM = b"""
 import json, os, socket, sys
@@ -66,3 +75,22 @@ def escaped_canaries(stdout: bytes) -> list[str] | None:
         return None
     prefix = b"ESCAPED "
     return [line[len(prefix) :].decode() for line in lines if line.startswith(prefix)]
+
+
+#: The limits the self-check's canaries run under, on every backend.
+SELF_CHECK_LIMITS = SandboxLimits(
+    wall_timeout=20.0, memory_bytes=128 * 1024 * 1024, max_processes=16, max_output_bytes=65536
+)
+
+
+def canary_request(runtime: str, tcp_ports: Sequence[int]) -> SandboxRequest:
+    """The self-check's run: the canaries, aimed at ``tcp_ports``, in ``runtime``."""
+    return SandboxRequest(CANARY_PROGRAM, canary_stdin(tcp_ports), runtime, SELF_CHECK_LIMITS)
+
+
+def self_check_escapes(result: SandboxResult) -> list[str]:
+    """The canaries that got out of the self-check's run; SandboxError if it did not finish."""
+    escaped = escaped_canaries(result.stdout)
+    if result.outcome is not SandboxOutcome.EXITED or escaped is None:
+        raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
+    return escaped

@@ -25,13 +25,14 @@ from typing import Any
 
 import docker
 
-from .canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from .canaries import canary_request, self_check_escapes
 from .docker_container import LABEL_DEADLINE, LABEL_OWNER, Booted, DockerHost
 from .docker_engine import DockerEngine
 from .docker_job import DockerJob
 from .docker_spec import seccomp_profile
 from .docker_warm import WarmPool, warm_key
 from .models import (
+    ActiveRuns,
     OutputCallback,
     SandboxError,
     SandboxLimits,
@@ -39,7 +40,6 @@ from .models import (
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
-    forward_event,
     unavailable_runtime,
 )
 from .seccomp import UnsupportedArchitectureError
@@ -54,9 +54,6 @@ DEFAULT_IMAGES: Mapping[str, str] = {
     "python-ml": "evalmesh-runtime-python-ml:latest",
 }
 
-_SELF_CHECK_LIMITS = SandboxLimits(
-    wall_timeout=20.0, memory_bytes=128 * 1024 * 1024, max_processes=16, max_output_bytes=65536
-)
 _PROBE = b"import sys; print(sys.version.split()[0])"
 _PROBE_LIMITS = SandboxLimits(wall_timeout=30.0, memory_bytes=128 * 1024 * 1024)
 
@@ -131,10 +128,7 @@ class DockerSandbox:
         self._host: DockerHost | None = None
         self._runtimes: dict[str, _Runtime] = {}
         self._prepare_lock = asyncio.Lock()
-        self._active: set[asyncio.Event] = set()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closed = False
+        self._runs = ActiveRuns()
         self._reaper: asyncio.Task[None] | None = None
         self._removals: set[asyncio.Task[None]] = set()
         self._warm: WarmPool | None = None
@@ -236,12 +230,10 @@ class DockerSandbox:
     async def close(self) -> None:
         """Cancel the runs in progress (their results say CANCELLED), remove the warm
         containers, and release the engine."""
-        self._closed = True
-        for cancel in list(self._active):
-            cancel.set()
+        self._runs.cancel_all()
         if self._warm is not None:
             await self._warm.close()
-        await self._idle.wait()
+        await self._runs.wait_idle()
         await self.settle()
         if self._reaper is not None:
             self._reaper.cancel()
@@ -336,28 +328,17 @@ class DockerSandbox:
         then re-raises CancelledError.
         """
         await self.prepare()
-        if self._closed:
-            raise SandboxError("the sandbox is closed")
+        self._runs.check_open()
         assert self._host is not None
         runtime = self._runtimes.get(request.runtime)
         if runtime is None:
             return unavailable_runtime(request)
-        own_cancel = asyncio.Event()
-        self._active.add(own_cancel)
-        self._idle.clear()
-        watcher = asyncio.ensure_future(forward_event(cancel, own_cancel)) if cancel else None
-        try:
+        async with self._runs.track(cancel) as own_cancel:
             warm = await self._take_warm(runtime.image_id, request)
             job = DockerJob(
                 self._host, runtime.image_id, runtime.identity, request, on_output, own_cancel, warm
             )
             return await job.execute()
-        finally:
-            self._active.discard(own_cancel)
-            if not self._active:
-                self._idle.set()
-            if watcher is not None:
-                watcher.cancel()
 
     async def _take_warm(self, image_id: str, request: SandboxRequest) -> Booted | None:
         if self._warm is None:
@@ -369,13 +350,7 @@ class DockerSandbox:
     async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
         """Run the escape canaries in a container; return the ones that got out (want: [])."""
         runtime = "python" if "python" in self._runtimes else next(iter(self._runtimes), "python")
-        result = await self.run(
-            SandboxRequest(CANARY_PROGRAM, canary_stdin(tcp_ports), runtime, _SELF_CHECK_LIMITS)
-        )
-        escaped = escaped_canaries(result.stdout)
-        if result.outcome is not SandboxOutcome.EXITED or escaped is None:
-            raise SandboxError(f"self-check did not complete: {result.outcome} {result.detail}")
-        return escaped
+        return self_check_escapes(await self.run(canary_request(runtime, tcp_ports)))
 
 
 def _force_remove(container: str, api: Any) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
     "MAX_CHUNK_BYTES",
+    "ActiveRuns",
     "OutputCallback",
     "OutputChunk",
     "OutputStream",
@@ -19,7 +21,6 @@ __all__ = [
     "SandboxRequest",
     "SandboxResult",
     "SandboxUnavailableError",
-    "forward_event",
     "unavailable_runtime",
 ]
 
@@ -164,7 +165,49 @@ def unavailable_runtime(request: SandboxRequest) -> SandboxResult:
     )
 
 
-async def forward_event(source: asyncio.Event, target: asyncio.Event) -> None:
+async def _forward_event(source: asyncio.Event, target: asyncio.Event) -> None:
     """Set ``target`` once ``source`` is set (a caller's cancel event onto a run's own)."""
     await source.wait()
     target.set()
+
+
+class ActiveRuns:
+    """A backend's runs in progress, so that closing it cancels them all and waits for them."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._cancels: set[asyncio.Event] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def check_open(self) -> None:
+        """Raise SandboxError once the backend is closed."""
+        if self.closed:
+            raise SandboxError("the sandbox is closed")
+
+    @contextlib.asynccontextmanager
+    async def track(self, cancel: asyncio.Event | None) -> AsyncIterator[asyncio.Event]:
+        """Count one run for its duration; yields its own cancel event, which the caller's
+        ``cancel`` and :meth:`close` both set."""
+        own_cancel = asyncio.Event()
+        self._cancels.add(own_cancel)
+        self._idle.clear()
+        watcher = asyncio.ensure_future(_forward_event(cancel, own_cancel)) if cancel else None
+        try:
+            yield own_cancel
+        finally:
+            self._cancels.discard(own_cancel)
+            if not self._cancels:
+                self._idle.set()
+            if watcher is not None:
+                watcher.cancel()
+
+    def cancel_all(self) -> None:
+        """Refuse new runs and cancel the ones in progress."""
+        self.closed = True
+        for cancel in list(self._cancels):
+            cancel.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until no run is in progress."""
+        await self._idle.wait()
