@@ -158,8 +158,9 @@ class ExecutorInstance:
         await self.nats.wait_connected()
         await self._bind()
         self._spawn(self.status.run(self.nats.client), "executor-status")
-        interval = self.config.status_interval
-        self._spawn(self.shares.watch_pool(self.nats.client, interval), "executor-pool-size")
+        if self.config.share.fair_share < 1:  # only the fair share depends on the pool's size
+            interval = self.config.status_interval
+            self._spawn(self.shares.watch_pool(self.nats.client, interval), "executor-pool-size")
         logger.info("bound to the job consumers; pulling when healthy")
         await self.pool.run()
 
