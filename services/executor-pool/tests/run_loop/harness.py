@@ -384,3 +384,12 @@ def marked_program(marker: str, first: str, then: str) -> str:
         "import os\n"
         f"os.execv('/usr/bin/python3', ['/usr/bin/python3', '-c', {then!r}, {marker!r}])\n"
     )
+
+
+def two_process_job(marker: str) -> str:
+    """A job of two marked processes (a lingering child, and the program itself, which prints
+    ``started`` and, two seconds later, ``done``): killing it must take the whole tree."""
+    sleeper = ["/usr/bin/python3", "-c", "import time; time.sleep(60)", marker]
+    child = f"import subprocess; subprocess.Popen({sleeper!r})"
+    then = "import time; print('started', flush=True); time.sleep(2); print('done')"
+    return marked_program(marker, child, then)

@@ -20,7 +20,7 @@ from evalmesh.v1 import evaluation_pb2
 from evalmesh_executor.sandbox.docker import LABEL_OWNER
 
 from .conftest import MakeMesh
-from .harness import Driver, Service, job_processes, marked_program
+from .harness import Driver, Service, job_processes, two_process_job
 
 RUN_LOOP_BACKENDS = ("docker",)
 MiB = 1024 * 1024
@@ -80,10 +80,7 @@ async def test_kill_9_mid_run_takes_every_container_along_and_the_evaluation_run
         async with Driver(mesh) as driver:
             log = await driver.events()
             marker = f"evalmesh-f04-docker-{uuid.uuid4().hex}"
-            sleeper = ["/usr/bin/python3", "-c", "import time; time.sleep(60)", marker]
-            child = f"import subprocess; subprocess.Popen({sleeper!r})"
-            then = "import time; print('started', flush=True); time.sleep(2); print('done')"
-            evaluation_id = await driver.submit(marked_program(marker, child, then))
+            evaluation_id = await driver.submit(two_process_job(marker))
             await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
             assert len(job_processes(marker.encode())) == 2
             left = containers()

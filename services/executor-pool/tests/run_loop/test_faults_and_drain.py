@@ -26,7 +26,7 @@ from evalmesh_common.subjects import (
 )
 
 from .conftest import MakeMesh
-from .harness import Driver, job_processes, marked_program
+from .harness import Driver, job_processes, two_process_job
 
 pytestmark = pytest.mark.slow
 
@@ -83,11 +83,7 @@ async def test_kill_9_mid_run_kills_the_sandbox_and_the_evaluation_runs_again_on
     async with Driver(mesh) as driver:
         log = await driver.events()
         marker = f"evalmesh-f04-{uuid.uuid4().hex}"
-        sleeper = ["/usr/bin/python3", "-c", "import time; time.sleep(60)", marker]
-        child = f"import subprocess; subprocess.Popen({sleeper!r})"
-        then = "import time; print('started', flush=True); time.sleep(2); print('done')"
-        code = marked_program(marker, child, then)  # two processes: the whole tree must die
-        evaluation_id = await driver.submit(code, wall_timeout=30)
+        evaluation_id = await driver.submit(two_process_job(marker), wall_timeout=30)
         await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
         assert len(job_processes(marker.encode())) == 2
         first.kill()
