@@ -176,6 +176,7 @@ class RunEvent(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     OUTPUT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
     evaluation_id: _builtins.str
     """evaluation_id is the evaluation."""
     attempt: _builtins.int
@@ -186,6 +187,12 @@ class RunEvent(_message.Message):
     def output(self) -> _evaluation_pb2.OutputChunk:
         """output is a chunk of output."""
 
+    @_builtins.property
+    def evaluation(self) -> _evaluation_pb2.Evaluation:
+        """evaluation is, with a state, the evaluation as storage recorded that change (BASIC view: no code,
+        stdin or output bytes), so a watcher can pass the change on without reading storage.
+        """
+
     def __init__(
         self,
         *,
@@ -193,10 +200,11 @@ class RunEvent(_message.Message):
         attempt: _builtins.int = ...,
         output: _evaluation_pb2.OutputChunk | None = ...,
         state: _evaluation_pb2.Evaluation.State.ValueType = ...,
+        evaluation: _evaluation_pb2.Evaluation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "output", b"output", "state", b"state"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "event", b"event", "output", b"output", "state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "evaluation_id", b"evaluation_id", "event", b"event", "output", b"output", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "evaluation", b"evaluation", "evaluation_id", b"evaluation_id", "event", b"event", "output", b"output", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["output", "state"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015

@@ -26,7 +26,7 @@ from evalmesh.v1 import evaluation_pb2 as evalmesh_dot_v1_dot_evaluation__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65valmesh/scheduler/v1/job.proto\x12\x15\x65valmesh.scheduler.v1\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n\x03Job\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x16\n\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x31\n\x08priority\x18\x03 \x01(\x0e\x32\x15.evalmesh.v1.PriorityR\x08priority\x12\x18\n\x07runtime\x18\x04 \x01(\tR\x07runtime\x12=\n\x0c\x65nqueue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x65nqueueTime\"L\n\rCancelCommand\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reasonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65valmesh/scheduler/v1/job.proto\x12\x15\x65valmesh.scheduler.v1\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfb\x01\n\x03Job\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x16\n\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x31\n\x08priority\x18\x03 \x01(\x0e\x32\x15.evalmesh.v1.PriorityR\x08priority\x12\x18\n\x07runtime\x18\x04 \x01(\tR\x07runtime\x12=\n\x0c\x65nqueue_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x65nqueueTime\x12+\n\x06limits\x18\x06 \x01(\x0b\x32\x13.evalmesh.v1.LimitsR\x06limits\"L\n\rCancelCommand\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reasonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'evalmesh.scheduler.v1.job_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_JOB']._serialized_start=122
-  _globals['_JOB']._serialized_end=328
-  _globals['_CANCELCOMMAND']._serialized_start=330
-  _globals['_CANCELCOMMAND']._serialized_end=406
+  _globals['_JOB']._serialized_end=373
+  _globals['_CANCELCOMMAND']._serialized_start=375
+  _globals['_CANCELCOMMAND']._serialized_end=451
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class Job(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     RUNTIME_FIELD_NUMBER: _builtins.int
     ENQUEUE_TIME_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     evaluation_id: _builtins.str
     """evaluation_id is the evaluation to run."""
     tenant: _builtins.str
@@ -44,6 +45,13 @@ class Job(_message.Message):
     def enqueue_time(self) -> _timestamp_pb2.Timestamp:
         """enqueue_time is when the job was first published."""
 
+    @_builtins.property
+    def limits(self) -> _evaluation_pb2.Limits:
+        """limits are the limits the evaluation's spec asks for, so an executor can resolve the limits it
+        will apply and claim in one call, without reading the evaluation first. Jobs published by
+        earlier schedulers have none; an executor then reads the evaluation.
+        """
+
     def __init__(
         self,
         *,
@@ -52,10 +60,11 @@ class Job(_message.Message):
         priority: _evaluation_pb2.Priority.ValueType = ...,
         runtime: _builtins.str = ...,
         enqueue_time: _timestamp_pb2.Timestamp | None = ...,
+        limits: _evaluation_pb2.Limits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time", "limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time", "evaluation_id", b"evaluation_id", "priority", b"priority", "runtime", b"runtime", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enqueue_time", b"enqueue_time", "evaluation_id", b"evaluation_id", "limits", b"limits", "priority", b"priority", "runtime", b"runtime", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -599,6 +599,7 @@ class CompleteEvaluationRequest(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    CHUNKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the running evaluation."""
     attempt: _builtins.int
@@ -609,6 +610,12 @@ class CompleteEvaluationRequest(_message.Message):
     def result(self) -> _evaluation_pb2.EvaluationResult:
         """result is the observed result; output bytes are taken from the stored chunks, not from here."""
 
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[_evaluation_pb2.OutputChunk]:
+        """chunks are the attempt's last output chunks, stored exactly as AppendOutput would store them, in
+        the same transaction as the result, so a short run needs one write instead of two.
+        """
+
     def __init__(
         self,
         *,
@@ -616,10 +623,11 @@ class CompleteEvaluationRequest(_message.Message):
         attempt: _builtins.int = ...,
         state: _evaluation_pb2.Evaluation.State.ValueType = ...,
         result: _evaluation_pb2.EvaluationResult | None = ...,
+        chunks: _abc.Iterable[_evaluation_pb2.OutputChunk] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id", "result", b"result", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunks", b"chunks", "id", b"id", "result", b"result", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

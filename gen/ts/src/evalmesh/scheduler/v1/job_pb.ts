@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Priority } from "../../v1/evaluation_pb.js";
+import type { Limits, Priority } from "../../v1/evaluation_pb.js";
 import { file_evalmesh_v1_evaluation } from "../../v1/evaluation_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/scheduler/v1/job.proto.
  */
 export const file_evalmesh_scheduler_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmFsbWVzaC9zY2hlZHVsZXIvdjEvam9iLnByb3RvEhVldmFsbWVzaC5zY2hlZHVsZXIudjEimAEKA0pvYhIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRInCghwcmlvcml0eRgDIAEoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5Eg8KB3J1bnRpbWUYBCABKAkSMAoMZW5xdWV1ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI2Cg1DYW5jZWxDb21tYW5kEhUKDWV2YWx1YXRpb25faWQYASABKAkSDgoGcmVhc29uGAIgASgJYgZwcm90bzM", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmFsbWVzaC9zY2hlZHVsZXIvdjEvam9iLnByb3RvEhVldmFsbWVzaC5zY2hlZHVsZXIudjEivQEKA0pvYhIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRInCghwcmlvcml0eRgDIAEoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5Eg8KB3J1bnRpbWUYBCABKAkSMAoMZW5xdWV1ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgZsaW1pdHMYBiABKAsyEy5ldmFsbWVzaC52MS5MaW1pdHMiNgoNQ2FuY2VsQ29tbWFuZBIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCWIGcHJvdG8z", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
 
 /**
  * Job is the work-queue message for one evaluation, published on the subject of its priority with
@@ -58,6 +58,15 @@ export type Job = Message<"evalmesh.scheduler.v1.Job"> & {
    * @generated from field: google.protobuf.Timestamp enqueue_time = 5;
    */
   enqueueTime?: Timestamp | undefined;
+
+  /**
+   * limits are the limits the evaluation's spec asks for, so an executor can resolve the limits it
+   * will apply and claim in one call, without reading the evaluation first. Jobs published by
+   * earlier schedulers have none; an executor then reads the evaluation.
+   *
+   * @generated from field: evalmesh.v1.Limits limits = 6;
+   */
+  limits?: Limits | undefined;
 };
 
 /**
