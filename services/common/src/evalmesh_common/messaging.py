@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client
@@ -30,6 +31,12 @@ class NatsConnection:
         self.drain_timeout = drain_timeout
         self.client = Client()
         self._connecting: asyncio.Task[None] | None = None
+        self._on_connect: list[Callable[[Client, bool], Awaitable[None]]] = []
+
+    def on_connect(self, callback: Callable[[Client, bool], Awaitable[None]]) -> None:
+        """Run ``callback(client, reconnected)`` after the first connection and each reconnection
+        (subscriptions survive a reconnection; what was published meanwhile did not arrive)."""
+        self._on_connect.append(callback)
 
     def start(self) -> None:
         """Begin connecting in the background; returns at once."""
@@ -74,6 +81,14 @@ class NatsConnection:
             reconnected_cb=self._on_reconnected,
         )
         logger.info("connected to NATS", extra={"nats_url": self.url})
+        await self._connected(reconnected=False)
+
+    async def _connected(self, *, reconnected: bool) -> None:
+        for callback in self._on_connect:
+            try:
+                await callback(self.client, reconnected)
+            except Exception:  # one listener's failure must not stop the others or the client
+                logger.exception("a NATS connection callback failed")
 
     async def _on_error(self, error: Exception) -> None:
         logger.warning("NATS: %s", error)
@@ -83,6 +98,7 @@ class NatsConnection:
 
     async def _on_reconnected(self) -> None:
         logger.info("reconnected to NATS")
+        await self._connected(reconnected=True)
 
 
 async def bucket_values(js: JetStreamContext, bucket: str) -> list[bytes]:

@@ -15,6 +15,7 @@ __all__ = [
     "EXECUTORS_BUCKET",
     "JOBS_STREAM",
     "JOB_ADVISORIES_STREAM",
+    "KEY_REVOKED_SUBJECT",
     "LEADER_BUCKET",
     "PRIORITY_NAMES",
     "dead_letter_subject",
@@ -33,6 +34,8 @@ JOBS_STREAM = "EVALMESH_JOBS"
 DEAD_LETTER_STREAM = "EVALMESH_DEAD_LETTERS"
 # Core NATS (not JetStream): every executor listens; the one holding the evaluation stops it.
 CANCEL_SUBJECT = "evalmesh.control.cancel"
+# Core NATS: the id of a revoked API key, so every gateway drops it from its cache at once.
+KEY_REVOKED_SUBJECT = "evalmesh.control.keys.revoked"
 # Key-value buckets: executor heartbeats (entries expire), and the reconciler/reaper leader lease.
 EXECUTORS_BUCKET = "EVALMESH_EXECUTORS"
 LEADER_BUCKET = "EVALMESH_LEADER"
