@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Engine
 
 from evalmesh_storage.db import Database, DatabaseSettings, create_engine
 from evalmesh_storage.migrate import migrate
@@ -58,25 +58,27 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+async def engine(database_url: str) -> AsyncIterator[Engine]:
     """A migrated engine whose tables are empty."""
     engine = create_engine(DatabaseSettings(url=database_url, pool_size=5, max_overflow=25))
     try:
         await migrate(engine)
         if engine.dialect.name == "postgresql":
-            async with engine.begin() as conn:
-                await conn.execute(
+            with engine.begin() as conn:
+                conn.execute(
                     text("TRUNCATE evaluations, evaluation_labels, output_chunks, api_keys")
                 )
         yield engine
     finally:
-        await engine.dispose()
+        engine.dispose()
 
 
 @pytest.fixture
-def db(engine: AsyncEngine) -> Database:
-    """Retried transactions over the test engine."""
-    return Database(engine, TEST_RETRY)
+async def db(engine: Engine) -> AsyncIterator[Database]:
+    """Retried transactions over the test engine (one writer thread on SQLite)."""
+    database = Database(engine, TEST_RETRY, threads=8)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

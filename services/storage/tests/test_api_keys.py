@@ -26,8 +26,8 @@ async def test_a_created_key_authenticates_with_its_tenant_and_role(storage: Sto
 async def test_only_the_hash_of_the_secret_is_stored(storage: Storage, db: Database) -> None:
     created = await storage.create_api_key("acme", Role.USER, "ci")
 
-    async def rows(tx: Tx) -> list[tuple[object, ...]]:
-        return [tuple(row) for row in await tx.conn.execute(select(api_keys))]
+    def rows(tx: Tx) -> list[tuple[object, ...]]:
+        return [tuple(row) for row in tx.conn.execute(select(api_keys))]
 
     stored = await db.read(rows)
     assert len(stored) == 1

@@ -92,10 +92,10 @@ async def test_purge_deletes_old_terminal_evaluations_with_their_output(
     for evaluation in (queued, live):
         await storage.get_evaluation(evaluation.id, "", View.BASIC)
 
-    async def leftovers(tx: object) -> int:
+    def leftovers(tx: object) -> int:
         conn = tx.conn  # type: ignore[attr-defined]
-        chunks = await conn.scalar(select(func.count()).select_from(output_chunks))
-        labels = await conn.scalar(select(func.count()).select_from(evaluation_labels))
+        chunks = conn.scalar(select(func.count()).select_from(output_chunks))
+        labels = conn.scalar(select(func.count()).select_from(evaluation_labels))
         return int(chunks) + int(labels)
 
     assert await db.read(leftovers) == 0

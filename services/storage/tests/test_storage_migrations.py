@@ -9,8 +9,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection, Engine
 
 from evalmesh_storage.db import DatabaseSettings, create_engine
 from evalmesh_storage.errors import SchemaAheadError, SchemaMismatchError
@@ -28,7 +27,7 @@ from evalmesh_storage.testing import PostgresCluster
 @pytest.fixture
 async def empty_engine(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> AsyncIterator[AsyncEngine]:
+) -> AsyncIterator[Engine]:
     """An engine on a database nothing has touched yet."""
     if backend == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'fresh' / 'storage.db'}"
@@ -37,11 +36,11 @@ async def empty_engine(
         url = cluster.create_database()
     engine = create_engine(DatabaseSettings(url=url))
     yield engine
-    await engine.dispose()
+    engine.dispose()
 
 
 async def test_a_fresh_database_is_migrated_to_head_and_a_rerun_changes_nothing(
-    empty_engine: AsyncEngine,
+    empty_engine: Engine,
 ) -> None:
     assert await current_revision(empty_engine) is None
     assert await migrate(empty_engine) == head_revision()
@@ -49,23 +48,23 @@ async def test_a_fresh_database_is_migrated_to_head_and_a_rerun_changes_nothing(
     assert await check_at_head(empty_engine) == head_revision()
 
 
-async def test_the_migrated_schema_matches_the_models(empty_engine: AsyncEngine) -> None:
+async def test_the_migrated_schema_matches_the_models(empty_engine: Engine) -> None:
     await migrate(empty_engine)
 
     def differences(connection: Connection) -> list[object]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
 
-    async with empty_engine.connect() as conn:
-        assert await conn.run_sync(differences) == []
+    with empty_engine.connect() as conn:
+        assert differences(conn) == []
 
 
 async def test_a_schema_newer_than_the_code_is_refused_with_a_clear_error(
-    empty_engine: AsyncEngine,
+    empty_engine: Engine,
 ) -> None:
     await migrate(empty_engine)
-    async with empty_engine.begin() as conn:
-        await conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    with empty_engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
     with pytest.raises(SchemaAheadError, match=r"9999_future.*refusing to serve"):
         await migrate(empty_engine)
     with pytest.raises(SchemaMismatchError):
@@ -73,7 +72,7 @@ async def test_a_schema_newer_than_the_code_is_refused_with_a_clear_error(
 
 
 async def test_serving_without_migrating_refuses_an_unmigrated_database(
-    empty_engine: AsyncEngine,
+    empty_engine: Engine,
 ) -> None:
     with pytest.raises(SchemaMismatchError, match="EVALMESH_DATABASE_MIGRATE"):
         await prepare_schema(empty_engine, upgrade=False, patience=0)
@@ -86,14 +85,14 @@ async def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_a_busy_timeout(
         DatabaseSettings(url=f"sqlite+aiosqlite:///{tmp_path / 's.db'}", busy_timeout=2.5)
     )
     try:
-        async with engine.connect() as conn:
+        with engine.connect() as conn:
             pragmas = [
-                (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+                conn.execute(text(f"PRAGMA {name}")).scalar()
                 for name in ("journal_mode", "foreign_keys", "busy_timeout")
             ]
         assert pragmas == ["wal", 1, 2500]
     finally:
-        await engine.dispose()
+        engine.dispose()
 
 
 def test_an_in_memory_sqlite_database_is_refused() -> None:

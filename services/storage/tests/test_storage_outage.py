@@ -128,7 +128,7 @@ async def test_a_stopped_postgres_answers_unavailable_and_a_restarted_one_recove
         assert created
         assert (await storage.get_evaluation(before.id, "acme", View.BASIC)).id == before.id
     finally:
-        await engine.dispose()
+        await storage.db.dispose()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import grpc.aio
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Engine
 
 from evalmesh.storage.v1 import storage_service_pb2 as pb
 from evalmesh.storage.v1 import storage_service_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT
 
 
 @pytest.fixture
-async def server(engine: AsyncEngine, database_url: str) -> AsyncIterator[ServiceApp]:
+async def server(engine: Engine, database_url: str) -> AsyncIterator[ServiceApp]:
     """The storage app on 127.0.0.1:0 over the test database (emptied by ``engine``)."""
     config = StorageConfig(
         server=ServerConfig(listen_address="127.0.0.1:0", probe_interval=Seconds(0.05)),

@@ -37,12 +37,13 @@ async def build_app(config: StorageConfig) -> ServiceApp:
             engine, upgrade=config.migrate, patience=config.startup_timeout
         )
     except BaseException:
-        await engine.dispose()
+        engine.dispose()
         raise
     logger.info("database schema ready", extra={"revision": revision, "backend": engine.name})
     if config.uses_dev_secret and engine.name != "sqlite":
         logger.warning("EVALMESH_PAGE_TOKEN_SECRET is the public development default; set one")
-    db = Database(engine, settings.retry)
+    threads = settings.pool_size if engine.name == "postgresql" else settings.readers
+    db = Database(engine, settings.retry, threads=threads, max_group=settings.max_group)
     servicer = StorageServicer(Storage(db, PageTokens(config.page_token_secret.reveal().encode())))
 
     def add_servicers(server: grpc.aio.Server) -> None:

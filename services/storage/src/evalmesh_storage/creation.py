@@ -2,13 +2,15 @@
 
 A repeat with the same spec fingerprint returns the stored evaluation (``created`` False); a
 repeat with another spec is refused with REQUEST_ID_REUSED. The unique constraint on
-(tenant, request_id) decides races: inserts use ``ON CONFLICT DO NOTHING``, and a request whose
-insert lost reads the winner's row. A batch is a handful of statements, not one per request.
+(tenant, request_id) decides, races included: every request is inserted with ``ON CONFLICT DO
+NOTHING``, and only a request whose insert found its key taken reads the stored row. A new
+evaluation is answered from the row just written, so the common case is one statement (two with
+labels). A batch is a handful of statements, not one per request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +22,7 @@ from evalmesh_storage.domain import Evaluation, Spec, State, View
 from evalmesh_storage.errors import Aborted, RequestIdReused
 from evalmesh_storage.ids import new_evaluation_id
 from evalmesh_storage.models import evaluation_labels, evaluations
-from evalmesh_storage.rows import fetch_evaluations
+from evalmesh_storage.rows import evaluation_from_row, fetch_evaluations
 from evalmesh_storage.validation import check_spec, require
 
 __all__ = ["NewEvaluation", "create_evaluations"]
@@ -28,6 +30,44 @@ __all__ = ["NewEvaluation", "create_evaluations"]
 _E = evaluations.c
 _Key = tuple[str, str]
 _CHUNK = 200  # rows per statement: well under every backend's bound-parameter limit
+_INSERT_NEW = {
+    name: dialect.insert(evaluations).on_conflict_do_nothing().returning(_E.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+# What a new row holds besides what an insert writes: the columns' server defaults.
+_NEW_ROW: dict[str, Any] = {
+    "attempt": 0,
+    "executor_id": "",
+    "lease_expires_at": None,
+    "cancel_requested": False,
+    "cancel_reason": "",
+    "runtime_digest": "",
+    **dict.fromkeys(
+        [
+            "applied_wall_timeout_us",
+            "applied_memory_bytes",
+            "applied_max_processes",
+            "applied_max_output_bytes",
+            "applied_cpu_millicores",
+            "applied_scratch_bytes",
+            "result_exit_code",
+            "result_signal",
+            "result_wall_time_us",
+            "result_cpu_time_us",
+            "start_time",
+            "end_time",
+            "publish_time",
+        ]
+    ),
+    "result_cause": 0,
+    "result_fault": 0,
+    "result_detail": "",
+    "result_peak_memory_bytes": 0,
+    **dict.fromkeys(["stdout_bytes", "stderr_bytes", "stdout_next_seq", "stderr_next_seq"], 0),
+    "stdout_truncated": False,
+    "stderr_truncated": False,
+    "publish_count": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +84,7 @@ class NewEvaluation:
         return (self.tenant, self.request_id)
 
 
-async def create_evaluations(
+def create_evaluations(
     tx: Tx, batch: Sequence[NewEvaluation], prefixes: Sequence[str] | None = None
 ) -> list[tuple[Evaluation, bool]]:
     """Create each request (or find its earlier creation); return (evaluation, created) each.
@@ -53,13 +93,29 @@ async def create_evaluations(
     """
     names = prefixes or [""] * len(batch)
     fingerprints = [_checked(new, name) for new, name in zip(batch, names, strict=True)]
-    known = await _existing(tx, [new.key for new in batch])
-    inserted = await _insert_missing(tx, batch, fingerprints, known)
+    now = tx.now()
+    fresh: dict[_Key, dict[str, Any]] = {}  # the first request of each key
+    for new, fingerprint in zip(batch, fingerprints, strict=True):
+        if new.key not in fresh:
+            fresh[new.key] = _row(new_evaluation_id(), new, fingerprint, now)
+    inserted = _insert(tx, list(fresh.values()), batch)
+    taken = [key for key, row in fresh.items() if row["id"] not in inserted]
+    known = {
+        key: (row["id"], row["spec_fingerprint"])
+        for key, row in fresh.items()
+        if row["id"] in inserted
+    }
+    known.update(_existing(tx, taken))
     ids = [
         _resolve(known, new, fingerprint, name)
         for new, fingerprint, name in zip(batch, fingerprints, names, strict=True)
     ]
-    found = {e.id: e for e in await _fetch(tx, set(ids))}
+    found = {
+        row["id"]: _created(row, new.spec.labels)
+        for row, new in _pairs(list(fresh.values()), batch)
+        if row["id"] in inserted
+    }
+    found.update((e.id, e) for e in _fetch(tx, set(ids) - inserted))
     results = []
     for evaluation_id in ids:
         # A key repeated inside the batch was created by its first request only.
@@ -68,25 +124,10 @@ async def create_evaluations(
     return results
 
 
-async def _insert_missing(
-    tx: Tx,
-    batch: Sequence[NewEvaluation],
-    fingerprints: Sequence[str],
-    known: dict[_Key, tuple[str, str]],
-) -> set[str]:
-    """Insert the requests not in ``known``, add them to it, and return the inserted ids."""
-    fresh: dict[_Key, dict[str, Any]] = {}
-    now = await tx.now()
-    for new, fingerprint in zip(batch, fingerprints, strict=True):
-        if new.key not in known and new.key not in fresh:
-            fresh[new.key] = _row(new_evaluation_id(), new, fingerprint, now)
-    inserted = await _insert(tx, list(fresh.values()), batch)
-    for key, row in fresh.items():
-        if row["id"] in inserted:
-            known[key] = (row["id"], row["spec_fingerprint"])
-    lost = [key for key, row in fresh.items() if row["id"] not in inserted]
-    known.update(await _existing(tx, lost))  # an insert that lost a race reads the winner
-    return inserted
+def _created(row: dict[str, Any], labels: Mapping[str, str]) -> Evaluation:
+    """The BASIC view of an evaluation just inserted as ``row`` (the rest are its defaults)."""
+    basic = {key: value for key, value in row.items() if key not in ("code", "stdin")}
+    return evaluation_from_row({**_NEW_ROW, **basic}, dict(labels))
 
 
 def _checked(new: NewEvaluation, prefix: str) -> str:
@@ -96,7 +137,8 @@ def _checked(new: NewEvaluation, prefix: str) -> str:
     return new.spec.fingerprint()
 
 
-async def _existing(tx: Tx, keys: Iterable[_Key]) -> dict[_Key, tuple[str, str]]:
+def _existing(tx: Tx, keys: Iterable[_Key]) -> dict[_Key, tuple[str, str]]:
+    """The stored (id, fingerprint) of each key that exists."""
     by_tenant: dict[str, list[str]] = {}
     for tenant, request_id in set(keys):
         by_tenant.setdefault(tenant, []).append(request_id)
@@ -106,7 +148,7 @@ async def _existing(tx: Tx, keys: Iterable[_Key]) -> dict[_Key, tuple[str, str]]
             query = select(_E.tenant, _E.request_id, _E.id, _E.spec_fingerprint).where(
                 and_(_E.tenant == tenant, _E.request_id.in_(request_ids[start : start + _CHUNK]))
             )
-            for row in await tx.conn.execute(query):
+            for row in tx.conn.execute(query):
                 found[(row[0], row[1])] = (row[2], row[3])
     return found
 
@@ -133,18 +175,12 @@ def _row(evaluation_id: str, new: NewEvaluation, fingerprint: str, now: int) -> 
     }
 
 
-async def _insert(tx: Tx, rows: list[dict[str, Any]], batch: Sequence[NewEvaluation]) -> set[str]:
-    dialect_insert = postgresql.insert if tx.postgres else sqlite.insert
+def _insert(tx: Tx, rows: list[dict[str, Any]], batch: Sequence[NewEvaluation]) -> set[str]:
+    statement = _INSERT_NEW["postgresql" if tx.postgres else "sqlite"]
     inserted: set[str] = set()
     for start in range(0, len(rows), _CHUNK):
         # RETURNING, because rowcount is not reliable for INSERT on every driver.
-        statement = (
-            dialect_insert(evaluations)
-            .values(rows[start : start + _CHUNK])
-            .on_conflict_do_nothing()
-            .returning(_E.id)
-        )
-        inserted.update((await tx.conn.scalars(statement)).all())
+        inserted.update(tx.conn.scalars(statement, rows[start : start + _CHUNK]).all())
     labels = [
         {"evaluation_id": row["id"], "key": key, "value": value}
         for row, new in _pairs(rows, batch)
@@ -152,7 +188,7 @@ async def _insert(tx: Tx, rows: list[dict[str, Any]], batch: Sequence[NewEvaluat
         for key, value in new.spec.labels.items()
     ]
     if labels:
-        await tx.conn.execute(insert(evaluation_labels), labels)
+        tx.conn.execute(insert(evaluation_labels), labels)
     return inserted
 
 
@@ -177,11 +213,9 @@ def _resolve(
     return evaluation_id
 
 
-async def _fetch(tx: Tx, ids: set[str]) -> list[Evaluation]:
+def _fetch(tx: Tx, ids: set[str]) -> list[Evaluation]:
     wanted = sorted(ids)
     found: list[Evaluation] = []
     for start in range(0, len(wanted), _CHUNK):
-        found += await fetch_evaluations(
-            tx, _E.id.in_(wanted[start : start + _CHUNK]), view=View.BASIC
-        )
+        found += fetch_evaluations(tx, _E.id.in_(wanted[start : start + _CHUNK]), view=View.BASIC)
     return found

@@ -18,7 +18,7 @@ from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import Evaluation, Page, Priority, State, View
 from evalmesh_storage.errors import EvaluationNotFound, invalid
 from evalmesh_storage.models import evaluation_labels, evaluations
-from evalmesh_storage.rows import fetch_evaluations
+from evalmesh_storage.rows import fetch_evaluations, fetch_one
 from evalmesh_storage.tokens import PageTokens
 from evalmesh_storage.validation import check_page_size, require
 
@@ -53,28 +53,24 @@ class ListQuery:
         }
 
 
-async def get_evaluation(
+def get_evaluation(
     tx: Tx, evaluation_id: str, tenant: str, view: View, include_queue_position: bool = False
 ) -> Evaluation:
     """Read one evaluation; an empty ``tenant`` reads across tenants (platform callers)."""
-    where = [_E.id == evaluation_id]
-    if tenant:
-        where.append(_E.tenant == tenant)
-    found = await fetch_evaluations(tx, *where, view=view)
-    if not found:
+    evaluation = fetch_one(tx, evaluation_id, view, tenant)
+    if evaluation is None:
         raise EvaluationNotFound(
             f"evaluation {evaluation_id!r} not found", metadata={"evaluation": evaluation_id}
         )
-    evaluation = found[0]
     if include_queue_position and evaluation.state is State.QUEUED:
-        position, estimate = await queue.position(tx, evaluation)
+        position, estimate = queue.position(tx, evaluation)
         evaluation = dataclasses.replace(
             evaluation, queue_position=position, estimated_start_time=estimate
         )
     return evaluation
 
 
-async def list_evaluations(tx: Tx, query: ListQuery, tokens: PageTokens) -> Page[Evaluation]:
+def list_evaluations(tx: Tx, query: ListQuery, tokens: PageTokens) -> Page[Evaluation]:
     """Return one page of the tenant's evaluations, newest first, with a resumable token."""
     require("tenant", query.tenant, 64)
     size = check_page_size(query.page_size)
@@ -83,9 +79,7 @@ async def list_evaluations(tx: Tx, query: ListQuery, tokens: PageTokens) -> Page
     if query.page_token:
         after = tokens.parse(query.page_token, "evaluations", query.tenant, filters)
         where.append(_after_cursor(after))
-    rows = await fetch_evaluations(
-        tx, *where, view=query.view, order_by=_NEWEST_FIRST, limit=size + 1
-    )
+    rows = fetch_evaluations(tx, *where, view=query.view, order_by=_NEWEST_FIRST, limit=size + 1)
     if len(rows) <= size:
         return Page(rows, "")
     last = rows[size - 1]

@@ -47,7 +47,7 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-async def create_api_key(tx: Tx, tenant: str, role: Role, display_name: str) -> CreatedApiKey:
+def create_api_key(tx: Tx, tenant: str, role: Role, display_name: str) -> CreatedApiKey:
     """Store a new key for ``tenant`` and return it with its secret (shown this once)."""
     require("tenant", tenant, 64)
     check_text("display_name", display_name, 128)
@@ -58,10 +58,10 @@ async def create_api_key(tx: Tx, tenant: str, role: Role, display_name: str) -> 
         role=role,
         display_name=display_name,
         prefix=secret[:_SHOWN],
-        create_time=await tx.now(),
+        create_time=tx.now(),
         revoke_time=None,
     )
-    await tx.conn.execute(
+    tx.conn.execute(
         insert(api_keys).values(
             id=key.id,
             tenant=key.tenant,
@@ -85,7 +85,7 @@ def _key(row: Row[str, str, int, str, str, int, int | None]) -> ApiKey:
     return ApiKey(row[0], row[1], Role(row[2]), row[3], row[4], row[5], row[6])
 
 
-async def list_api_keys(
+def list_api_keys(
     tx: Tx, tenant: str, include_revoked: bool, page_size: int, page_token: str, tokens: PageTokens
 ) -> Page[ApiKey]:
     """Page through keys, newest first; ``tenant`` empty lists every tenant's."""
@@ -101,7 +101,7 @@ async def list_api_keys(
         query = query.where(
             or_(_K.create_time < created, and_(_K.create_time == created, _K.id < last_id))
         )
-    found = [_key(row) for row in await tx.conn.execute(query)]
+    found = [_key(row) for row in tx.conn.execute(query)]
     if len(found) <= size:
         return Page(found, "")
     last = found[size - 1]
@@ -110,24 +110,24 @@ async def list_api_keys(
     )
 
 
-async def revoke_api_key(tx: Tx, key_id: str) -> ApiKey:
+def revoke_api_key(tx: Tx, key_id: str) -> ApiKey:
     """Revoke a key now; revoking a revoked key keeps its first revoke time."""
     check_text("id", key_id, 64)
-    now = await tx.now()
-    await tx.conn.execute(
+    now = tx.now()
+    tx.conn.execute(
         update(api_keys).where(_K.id == key_id, _K.revoke_time.is_(None)).values(revoke_time=now)
     )
-    row = (await tx.conn.execute(_select().where(_K.id == key_id))).first()
+    row = (tx.conn.execute(_select().where(_K.id == key_id))).first()
     if row is None:
         raise ApiKeyNotFound(f"API key {key_id!r} not found", metadata={"api_key": key_id})
     return _key(row)
 
 
-async def authenticate(tx: Tx, secret: str) -> ApiKey:
+def authenticate(tx: Tx, secret: str) -> ApiKey:
     """Return the valid key ``secret`` belongs to; unknown and revoked look the same."""
     if not secret.startswith(SECRET_PREFIX) or len(secret) > 256:
         raise InvalidApiKey("invalid API key")
-    row = (await tx.conn.execute(_select().where(_K.secret_hash == hash_secret(secret)))).first()
+    row = (tx.conn.execute(_select().where(_K.secret_hash == hash_secret(secret)))).first()
     if row is None or row.revoke_time is not None:
         raise InvalidApiKey("invalid API key")
     return _key(row)

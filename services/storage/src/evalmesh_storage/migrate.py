@@ -15,8 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection, Engine
 
 from evalmesh_storage.db import WRITE_OPTION
 from evalmesh_storage.errors import SchemaAheadError, SchemaMismatchError
@@ -53,20 +52,26 @@ def head_revision() -> str:
     return head
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(engine: Engine) -> str | None:
     """Return the revision the database is at, or None for an empty database."""
-    async with engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision()
-        )
+
+    def read() -> str | None:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    return await asyncio.to_thread(read)
 
 
-async def migrate(engine: AsyncEngine) -> str:
+async def migrate(engine: Engine) -> str:
     """Upgrade to the head revision and return it; raise SchemaAheadError if the DB is newer."""
-    async with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-        return await conn.run_sync(_upgrade)
+
+    def upgrade() -> str:
+        with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            return _upgrade(conn)
+
+    return await asyncio.to_thread(upgrade)
 
 
 def _upgrade(connection: Connection) -> str:
@@ -88,7 +93,7 @@ def _upgrade(connection: Connection) -> str:
     return head
 
 
-async def check_at_head(engine: AsyncEngine) -> str:
+async def check_at_head(engine: Engine) -> str:
     """Refuse to serve unless the database is exactly at this code's head revision."""
     current = await current_revision(engine)
     head = head_revision()
@@ -100,7 +105,7 @@ async def check_at_head(engine: AsyncEngine) -> str:
     return head
 
 
-async def prepare_schema(engine: AsyncEngine, *, upgrade: bool, patience: float) -> str:
+async def prepare_schema(engine: Engine, *, upgrade: bool, patience: float) -> str:
     """Migrate (or check) the schema, waiting up to ``patience`` s for the database to answer.
 
     A schema from the future fails at once: waiting cannot fix it.

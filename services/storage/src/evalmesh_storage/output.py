@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import DEFAULT_MAX_OUTPUT_BYTES, Chunk, OutputProgress, Stream
 from evalmesh_storage.errors import EvaluationNotFound, invalid
 from evalmesh_storage.models import evaluations, output_chunks
-from evalmesh_storage.rows import progress_from_row
+from evalmesh_storage.rows import Row, progress_from_row
 from evalmesh_storage.state_machine import lock_running
 
 __all__ = ["MAX_READ_BYTES", "append_output", "read_output"]
@@ -26,6 +26,22 @@ __all__ = ["MAX_READ_BYTES", "append_output", "read_output"]
 MAX_READ_BYTES = 1024 * 1024
 _E = evaluations.c
 _C = output_chunks.c
+_KNOWN = select(_C.seq, _C.byte_offset, _C.length).where(
+    _C.evaluation_id == bindparam("id"),
+    _C.stream == bindparam("stream"),
+    _C.seq >= bindparam("seq"),
+)
+_INSERT = insert(output_chunks)
+_SET_PROGRESS = update(evaluations).where(_E.id == bindparam("row_id"))
+_PROGRESS = select(
+    _E.stdout_bytes,
+    _E.stderr_bytes,
+    _E.stdout_truncated,
+    _E.stderr_truncated,
+    _E.stdout_next_seq,
+    _E.stderr_next_seq,
+).where(_E.id == bindparam("id"))
+_PROGRESS_OF_TENANT = _PROGRESS.where(_E.tenant == bindparam("tenant"))
 
 
 @dataclass(slots=True)
@@ -48,11 +64,11 @@ class _StreamState:
         }
 
 
-async def append_output(
+def append_output(
     tx: Tx, evaluation_id: str, attempt: int, chunks: Sequence[Chunk]
 ) -> OutputProgress:
     """Store the running attempt's chunks; return what is stored now."""
-    row = await lock_running(tx, evaluation_id, attempt)
+    row = lock_running(tx, evaluation_id, attempt)
     cap = (
         row["applied_max_output_bytes"] or row["limit_max_output_bytes"] or DEFAULT_MAX_OUTPUT_BYTES
     )
@@ -64,12 +80,12 @@ async def append_output(
     for stream in Stream:
         mine = sorted((c for c in unique.values() if c.stream is stream), key=lambda c: c.sequence)
         if mine:
-            state = await _stream_state(tx, row, stream)
-            await _store(tx, evaluation_id, state, mine, cap)
+            state = _stream_state(tx, row, stream)
+            _store(tx, evaluation_id, state, mine, cap)
             values.update(state.columns())
     if values:
-        await tx.conn.execute(update(evaluations).where(_E.id == evaluation_id).values(**values))
-    return progress_from_row({**row, **values})  # type: ignore[arg-type]
+        tx.conn.execute(_SET_PROGRESS, {"row_id": evaluation_id, **values})
+    return progress_from_row({**row, **values})
 
 
 def _check_chunk(index: int, chunk: Chunk) -> None:
@@ -81,21 +97,17 @@ def _check_chunk(index: int, chunk: Chunk) -> None:
         raise invalid(f"chunks[{index}].offset", "must not be negative")
 
 
-async def _stream_state(tx: Tx, row: RowMapping, stream: Stream) -> _StreamState:
+def _stream_state(tx: Tx, row: Row, stream: Stream) -> _StreamState:
     name = stream.name.lower()
     next_seq = int(row[f"{name}_next_seq"])
-    query = select(_C.seq, _C.byte_offset, _C.length).where(
-        _C.evaluation_id == row["id"], _C.stream == int(stream), _C.seq >= next_seq
-    )
-    known = {r.seq: (r.byte_offset, r.length) for r in await tx.conn.execute(query)}
+    params = {"id": row["id"], "stream": int(stream), "seq": next_seq}
+    known = {r.seq: (r.byte_offset, r.length) for r in tx.conn.execute(_KNOWN, params)}
     return _StreamState(
         stream, int(row[f"{name}_bytes"]), next_seq, bool(row[f"{name}_truncated"]), known
     )
 
 
-async def _store(
-    tx: Tx, evaluation_id: str, state: _StreamState, chunks: list[Chunk], cap: int
-) -> None:
+def _store(tx: Tx, evaluation_id: str, state: _StreamState, chunks: list[Chunk], cap: int) -> None:
     rows = []
     for chunk in chunks:
         if chunk.sequence < state.next_seq or chunk.sequence in state.known:
@@ -118,7 +130,7 @@ async def _store(
             }
         )
     if rows:
-        await tx.conn.execute(insert(output_chunks), rows)
+        tx.conn.execute(_INSERT, rows)
     _advance(state, cap)
 
 
@@ -144,7 +156,7 @@ def _advance(state: _StreamState, cap: int) -> None:
         state.next_seq += 1
 
 
-async def read_output(
+def read_output(
     tx: Tx, tenant: str, evaluation_id: str, stream: Stream, offset: int, max_bytes: int
 ) -> tuple[list[Chunk], OutputProgress]:
     """Return the stored bytes of ``stream`` from ``offset`` (at most ``max_bytes``)."""
@@ -152,7 +164,7 @@ async def read_output(
         raise invalid("offset", "must not be negative")
     if max_bytes < 0:
         raise invalid("max_bytes", "must not be negative")
-    row = await _progress_row(tx, tenant, evaluation_id)
+    row = _progress_row(tx, tenant, evaluation_id)
     progress = progress_from_row(row)
     name = stream.name.lower()
     end = min(int(row[f"{name}_bytes"]), offset + min(max_bytes or MAX_READ_BYTES, MAX_READ_BYTES))
@@ -170,24 +182,18 @@ async def read_output(
         .order_by(_C.seq)
     )
     found = []
-    for seq, start, data in await tx.conn.execute(query):
+    for seq, start, data in tx.conn.execute(query):
         lo, hi = max(offset, start) - start, min(end, start + len(data)) - start
         found.append(Chunk(stream, seq, start + lo, bytes(data[lo:hi])))
     return found, progress
 
 
-async def _progress_row(tx: Tx, tenant: str, evaluation_id: str) -> RowMapping:
-    query = select(
-        _E.stdout_bytes,
-        _E.stderr_bytes,
-        _E.stdout_truncated,
-        _E.stderr_truncated,
-        _E.stdout_next_seq,
-        _E.stderr_next_seq,
-    ).where(_E.id == evaluation_id)
+def _progress_row(tx: Tx, tenant: str, evaluation_id: str) -> Row:
     if tenant:
-        query = query.where(_E.tenant == tenant)
-    row = (await tx.conn.execute(query)).mappings().first()
+        query, params = _PROGRESS_OF_TENANT, {"id": evaluation_id, "tenant": tenant}
+    else:
+        query, params = _PROGRESS, {"id": evaluation_id}
+    row = tx.conn.execute(query, params).mappings().first()
     if row is None:
         raise EvaluationNotFound(
             f"evaluation {evaluation_id!r} not found", metadata={"evaluation": evaluation_id}

@@ -16,7 +16,7 @@ _BATCH = 200
 _E = evaluations.c
 
 
-async def purge(tx: Tx, end_time_before: int, limit: int) -> int:
+def purge(tx: Tx, end_time_before: int, limit: int) -> int:
     """Delete up to ``limit`` terminal evaluations that ended before ``end_time_before``.
 
     Output goes first, in batches, so no statement touches an unbounded number of rows.
@@ -29,12 +29,12 @@ async def purge(tx: Tx, end_time_before: int, limit: int) -> int:
         .order_by(_E.end_time, _E.id)
         .limit(wanted)
     )
-    ids = list((await tx.conn.scalars(query)).all())
+    ids = list((tx.conn.scalars(query)).all())
     for start in range(0, len(ids), _BATCH):
         batch = ids[start : start + _BATCH]
-        await tx.conn.execute(delete(output_chunks).where(output_chunks.c.evaluation_id.in_(batch)))
-        await tx.conn.execute(
+        tx.conn.execute(delete(output_chunks).where(output_chunks.c.evaluation_id.in_(batch)))
+        tx.conn.execute(
             delete(evaluation_labels).where(evaluation_labels.c.evaluation_id.in_(batch))
         )
-        await tx.conn.execute(delete(evaluations).where(_E.id.in_(batch)))
+        tx.conn.execute(delete(evaluations).where(_E.id.in_(batch)))
     return len(ids)

@@ -1,11 +1,16 @@
-"""Reading evaluations: which columns a view needs, and rows turned into domain values."""
+"""Reading evaluations: which columns a view needs, and rows turned into domain values.
+
+The statements of the hot path (one evaluation by id, its labels, its output prefix) are built
+once, with bound parameters, so running one costs a cache lookup instead of building and
+compiling a statement each time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, RowMapping, Select, select
+from sqlalchemy import ColumnElement, Select, bindparam, select
 
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import (
@@ -25,23 +30,67 @@ from evalmesh_storage.domain import (
 from evalmesh_storage.models import evaluation_labels, evaluations, output_chunks
 
 __all__ = [
+    "BASIC_COLUMNS",
+    "Row",
     "evaluation_from_row",
+    "evaluation_of",
     "fetch_evaluations",
+    "fetch_one",
     "progress_from_row",
     "read_prefix",
     "select_evaluations",
 ]
 
+Row = Mapping[Any, Any]  # a RowMapping, or a dict made from one
+_E = evaluations.c
+_L = evaluation_labels.c
+_C = output_chunks.c
 _HEAVY = frozenset({"code", "stdin"})
-_BASIC_COLUMNS = [column for column in evaluations.c if column.name not in _HEAVY]
+BASIC_COLUMNS = [column for column in evaluations.c if column.name not in _HEAVY]
 
 
 def select_evaluations(view: View) -> Select[Any]:
     """Return ``SELECT`` of the columns ``view`` needs (BASIC never reads code or stdin)."""
-    return select(*(evaluations.c if view is View.FULL else _BASIC_COLUMNS))
+    return select(*(evaluations.c if view is View.FULL else BASIC_COLUMNS))
 
 
-async def fetch_evaluations(
+_ONE = {view: select_evaluations(view).where(_E.id == bindparam("id")) for view in View}
+_ONE_OF_TENANT = {view: _ONE[view].where(_E.tenant == bindparam("tenant")) for view in View}
+_LABELS_OF_ONE = select(_L.key, _L.value).where(_L.evaluation_id == bindparam("id"))
+_PREFIX = (
+    select(_C.data)
+    .where(
+        _C.evaluation_id == bindparam("id"),
+        _C.stream == bindparam("stream"),
+        _C.seq < bindparam("next_seq"),
+    )
+    .order_by(_C.seq)
+)
+
+
+def fetch_one(tx: Tx, evaluation_id: str, view: View, tenant: str = "") -> Evaluation | None:
+    """Read one evaluation by id (of ``tenant`` only, unless it is empty), or None."""
+    if tenant:
+        params = {"id": evaluation_id, "tenant": tenant}
+        row = tx.conn.execute(_ONE_OF_TENANT[view], params).mappings().first()
+    else:
+        row = tx.conn.execute(_ONE[view], {"id": evaluation_id}).mappings().first()
+    return None if row is None else evaluation_of(tx, row, view)
+
+
+def evaluation_of(tx: Tx, row: Row, view: View) -> Evaluation:
+    """The evaluation of a row already read (or just written): labels, and output if FULL."""
+    labels = {key: value for key, value in tx.conn.execute(_LABELS_OF_ONE, {"id": row["id"]})}
+    output: dict[Stream, bytes] = {}
+    if view is View.FULL:
+        for stream in Stream:
+            output[stream] = read_prefix(tx, row["id"], stream, _next_seq(row, stream))
+    else:
+        row = {key: value for key, value in row.items() if key not in _HEAVY}
+    return evaluation_from_row(row, labels, output)
+
+
+def fetch_evaluations(
     tx: Tx,
     *where: ColumnElement[bool],
     view: View,
@@ -52,35 +101,27 @@ async def fetch_evaluations(
     query = select_evaluations(view).where(*where).order_by(*order_by)
     if limit is not None:
         query = query.limit(limit)
-    rows = (await tx.conn.execute(query)).mappings().all()
-    labels = await _labels(tx, [row["id"] for row in rows])
+    rows = (tx.conn.execute(query)).mappings().all()
+    labels = _labels(tx, [row["id"] for row in rows])
     found = []
     for row in rows:
         output: dict[Stream, bytes] = {}
         if view is View.FULL:
             for stream in Stream:
-                output[stream] = await read_prefix(tx, row["id"], stream, _next_seq(row, stream))
+                output[stream] = read_prefix(tx, row["id"], stream, _next_seq(row, stream))
         found.append(evaluation_from_row(row, labels.get(row["id"], {}), output))
     return found
 
 
-async def read_prefix(tx: Tx, evaluation_id: str, stream: Stream, next_seq: int) -> bytes:
+def read_prefix(tx: Tx, evaluation_id: str, stream: Stream, next_seq: int) -> bytes:
     """Return the stored gapless prefix of one stream (chunks ``0 .. next_seq - 1``)."""
     if next_seq <= 0:
         return b""
-    query = (
-        select(output_chunks.c.data)
-        .where(
-            output_chunks.c.evaluation_id == evaluation_id,
-            output_chunks.c.stream == int(stream),
-            output_chunks.c.seq < next_seq,
-        )
-        .order_by(output_chunks.c.seq)
-    )
-    return b"".join(bytes(data) for data in (await tx.conn.scalars(query)).all())
+    params = {"id": evaluation_id, "stream": int(stream), "next_seq": next_seq}
+    return b"".join(bytes(data) for data in tx.conn.scalars(_PREFIX, params))
 
 
-async def _labels(tx: Tx, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+def _labels(tx: Tx, ids: Iterable[str]) -> dict[str, dict[str, str]]:
     wanted = list(ids)
     found: dict[str, dict[str, str]] = {}
     # Bounded IN lists keep every backend well under its parameter limit.
@@ -88,17 +129,17 @@ async def _labels(tx: Tx, ids: Iterable[str]) -> dict[str, dict[str, str]]:
         query = select(evaluation_labels).where(
             evaluation_labels.c.evaluation_id.in_(wanted[start : start + 500])
         )
-        for row in (await tx.conn.execute(query)).mappings():
+        for row in (tx.conn.execute(query)).mappings():
             found.setdefault(row["evaluation_id"], {})[row["key"]] = row["value"]
     return found
 
 
-def _next_seq(row: RowMapping, stream: Stream) -> int:
+def _next_seq(row: Row, stream: Stream) -> int:
     return int(row["stdout_next_seq" if stream is Stream.STDOUT else "stderr_next_seq"])
 
 
 def evaluation_from_row(
-    row: RowMapping, labels: dict[str, str], output: dict[Stream, bytes] | None = None
+    row: Row, labels: dict[str, str], output: dict[Stream, bytes] | None = None
 ) -> Evaluation:
     """Build the domain value from a row; ``output`` holds each stream's bytes in FULL."""
     state = State(row["state"])
@@ -128,7 +169,7 @@ def evaluation_from_row(
     )
 
 
-def progress_from_row(row: RowMapping) -> OutputProgress:
+def progress_from_row(row: Row) -> OutputProgress:
     """The stored-output progress columns of an evaluation row."""
     return OutputProgress(
         stdout_bytes=row["stdout_bytes"],
@@ -138,7 +179,7 @@ def progress_from_row(row: RowMapping) -> OutputProgress:
     )
 
 
-def _spec(row: RowMapping, labels: dict[str, str]) -> Spec:
+def _spec(row: Row, labels: dict[str, str]) -> Spec:
     return Spec(
         code=bytes(row.get("code") or b"").decode("utf-8"),
         stdin=bytes(row.get("stdin") or b""),
@@ -156,7 +197,7 @@ def _spec(row: RowMapping, labels: dict[str, str]) -> Spec:
     )
 
 
-def _applied(row: RowMapping) -> AppliedLimits | None:
+def _applied(row: Row) -> AppliedLimits | None:
     if row["applied_max_output_bytes"] is None:
         return None
     return AppliedLimits(
@@ -169,7 +210,7 @@ def _applied(row: RowMapping) -> AppliedLimits | None:
     )
 
 
-def _result(row: RowMapping) -> Result:
+def _result(row: Row) -> Result:
     return Result(
         cause=TerminationCause(row["result_cause"]),
         fault=Fault(row["result_fault"]),

@@ -153,8 +153,9 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     ) -> pb.CompleteEvaluationResponse:
         """Record the running attempt's terminal result."""
         state = convert.enum_value(State, request.state, "state")
+        chunks = [convert.chunk(c, f"chunks[{i}]") for i, c in enumerate(request.chunks)]
         found = await self._storage.complete(
-            request.id, request.attempt, state, convert.result(request.result)
+            request.id, request.attempt, state, convert.result(request.result), chunks
         )
         return pb.CompleteEvaluationResponse(record=convert.record(found))
 

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import RowMapping, delete, func, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, select, text, update
 
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import (
@@ -47,7 +47,7 @@ from evalmesh_storage.errors import (
     invalid,
 )
 from evalmesh_storage.models import evaluations, output_chunks
-from evalmesh_storage.rows import fetch_evaluations
+from evalmesh_storage.rows import BASIC_COLUMNS, Row, evaluation_of
 from evalmesh_storage.validation import check_text, clean_text, require
 
 __all__ = [
@@ -67,22 +67,23 @@ MAX_LEASE_US = 24 * 3600 * 1_000_000
 # How many other tenants with QUEUED work a refused claim looks at for one below its fair share.
 _WAITING_TENANTS_CHECKED = 1000
 _E = evaluations.c
-_LOCKED = (
-    _E.id,
-    _E.tenant,
-    _E.state,
-    _E.attempt,
-    _E.cancel_requested,
-    _E.lease_expires_at,
-    _E.applied_max_output_bytes,
-    _E.limit_max_output_bytes,
-    _E.stdout_bytes,
-    _E.stderr_bytes,
-    _E.stdout_next_seq,
-    _E.stderr_next_seq,
-    _E.stdout_truncated,
-    _E.stderr_truncated,
+# The whole row (as a view reads it) under the row lock, so a transition can answer with the
+# evaluation as it wrote it instead of reading it again.
+_LOCK = {
+    View.BASIC: select(*BASIC_COLUMNS).where(_E.id == bindparam("id")).with_for_update(),
+    View.FULL: select(evaluations).where(_E.id == bindparam("id")).with_for_update(),
+}
+# SET takes the columns given with each execution; WHERE is the state and attempt last seen.
+_COMPARE_AND_SET = update(evaluations).where(
+    _E.id == bindparam("seen_id"),
+    _E.state == bindparam("seen_state"),
+    _E.attempt == bindparam("seen_attempt"),
 )
+_RUNNING_OF_TENANT = select(func.count()).where(
+    _E.state == int(State.RUNNING), _E.tenant == bindparam("tenant")
+)
+_TENANT_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:tenant, 0))")
+_DROP_OUTPUT = delete(output_chunks).where(output_chunks.c.evaluation_id == bindparam("id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +97,8 @@ class Claim:
     tenant_share: TenantShare | None = None
 
 
-async def _lock(tx: Tx, evaluation_id: str) -> RowMapping:
-    query = select(*_LOCKED).where(_E.id == evaluation_id).with_for_update()
-    row = (await tx.conn.execute(query)).mappings().first()
+def _lock(tx: Tx, evaluation_id: str, view: View = View.BASIC) -> Row:
+    row = tx.conn.execute(_LOCK[view], {"id": evaluation_id}).mappings().first()
     if row is None:
         raise EvaluationNotFound(
             f"evaluation {evaluation_id!r} not found", metadata={"evaluation": evaluation_id}
@@ -106,18 +106,16 @@ async def _lock(tx: Tx, evaluation_id: str) -> RowMapping:
     return row
 
 
-async def _compare_and_set(tx: Tx, seen: RowMapping, **values: Any) -> None:
-    statement = (
-        update(evaluations)
-        .where(_E.id == seen["id"], _E.state == seen["state"], _E.attempt == seen["attempt"])
-        .values(**values)
-    )
-    if (await tx.conn.execute(statement)).rowcount != 1:
+def _compare_and_set(tx: Tx, seen: Row, **values: Any) -> Row:
+    """Write ``values`` if the row is still as ``seen``; return the row as it is now."""
+    fence = {"seen_id": seen["id"], "seen_state": seen["state"], "seen_attempt": seen["attempt"]}
+    if tx.conn.execute(_COMPARE_AND_SET, {**fence, **values}).rowcount != 1:
         # Unreachable while the row lock holds; never report success for a write not made.
         raise Aborted("the evaluation changed concurrently; retry", reason="CONCURRENT_UPDATE")
+    return {**seen, **values}
 
 
-def _facts(row: RowMapping) -> dict[str, str]:
+def _facts(row: Row) -> dict[str, str]:
     return {
         "evaluation": row["id"],
         "state": State(row["state"]).name,
@@ -125,7 +123,7 @@ def _facts(row: RowMapping) -> dict[str, str]:
     }
 
 
-def _refusal(row: RowMapping, attempt: int) -> Exception:
+def _refusal(row: Row, attempt: int) -> Exception:
     state = State(row["state"])
     if state.terminal and attempt == row["attempt"]:
         return AlreadyTerminal(
@@ -138,9 +136,9 @@ def _refusal(row: RowMapping, attempt: int) -> Exception:
     )
 
 
-async def lock_running(tx: Tx, evaluation_id: str, attempt: int) -> RowMapping:
+def lock_running(tx: Tx, evaluation_id: str, attempt: int) -> Row:
     """Lock the evaluation and check that ``attempt`` holds it RUNNING; else refuse."""
-    row = await _lock(tx, evaluation_id)
+    row = _lock(tx, evaluation_id)
     if row["state"] != State.RUNNING or row["attempt"] != attempt:
         raise _refusal(row, attempt)
     return row
@@ -151,7 +149,7 @@ def _check_lease(lease_us: int) -> None:
         raise invalid("lease_duration", "must be positive and at most 24 hours")
 
 
-async def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
+def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
     """QUEUED -> RUNNING for one executor; every other claimer is refused."""
     require("executor_id", request.executor_id, 256)
     check_text("runtime_digest", request.runtime_digest, 256)
@@ -159,17 +157,17 @@ async def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
     share = request.tenant_share
     if share is not None and min(share.max_running, share.fair_running) < 0:
         raise invalid("tenant_share", "max_running and fair_running must not be negative")
-    row = await _lock(tx, evaluation_id)
+    row = _lock(tx, evaluation_id, View.FULL)
     state = State(row["state"])
     if state is State.RUNNING:
         raise AlreadyClaimed(f"evaluation {evaluation_id} is already running", metadata=_facts(row))
     if state.terminal:
         raise AlreadyTerminal(f"evaluation {evaluation_id} is {state.name}", metadata=_facts(row))
     if share is not None:
-        await _check_share(tx, row["tenant"], share)
-    now = await tx.now()
+        _check_share(tx, row["tenant"], share)
+    now = tx.now()
     applied = request.applied_limits
-    await _compare_and_set(
+    claimed = _compare_and_set(
         tx,
         row,
         state=int(State.RUNNING),
@@ -182,13 +180,11 @@ async def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
         **_empty_output(),
     )
     if row["attempt"] > 0:  # a lost attempt's partial output; sequences restart per attempt
-        await tx.conn.execute(
-            delete(output_chunks).where(output_chunks.c.evaluation_id == evaluation_id)
-        )
-    return (await fetch_evaluations(tx, _E.id == evaluation_id, view=View.FULL))[0]
+        tx.conn.execute(_DROP_OUTPUT, {"id": evaluation_id})
+    return evaluation_of(tx, claimed, View.FULL)
 
 
-async def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
+def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
     """Refuse a claim that would take ``tenant`` past its share (TenantAtLimit).
 
     Past ``max_running``: always. Past ``fair_running``: only while another tenant running
@@ -198,30 +194,33 @@ async def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
     if share.max_running <= 0 and share.fair_running <= 0:
         return
     if tx.postgres:  # one tenant's claims in turn, so two cannot both take the last place
-        lock = text("SELECT pg_advisory_xact_lock(hashtextextended(:tenant, 0))")
-        await tx.conn.execute(lock, {"tenant": tenant})
-    running = await _running(tx, tenant)
+        tx.conn.execute(_TENANT_LOCK, {"tenant": tenant})
+    running = _running(tx, tenant)
     facts = {"tenant": tenant, "running": str(running)}
     if 0 < share.max_running <= running:
         facts["limit"] = str(share.max_running)
         raise TenantAtLimit(f"tenant runs {running}, its cap", metadata=facts)
-    if 0 < share.fair_running <= running and await _another_waiting(tx, tenant, share):
+    if 0 < share.fair_running <= running and _another_waiting(tx, tenant, share):
         facts["limit"] = str(share.fair_running)
         raise TenantAtLimit(
             f"tenant runs {running}, its fair share, while others wait", metadata=facts
         )
 
 
-async def _running(tx: Tx, tenant: str) -> int:
-    query = select(func.count()).where(_E.state == int(State.RUNNING), _E.tenant == tenant)
-    return int(await tx.conn.scalar(query) or 0)
+def _running(tx: Tx, tenant: str) -> int:
+    return int(tx.conn.scalar(_RUNNING_OF_TENANT, {"tenant": tenant}) or 0)
 
 
-async def _another_waiting(tx: Tx, tenant: str, share: TenantShare) -> bool:
+def _another_waiting(tx: Tx, tenant: str, share: TenantShare) -> bool:
     """Whether another tenant below its fair share has QUEUED work."""
+    params = {"tenant": tenant, "fair": share.fair_running}
+    return tx.conn.scalar(_WAITING_BELOW_SHARE, params) is not None
+
+
+def _waiting_below_share() -> Select[tuple[str]]:
     waiting = (
         select(_E.tenant)
-        .where(_E.state == int(State.QUEUED), _E.tenant != tenant)
+        .where(_E.state == int(State.QUEUED), _E.tenant != bindparam("tenant"))
         .distinct()
         .limit(_WAITING_TENANTS_CHECKED)
         .subquery()
@@ -236,8 +235,10 @@ async def _another_waiting(tx: Tx, tenant: str, share: TenantShare) -> bool:
         .correlate(waiting)
         .scalar_subquery()
     )
-    query = select(waiting.c.tenant).where(its_running < share.fair_running).limit(1)
-    return (await tx.conn.scalar(query)) is not None
+    return select(waiting.c.tenant).where(its_running < bindparam("fair")).limit(1)
+
+
+_WAITING_BELOW_SHARE = _waiting_below_share()
 
 
 def _applied_values(applied: AppliedLimits | None) -> dict[str, int | None]:
@@ -262,18 +263,16 @@ def _empty_output() -> dict[str, int | bool]:
     }
 
 
-async def renew(tx: Tx, evaluation_id: str, attempt: int, lease_us: int) -> tuple[int, bool]:
+def renew(tx: Tx, evaluation_id: str, attempt: int, lease_us: int) -> tuple[int, bool]:
     """Extend the running attempt's lease; return (lease end, whether a cancel was asked)."""
     _check_lease(lease_us)
-    row = await lock_running(tx, evaluation_id, attempt)
-    expires = await tx.now() + lease_us
-    await _compare_and_set(tx, row, lease_expires_at=expires)
+    row = lock_running(tx, evaluation_id, attempt)
+    expires = tx.now() + lease_us
+    _compare_and_set(tx, row, lease_expires_at=expires)
     return expires, bool(row["cancel_requested"])
 
 
-async def complete(
-    tx: Tx, evaluation_id: str, attempt: int, state: State, result: Result
-) -> Evaluation:
+def complete(tx: Tx, evaluation_id: str, attempt: int, state: State, result: Result) -> Evaluation:
     """RUNNING -> terminal for the attempt holding it; CANCELLED if a cancel was requested.
 
     QUEUED -> ERROR is allowed too, for the platform giving up on a job it could not run (dead
@@ -281,18 +280,18 @@ async def complete(
     """
     if not state.terminal:
         raise invalid("state", "must be a terminal state")
-    row = await _lock(tx, evaluation_id)
+    row = _lock(tx, evaluation_id)
     giving_up = row["state"] == State.QUEUED and state is State.ERROR
     if row["attempt"] != attempt or not (row["state"] == State.RUNNING or giving_up):
         raise _refusal(row, attempt)
     cause, fault = result.cause, result.fault
     if row["cancel_requested"]:
         state, cause, fault = State.CANCELLED, TerminationCause.CANCELLED, Fault.USER
-    await _compare_and_set(
+    completed = _compare_and_set(
         tx,
         row,
         state=int(state),
-        end_time=await tx.now(),
+        end_time=tx.now(),
         lease_expires_at=None,
         result_cause=int(cause),
         result_fault=int(fault),
@@ -305,38 +304,37 @@ async def complete(
         stdout_truncated=bool(row["stdout_truncated"]) or result.stdout_truncated,
         stderr_truncated=bool(row["stderr_truncated"]) or result.stderr_truncated,
     )
-    return (await fetch_evaluations(tx, _E.id == evaluation_id, view=View.BASIC))[0]
+    return evaluation_of(tx, completed, View.BASIC)
 
 
-async def cancel(tx: Tx, tenant: str, evaluation_id: str, reason: str) -> tuple[Evaluation, State]:
+def cancel(tx: Tx, tenant: str, evaluation_id: str, reason: str) -> tuple[Evaluation, State]:
     """Cancel: QUEUED ends CANCELLED now, RUNNING records the request, terminal is unchanged.
 
     Returns the evaluation afterwards and its state before. Another tenant's id is not found.
     """
     check_text("reason", reason, 1024)
-    row = await _lock(tx, evaluation_id)
+    row = _lock(tx, evaluation_id)
     if row["tenant"] != tenant:
         raise EvaluationNotFound(
             f"evaluation {evaluation_id!r} not found", metadata={"evaluation": evaluation_id}
         )
     before = State(row["state"])
     if before is State.QUEUED:
-        await _compare_and_set(
+        row = _compare_and_set(
             tx,
             row,
-            **await _cancelled(tx, reason or "cancelled while queued"),
+            **_cancelled(tx, reason or "cancelled while queued"),
             cancel_reason=reason,
         )
     elif before is State.RUNNING and not row["cancel_requested"]:
-        await _compare_and_set(tx, row, cancel_requested=True, cancel_reason=reason)
-    found = await fetch_evaluations(tx, _E.id == evaluation_id, view=View.BASIC)
-    return found[0], before
+        row = _compare_and_set(tx, row, cancel_requested=True, cancel_reason=reason)
+    return evaluation_of(tx, row, View.BASIC), before
 
 
-async def _cancelled(tx: Tx, detail: str) -> dict[str, Any]:
+def _cancelled(tx: Tx, detail: str) -> dict[str, Any]:
     return {
         "state": int(State.CANCELLED),
-        "end_time": await tx.now(),
+        "end_time": tx.now(),
         "lease_expires_at": None,
         "result_cause": int(TerminationCause.CANCELLED),
         "result_fault": int(Fault.USER),
@@ -344,27 +342,27 @@ async def _cancelled(tx: Tx, detail: str) -> dict[str, Any]:
     }
 
 
-async def requeue(tx: Tx, evaluation_id: str, attempt: int, reason: str) -> Evaluation:
+def requeue(tx: Tx, evaluation_id: str, attempt: int, reason: str) -> Evaluation:
     """RUNNING -> QUEUED once the attempt's lease expired on the database clock.
 
     The next claim makes attempt + 1. A RUNNING evaluation whose cancel was requested ends
     CANCELLED instead: nobody wants it run again. The publish time is cleared so the
     scheduler's reconciler publishes the job again.
     """
-    row = await lock_running(tx, evaluation_id, attempt)
-    now = await tx.now()
+    row = lock_running(tx, evaluation_id, attempt)
+    now = tx.now()
     if row["lease_expires_at"] is not None and row["lease_expires_at"] > now:
         raise LeaseNotExpired(
             f"the lease of attempt {attempt} has not expired", metadata=_facts(row)
         )
     if row["cancel_requested"]:
-        await _compare_and_set(tx, row, **await _cancelled(tx, "cancelled; its executor was lost"))
+        row = _compare_and_set(tx, row, **_cancelled(tx, "cancelled; its executor was lost"))
     else:
-        await _compare_and_set(
+        row = _compare_and_set(
             tx, row, state=int(State.QUEUED), lease_expires_at=None, publish_time=None
         )
     logger.info(
         "attempt lost",
         extra={"evaluation": evaluation_id, "attempt": attempt, "why": clean_text(reason, 512)},
     )
-    return (await fetch_evaluations(tx, _E.id == evaluation_id, view=View.BASIC))[0]
+    return evaluation_of(tx, row, View.BASIC)

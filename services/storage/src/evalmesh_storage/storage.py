@@ -14,7 +14,7 @@ from evalmesh_storage import (
     state_machine,
 )
 from evalmesh_storage.creation import NewEvaluation
-from evalmesh_storage.db import Database
+from evalmesh_storage.db import Database, Tx
 from evalmesh_storage.domain import (
     ApiKey,
     Chunk,
@@ -118,13 +118,21 @@ class Storage:
         )
 
     async def complete(
-        self, evaluation_id: str, attempt: int, state: State, result: Result
+        self,
+        evaluation_id: str,
+        attempt: int,
+        state: State,
+        result: Result,
+        chunks: Sequence[Chunk] = (),
     ) -> Evaluation:
-        """Record the running attempt's terminal result."""
-        return await self.db.write(
-            lambda tx: state_machine.complete(tx, evaluation_id, attempt, state, result),
-            "complete evaluation",
-        )
+        """Store the attempt's last output chunks and record its terminal result, together."""
+
+        def unit(tx: Tx) -> Evaluation:
+            if chunks:
+                output.append_output(tx, evaluation_id, attempt, chunks)
+            return state_machine.complete(tx, evaluation_id, attempt, state, result)
+
+        return await self.db.write(unit, "complete evaluation")
 
     async def cancel(
         self, tenant: str, evaluation_id: str, reason: str
