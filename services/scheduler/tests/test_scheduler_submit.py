@@ -58,7 +58,12 @@ async def test_submitting_twice_with_one_request_id_gives_one_evaluation_and_one
     never = storage_service_pb2.ListUnpublishedRequest(
         published_before=timestamp_pb2.Timestamp(seconds=1), limit=10
     )
-    assert not (await storage.ListUnpublished(never, timeout=5)).records  # publication recorded
+
+    async def recorded() -> bool:
+        return not (await storage.ListUnpublished(never, timeout=5)).records
+
+    # The submit answers once the job is queued; the note in storage follows in a batch.
+    await eventually(recorded, within=5, what="the publication's note in storage")
 
 
 async def test_a_full_queue_answers_resource_exhausted_and_creates_nothing(

@@ -18,6 +18,7 @@ from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
 from evalmesh_scheduler.deadletters import DeadLetters
 from evalmesh_scheduler.jobs import JobQueue
 from evalmesh_scheduler.metrics import QueueMetrics
+from evalmesh_scheduler.publications import PublicationLog
 from evalmesh_scheduler.queue import Submitter
 from evalmesh_scheduler.reaper import Reaper
 from evalmesh_scheduler.reconciler import Reconciler
@@ -54,9 +55,11 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     js = nats.client.jetstream(timeout=config.nats_timeout)
     queue, loops = config.queue, config.loops
     jobs = JobQueue(nats.client, js, queue.max_jobs, queue.max_bytes, config.nats_timeout)
+    publications = PublicationLog(storage)
     submitter = Submitter(
         storage,
         jobs,
+        publications=publications,
         max_batch=config.max_batch,
         tenant_max_queued=queue.tenant_max_queued,
         after_commit=crash_after_commit if config.test_crash_after_commit else lambda: None,
@@ -109,8 +112,10 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     app.add_probe("storage", storage_probe)
     app.add_probe("topology", background.probe)
     app.on_stop_work("background", background.stop)
+    app.on_stop_work("publications", publications.stop)
     app.on_drain("nats", nats.close)
     app.on_dispose("storage-channel", lambda: channel.close(None))
     background.start()
+    publications.start()
     logger.info("scheduler instance %s", instance_id, extra={"instance": instance_id})
     return app

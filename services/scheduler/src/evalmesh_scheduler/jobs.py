@@ -75,6 +75,7 @@ def job_for(record: Record) -> job_pb2.Job:
         priority=evaluation.spec.priority,
         runtime=evaluation.spec.runtime or "python",
         enqueue_time=evaluation.create_time,
+        limits=evaluation.spec.limits,
     )
 
 

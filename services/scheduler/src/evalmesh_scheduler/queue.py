@@ -11,7 +11,8 @@ Submit is admission, commit, publish, record:
    limit) the evaluation stays QUEUED and unpublished; the answer is still OK because it is
    stored and the reconciler will publish it. A retry of a request whose job was already
    published publishes nothing: the stream holds one job per evaluation.
-4. RecordPublications, so the reconciler leaves it alone.
+4. Note the publication (in the background, batched: see ``publications``), so the reconciler
+   leaves it alone.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from collections.abc import Callable, Sequence
 from evalmesh.scheduler.v1 import scheduler_service_pb2
 from evalmesh.storage.v1 import record_pb2, storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import DomainError, FieldViolation, InvalidArgument, ResourceExhausted
+from evalmesh_common import FieldViolation, InvalidArgument, ResourceExhausted
 from evalmesh_scheduler.jobs import JobQueue
+from evalmesh_scheduler.publications import PublicationLog
 from evalmesh_scheduler.storage_client import Created, StorageClient
 
 __all__ = ["Submitter", "needs_publication"]
@@ -51,12 +53,14 @@ class Submitter:
         storage: StorageClient,
         jobs: JobQueue,
         *,
+        publications: PublicationLog,
         max_batch: int,
         tenant_max_queued: int = 0,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self.storage = storage
         self.jobs = jobs
+        self.publications = publications
         self.max_batch = max_batch
         self.tenant_max_queued = tenant_max_queued
         self._after_commit = after_commit
@@ -138,12 +142,7 @@ class Submitter:
         return queued
 
     async def _publish_and_record(self, records: Sequence[Record]) -> None:
-        published = await self.jobs.publish(records)
-        try:
-            await self.storage.record_publications(published)
-        except DomainError as exc:
-            # The jobs are queued; the reconciler will find them queued and record them then.
-            logger.warning("could not record publications: %s", exc, extra={"ids": published})
+        self.publications.add(await self.jobs.publish(records))
 
 
 def _check_request(request: SubmitRequest, prefix: str) -> None:
