@@ -84,6 +84,9 @@ class OutputConfig:
     flush_bytes: int = env_field("EVALMESH_OUTPUT_FLUSH_BYTES", default=256 * 1024)
     # Unpersisted output held per run before the sandbox's reader is made to wait.
     buffer_bytes: int = env_field("EVALMESH_OUTPUT_BUFFER_BYTES", default=2 * MIB)
+    # Output still unstored at the end of a run, up to this many bytes, is stored with the
+    # result in one write instead of a separate append first.
+    with_result_bytes: int = env_field("EVALMESH_OUTPUT_WITH_RESULT_BYTES", default=256 * 1024)
 
     def __post_init__(self) -> None:
         if self.flush_interval <= 0 or self.flush_bytes <= 0:

@@ -72,6 +72,7 @@ class OutputSink:
         self._wake = asyncio.Event()
         self._changed = asyncio.Condition()
         self._closing = False
+        self._hand_over = 0
         self._failure: DomainError | None = None
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"output-{evaluation_id}")
 
@@ -88,13 +89,20 @@ class OutputSink:
         if self._pending_bytes >= self._config.flush_bytes:
             self._wake.set()
 
-    async def close(self) -> None:
-        """Store everything queued; raise OutputLostError if that is impossible."""
+    async def close(self, hand_over: int = 0) -> list[evaluation_pb2.OutputChunk]:
+        """Store everything queued, except up to ``hand_over`` bytes of the last chunks, which
+        are returned for the caller to store with the result; raise OutputLostError if
+        storing is impossible."""
+        self._hand_over = hand_over
         self._closing = True
         self._wake.set()
         await asyncio.shield(self._flusher)
         if self._failure is not None:
             raise OutputLostError(str(self._failure)) from self._failure
+        rest = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        return rest
 
     async def abort(self) -> None:
         """Stop without storing what is queued (the attempt lost its claim)."""
@@ -111,6 +119,8 @@ class OutputSink:
                 await asyncio.wait_for(self._wake.wait(), self._config.flush_interval)
             self._wake.clear()
             closing = self._closing  # read before flushing: a chunk added meanwhile is kept
+            if closing and self._pending_bytes <= self._hand_over:
+                return  # the rest goes with the result
             await self._flush()
             if self._failure is not None or (closing and not self._pending):
                 return

@@ -139,10 +139,12 @@ class StorageClient:
         attempt: int,
         state: State.ValueType,
         result: evaluation_pb2.EvaluationResult,
+        chunks: Sequence[evaluation_pb2.OutputChunk] = (),
     ) -> Record:
-        """Record the terminal result; a repeat of a write that already landed returns it."""
+        """Store the last output ``chunks`` and record the terminal result in one write; a
+        repeat of a write that already landed returns the evaluation."""
         request = _pb.CompleteEvaluationRequest(
-            id=evaluation_id, attempt=attempt, state=state, result=result
+            id=evaluation_id, attempt=attempt, state=state, result=result, chunks=chunks
         )
         try:
             return (await self._call(self._stub.CompleteEvaluation, request)).record

@@ -130,10 +130,16 @@ class JobRunner:
         else:
             await self.retry_later(msg)
 
-    async def event(self, handle: RunHandle, state: State.ValueType) -> None:
-        """Publish a state change for watchers (best effort)."""
+    async def event(self, handle: RunHandle, record: Record) -> None:
+        """Publish a state change, with the evaluation as stored, for watchers (best effort)."""
+        evaluation = evaluation_pb2.Evaluation()
+        evaluation.CopyFrom(record.evaluation)
+        _basic_view(evaluation)
         event = pool_pb2.RunEvent(
-            evaluation_id=handle.evaluation_id, attempt=handle.attempt, state=state
+            evaluation_id=handle.evaluation_id,
+            attempt=handle.attempt,
+            state=evaluation.state,
+            evaluation=evaluation,
         )
         await self.publish(event_subject(handle.evaluation_id), event.SerializeToString())
 
@@ -194,17 +200,14 @@ class _Attempt:
     async def _claim(self) -> Record | None:
         store, evaluation_id = self.runner.store, self.job.evaluation_id
         try:
-            current = await store.get(evaluation_id)
-            if current.evaluation.state != State.STATE_QUEUED:
-                logger.info("dropping a job that is not queued", extra=self._extra(current))
+            limits = await self._requested_limits()
+            if limits is None:
                 return None
-            self.limits = sandbox_limits(
-                current.evaluation.spec.limits, self.runner.settings.limits
-            )
+            self.limits = sandbox_limits(limits, self.runner.settings.limits)
             record = await store.claim(
                 evaluation_id,
                 self.runner.settings.lease,
-                self._digest(current),
+                self._digest(),
                 applied_limits(self.limits),
                 self.runner.shares.limits(),
             )
@@ -217,14 +220,24 @@ class _Attempt:
         handle.start_time = datetime.now(UTC)
         return record
 
-    def _digest(self, record: Record) -> str:
-        runtime = record.evaluation.spec.runtime or self.job.runtime or DEFAULT_RUNTIME
-        return self.runner.sandbox.runtimes.get(runtime, "")
+    async def _requested_limits(self) -> evaluation_pb2.Limits | None:
+        """The limits the spec asks for: from the job, or (jobs of earlier schedulers) from a
+        read of the evaluation, which also drops a job whose evaluation is no longer queued."""
+        if self.job.HasField("limits"):
+            return self.job.limits
+        current = await self.runner.store.get(self.job.evaluation_id)
+        if current.evaluation.state != State.STATE_QUEUED:
+            logger.info("dropping a job that is not queued", extra=self._extra(current))
+            return None
+        return current.evaluation.spec.limits
+
+    def _digest(self) -> str:
+        return self.runner.sandbox.runtimes.get(self.job.runtime or DEFAULT_RUNTIME, "")
 
     async def _run(self, record: Record) -> bool:
         runner, handle = self.runner, self.handle
         settings = runner.settings
-        await runner.event(handle, State.STATE_RUNNING)
+        await runner.event(handle, record)
         self._mark("claimed")
         logger.info("running", extra={**self._extra(), **self._timings()})
         heartbeat = Heartbeat(
@@ -257,13 +270,13 @@ class _Attempt:
             await self._abandon(result)
             return False
         try:
-            await sink.close()
+            rest = await sink.close(hand_over=self.runner.settings.output.with_result_bytes)
             self._mark("stored")
         except OutputLostError as exc:
             logger.warning("output not stored: %s", exc, extra=self._extra())
             await self._abandon(result)
             return False
-        return await self._record(found)
+        return await self._record(found, rest)
 
     def _recordable(self, found: Verdict) -> bool:
         """False when this attempt must not write: its lease is lost, or it was stopped
@@ -315,11 +328,11 @@ class _Attempt:
         logger.warning("platform fault; giving back: %s", handle.reason, extra=self._extra())
         await self.runner.give_back(msg, handle)
 
-    async def _record(self, found: Verdict) -> bool:
+    async def _record(self, found: Verdict, rest: list[evaluation_pb2.OutputChunk]) -> bool:
         runner, handle = self.runner, self.handle
         try:
             final = await runner.store.complete(
-                handle.evaluation_id, handle.attempt, found.state, found.result
+                handle.evaluation_id, handle.attempt, found.state, found.result, rest
             )
         except FailedPrecondition as exc:
             handle.stop(Stop.LOST, str(exc))
@@ -331,7 +344,7 @@ class _Attempt:
             return False
         self._mark("completed")
         state = final.evaluation.state
-        await runner.event(handle, state)
+        await runner.event(handle, final)
         extra = {**self._extra(), **self._timings(), "state": State.Name(state)}
         logger.info("finished %s", State.Name(state), extra=extra)
         runner.before_ack()
@@ -347,6 +360,16 @@ class _Attempt:
         if record is not None:
             extra["state"] = State.Name(record.evaluation.state)
         return extra
+
+
+def _basic_view(evaluation: evaluation_pb2.Evaluation) -> None:
+    """Drop what the BASIC view leaves out: code, stdin and output bytes."""
+    evaluation.spec.ClearField("code")
+    evaluation.spec.ClearField("stdin")
+    evaluation.result.ClearField("stdout")
+    evaluation.result.ClearField("stderr")
+    if evaluation.result.ByteSize() == 0:
+        evaluation.ClearField("result")
 
 
 def _parse(data: bytes) -> job_pb2.Job:
