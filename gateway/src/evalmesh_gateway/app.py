@@ -19,6 +19,7 @@ from evalmesh.v1 import (
 from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
 from evalmesh_common.server import AddServicers
+from evalmesh_gateway.auth import Authenticator
 from evalmesh_gateway.config import GatewayConfig
 from evalmesh_gateway.deadline import DeadlineInterceptor
 from evalmesh_gateway.ratelimit import RateLimiter
@@ -58,16 +59,19 @@ def _registrar(upstreams: Upstreams, watcher: Watcher) -> AddServicers:
 
 async def build_app(config: GatewayConfig) -> ServiceApp:
     """Return the gateway's app; it serves once NATS, storage and the scheduler answer."""
-    nats = NatsConnection(config.nats_url, name="gateway")
-    nats.start()
     storage_channel = grpc.aio.insecure_channel(config.storage_address)
     scheduler_channel = grpc.aio.insecure_channel(config.scheduler_address)
     storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
+    auth = Authenticator(storage, ttl=config.api_key_cache_ttl)
+    nats = NatsConnection(config.nats_url, name="gateway")
+    nats.on_connect(auth.listen)
+    nats.start()
     upstreams = Upstreams(
         storage=storage,
         scheduler=scheduler_service_pb2_grpc.SchedulerServiceStub(scheduler_channel),
         bounds=config.bounds(),
         limiter=RateLimiter(config.rate_per_second, config.rate_burst),
+        auth=auth,
     )
     watcher = Watcher(nats.client, storage, max_per_tenant=config.max_watches_per_tenant)
     server = dataclasses.replace(

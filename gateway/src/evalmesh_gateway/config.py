@@ -26,6 +26,9 @@ class GatewayConfig:
     rate_per_second: float = env_field("EVALMESH_TENANT_RATE", default=50.0)
     rate_burst: float = env_field("EVALMESH_TENANT_BURST", default=200.0)
     max_watches_per_tenant: int = env_field("EVALMESH_TENANT_MAX_WATCHES", default=200)
+    # How long storage's answer about an API key is reused; revocations reach every gateway at
+    # once over NATS, so this only bounds the cost of a revocation message that was lost.
+    api_key_cache_ttl: float = env_field("EVALMESH_API_KEY_CACHE_TTL", default=10.0)
     # A request is at most 2 MiB (code and stdin are 1 MiB each, plus framing); grpc refuses a
     # larger message with RESOURCE_EXHAUSTED before any handler runs.
     max_request_bytes: int = env_field("EVALMESH_MAX_REQUEST_BYTES", default=2 * MIB + 64 * 1024)

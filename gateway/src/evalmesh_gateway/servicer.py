@@ -52,12 +52,13 @@ class Upstreams:
         scheduler: scheduler_service_pb2_grpc.SchedulerServiceAsyncStub,
         bounds: Bounds,
         limiter: RateLimiter,
+        auth: Authenticator,
     ) -> None:
         self.storage = storage
         self.scheduler = scheduler
         self.bounds = bounds
         self.limiter = limiter
-        self.auth = Authenticator(storage)
+        self.auth = auth
 
 
 class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
@@ -281,6 +282,7 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         (await self._up.auth.authenticate(context)).require_admin()
         revoke = storage_service_pb2.RevokeApiKeyRequest(id=validate_id(request.id))
         reply = await self._up.storage.RevokeApiKey(revoke, timeout=TIMEOUT)
+        await self._up.auth.revoked(reply.api_key.id)
         return api_key_service_pb2.RevokeApiKeyResponse(api_key=reply.api_key)
 
 

@@ -4,8 +4,11 @@ Executors publish output chunks and state changes on the evaluation's event subj
 effort) and persist the same chunks to storage in batches. A watcher subscribes first, then replays
 from storage, then applies live chunks by byte offset: anything before the offset already sent is a
 duplicate and dropped; anything after it means a gap, filled from storage once it has the bytes.
-Storage is re-read at every state change and on a quiet timer, so a lost event can delay a watcher
-but never leave it hanging or skipping bytes. The stream ends after the terminal snapshot.
+A state event carries the evaluation as the executor's write left it, so the watcher passes the
+change on without reading storage, and reads output only when the terminal result says more bytes
+were stored than it has sent. Storage is re-read at any change an event does not describe and on a
+quiet timer, so a lost event can delay a watcher but never leave it hanging or skipping bytes. The
+stream ends after the terminal snapshot.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ READ_BYTES = 256 * 1024
 # Every this many quiet polls without news, also re-read the stored output (lost live chunks).
 QUIET_READS_EVERY = 3
 TIMEOUT = 10.0
+_FLUSH_TIMEOUT = 1
 
 
 class Watcher:
@@ -82,6 +86,13 @@ class Watcher:
             self._open[tenant] -= 1
 
 
+def _told(event: pool_pb2.RunEvent | None, attempt: int) -> evaluation_pb2.Evaluation | None:
+    """The evaluation a state event carries, if it is about the current attempt or a newer one."""
+    if event is None or not event.HasField("evaluation") or event.evaluation.attempt < attempt:
+        return None
+    return event.evaluation
+
+
 class _Session:
     """One watch stream's state: the next byte to send per stream, and the live event queue."""
 
@@ -98,23 +109,28 @@ class _Session:
         self._quiet = 0
 
     async def run(self) -> AsyncIterator[Response]:
-        # The first read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here.
-        evaluation = await self._snapshot()
-        subscription = await self._watcher._nats.subscribe(
-            event_subject(self._id), cb=self._on_message
-        )
-        self._attempt = evaluation.attempt
+        # Interest first, then the read: an event published in between is queued, not lost.
+        nats = self._watcher._nats
+        subscription = await nats.subscribe(event_subject(self._id), cb=self._on_message)
         try:
+            with contextlib.suppress(Exception):  # NATS away: the quiet timer still catches up
+                await nats.flush(timeout=_FLUSH_TIMEOUT)
+            # The read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here,
+            # before anything queued is sent.
+            evaluation = await self._snapshot()
+            self._attempt = evaluation.attempt
             yield Response(evaluation=evaluation)
-            async for response in self._follow(evaluation.state):
+            async for response in self._follow(evaluation):
                 yield response
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
-    async def _follow(self, state: State.ValueType) -> AsyncIterator[Response]:
-        for response in await self._catch_up():
-            yield response
+    async def _follow(self, evaluation: evaluation_pb2.Evaluation) -> AsyncIterator[Response]:
+        state = evaluation.state
+        if self._unsent(evaluation):
+            for response in await self._catch_up():
+                yield response
         while state not in TERMINAL:
             event = await self._next_event()
             if event is not None and event.HasField("output") and not self._overflowed:
@@ -124,8 +140,10 @@ class _Session:
                     for response in await self._apply(event.output):
                         yield response
                     continue
-            # A state change, a new attempt, a quiet spell or a lost event: ask storage.
-            evaluation = await self._snapshot(queued=state == State.STATE_QUEUED)
+            told = _told(event, self._attempt)
+            # A state change the event describes needs no read; a change it does not describe,
+            # a new attempt, a quiet spell or a lost event: ask storage.
+            evaluation = told or await self._snapshot(queued=state == State.STATE_QUEUED)
             changed = evaluation.state != state or evaluation.attempt != self._attempt
             if not changed and event is None:
                 self._quiet += 1
@@ -140,10 +158,26 @@ class _Session:
             if changed and state not in TERMINAL:
                 yield Response(evaluation=evaluation)
             # At a terminal state everything was persisted already: send the rest, then the end.
-            for response in await self._catch_up():
-                yield response
+            # An event's RUNNING is a claim: the new attempt has stored nothing yet.
+            if told is None or (state in TERMINAL and self._unsent(evaluation)):
+                for response in await self._catch_up():
+                    yield response
             if changed and state in TERMINAL:
                 yield Response(evaluation=evaluation)
+
+    def _unsent(self, evaluation: evaluation_pb2.Evaluation) -> bool:
+        """Whether storage may hold output of ``evaluation`` this stream has not sent yet.
+
+        A terminal evaluation says how many bytes it stored; a run that just started (or one
+        never claimed) has stored none; anything else may have some.
+        """
+        if evaluation.state in TERMINAL:
+            result = evaluation.result
+            return (result.stdout_bytes, result.stderr_bytes) != (
+                self._next[STDOUT],
+                self._next[STDERR],
+            )
+        return evaluation.attempt > 0
 
     async def _next_event(self) -> pool_pb2.RunEvent | None:
         # Jitter keeps thousands of quiet watchers from polling storage in lockstep.
