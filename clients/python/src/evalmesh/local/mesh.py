@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +112,11 @@ class LocalMesh:
         extra_env: Mapping[str, str] | None = None,
         bootstrap_key: Callable[[str], str] | None = None,
         ui_build: Path | None = None,
+        without: Collection[str] = (),
     ) -> None:
         self.state_dir = state_dir
+        # Services left out (e.g. the executor-pool, to measure submits with nothing running).
+        self.services = _services_without(without)
         # The edge serves the UI on its own origin when a build exists (scripts/up makes one).
         self.ui_build = ui_build if ui_build is not None else find_ui_build()
         self.edge_port = edge_port
@@ -150,7 +153,7 @@ class LocalMesh:
     def restart_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
         """Stop service ``name`` by pid (if it still runs) and start a new one on the same port,
         where its clients reconnect; return it once SERVING."""
-        spec = next(spec for spec in SERVICES if spec.name == name)
+        spec = next(spec for spec in self.services if spec.name == name)
         index = next(i for i, process in enumerate(self.processes) if process.name == name)
         self.processes[index].stop()
         address = self.endpoints.services[name]
@@ -163,12 +166,12 @@ class LocalMesh:
     def _start_all(self, timeout: float) -> None:
         nats, self.endpoints.nats = start_nats(self.state_dir)
         self.processes.append(nats)
-        for spec in SERVICES:
+        for spec in self.services:
             process, address = self._start_service(spec)
             self.processes.append(process)
             self.endpoints.services[spec.name] = address
         deadline = time.monotonic() + timeout
-        for spec, process in zip(SERVICES, self.processes[1:], strict=True):
+        for spec, process in zip(self.services, self.processes[1:], strict=True):
             _wait_until_serving(process, self.endpoints.services[spec.name], spec, deadline)
         if self.bootstrap_key is not None:
             self.endpoints.admin_api_key = self._admin_key(self.bootstrap_key)
@@ -220,6 +223,19 @@ class LocalMesh:
         temp.write_text(json.dumps(self.endpoints.as_dict(pids), indent=2) + "\n")
         temp.chmod(0o600)
         os.replace(temp, self.state_file)
+
+
+def _services_without(names: Collection[str]) -> tuple[ServiceSpec, ...]:
+    names = (names,) if isinstance(names, str) else tuple(names)
+    unknown = set(names) - {spec.name for spec in SERVICES}
+    if unknown:
+        raise ValueError(f"unknown services: {', '.join(sorted(unknown))}")
+    kept = tuple(spec for spec in SERVICES if spec.name not in names)
+    for spec in kept:
+        missing = set(spec.needs) & set(names)
+        if missing:
+            raise ValueError(f"{spec.name} needs {', '.join(sorted(missing))}")
+    return kept
 
 
 def _wait_until_serving(
