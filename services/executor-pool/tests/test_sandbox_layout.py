@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from evalmesh_executor.sandbox import PYTHON, SandboxLimits
-from evalmesh_executor.sandbox.layout import CODE_PATH, BwrapFds, Rlimits, bwrap_argv
+from evalmesh_executor.sandbox.layout import BOOT_SOURCE, BwrapFds, Rlimits, bwrap_argv
 
-FDS = BwrapFds(code=10, etc={"/etc/passwd": 11}, block=12, status=13, seccomp=14)
+FDS = BwrapFds(etc={"/etc/passwd": 11}, block=12, status=13, seccomp=14)
 
 
 def argv(scratch: int | None = 1 << 20) -> list[str]:
@@ -42,19 +42,19 @@ def test_host_paths_are_bound_read_only_and_never_writable() -> None:
     assert not {"--bind", "--dev-bind", "--bind-try", "--bind-data", "--file"} & set(args)
     assert pairs(args, "--ro-bind") == ["/usr"]
     assert "/etc" not in pairs(args, "--ro-bind"), "no host /etc"
-    assert pairs(args, "--ro-bind-data") == ["11", "10"]
-    assert args[args.index("--ro-bind-data", args.index("11")) + 2] == CODE_PATH
+    assert pairs(args, "--ro-bind-data") == ["11"]
     assert pairs(args, "--remount-ro")[-1] == "/"
 
 
 def test_scratch_tmpfs_are_size_capped_when_bwrap_supports_it() -> None:
     args = argv()
-    assert pairs(args, "--size") == [str(1 << 20)] * 2
+    assert pairs(args, "--size") == [str(1 << 20)] * 2 + [str(2 << 20)]
     assert pairs(argv(scratch=None), "--size") == []
-    assert pairs(args, "--tmpfs")[-2:] == ["/tmp", "/dev/shm"]
+    assert pairs(args, "--tmpfs")[-3:] == ["/tmp", "/dev/shm", "/job"]
+    assert pairs(args, "--perms") == ["0555"]
 
 
-def test_the_program_runs_under_prlimit_with_hard_limits_and_no_core_dumps() -> None:
+def test_the_program_is_the_boot_program_under_prlimit_with_hard_limits_and_no_core_dumps() -> None:
     tail = argv()[argv().index("--") + 1 :]
     assert tail == [
         "/usr/bin/prlimit",
@@ -66,7 +66,8 @@ def test_the_program_runs_under_prlimit_with_hard_limits_and_no_core_dumps() -> 
         "-I",
         "-B",
         "-u",
-        CODE_PATH,
+        "-c",
+        BOOT_SOURCE,
     ]
 
 

@@ -74,7 +74,14 @@ BackendFactory = Callable[[ExecutorConfig], SandboxBackend]
 
 
 def _bwrap(config: ExecutorConfig) -> SandboxBackend:
-    return BwrapSandbox(BwrapConfig())
+    # Sandboxes started ahead for requests that leave every limit to the defaults.
+    prepared = config.slots if config.bwrap_prepared is None else config.bwrap_prepared
+    return BwrapSandbox(
+        BwrapConfig(
+            prepared=prepared,
+            prepared_limits=sandbox_limits(evaluation_pb2.Limits(), config.limits),
+        )
+    )
 
 
 def _docker(config: ExecutorConfig) -> SandboxBackend:

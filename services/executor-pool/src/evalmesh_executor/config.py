@@ -171,6 +171,9 @@ class ExecutorConfig:
     # "auto" picks docker when its backend is available and an engine answers, else bwrap.
     backend: str = env_field("EVALMESH_SANDBOX_BACKEND", default="auto")
     slots: int = env_field("EVALMESH_EXECUTOR_SLOTS", default=2)
+    # bwrap sandboxes kept started ahead, per runtime, waiting for a job (each serves one).
+    # Unset: one per slot; 0: every run starts its own (the same way, on the critical path).
+    bwrap_prepared: int | None = env_field("EVALMESH_BWRAP_PREPARED", default=None)
     instance_id: str = env_field("EVALMESH_INSTANCE_ID", default="")
     # The claim's lease; heartbeats renew it (and call in_progress) every third of it.
     lease: Seconds = env_field("EVALMESH_EXECUTOR_LEASE", default=Seconds(30))
@@ -192,6 +195,8 @@ class ExecutorConfig:
             raise ValueError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
+        if self.bwrap_prepared is not None and self.bwrap_prepared < 0:
+            raise ValueError("EVALMESH_BWRAP_PREPARED must not be negative")
         if self.instance_id and _KEY_UNSAFE.search(self.instance_id):
             raise ValueError("instance_id may hold letters, digits and - _ = . only")
         for name in ("lease", "storage_timeout", "status_interval", "self_check_interval"):

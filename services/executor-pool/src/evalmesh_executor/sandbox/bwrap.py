@@ -16,17 +16,20 @@ from .canaries import canary_request, self_check_escapes
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .job import JobRun
-from .launch import HostSetup
+from .launch import HostSetup, Shape
 from .layout import host_root_links
 from .models import (
     ActiveRuns,
     OutputCallback,
     SandboxError,
+    SandboxLimits,
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
+    setup_failed,
     unavailable_runtime,
 )
+from .prepared import PreparedPool, prepare
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 
 __all__ = ["BwrapConfig", "BwrapSandbox"]
@@ -47,6 +50,8 @@ class BwrapConfig:
         root, else the executor's own ids. Never root: root's uid inside a user namespace
         still owns the host's root-owned kernel files (/proc/sys is writable to it).
     seccomp: load the deny-list filter (see seccomp.py).
+    prepared: sandboxes kept started per runtime for requests with `prepared_limits`' shape
+        (its scratch size and rlimits; see prepared.py). 0: every run prepares its own.
     """
 
     bwrap_path: str | None = None
@@ -60,6 +65,8 @@ class BwrapConfig:
     setup_timeout_s: float = 10.0
     kill_timeout_s: float = 2.0
     poll_interval_s: float = 0.05
+    prepared: int = 0
+    prepared_limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 def _find_bwrap(configured: str | None) -> str:
@@ -104,6 +111,7 @@ class BwrapSandbox:
         self._host: HostSetup | None = None
         self._prepare_lock = asyncio.Lock()
         self._runs = ActiveRuns()
+        self._pool: PreparedPool | None = None
 
     async def __aenter__(self) -> BwrapSandbox:
         await self.prepare()
@@ -124,6 +132,7 @@ class BwrapSandbox:
         async with self._prepare_lock:
             if self._host is None:
                 self._host = await self._discover()
+                self._start_pool(self._host)
                 log.info(
                     "bwrap sandbox ready: cgroup v%d, runtimes %s, seccomp %s, tmpfs --size %s",
                     self._host.cgroups.version,
@@ -159,6 +168,16 @@ class BwrapSandbox:
             poll_interval_s=config.poll_interval_s,
         )
 
+    def _start_pool(self, host: HostSetup) -> None:
+        config = self._config
+        if config.prepared <= 0:
+            return
+        shapes = {
+            Shape.of(name, config.prepared_limits): config.prepared for name in host.identities
+        }
+        self._pool = PreparedPool(host, config.runtimes, shapes)
+        self._pool.start()
+
     def _seccomp_filter(self) -> bytes | None:
         if not self._config.seccomp:
             return None
@@ -180,9 +199,13 @@ class BwrapSandbox:
         return identities
 
     async def close(self) -> None:
-        """Cancel the runs in progress (their results say CANCELLED) and refuse new ones."""
+        """Cancel the runs in progress (their results say CANCELLED), refuse new ones and tear
+        the prepared sandboxes down."""
         self._runs.cancel_all()
         await self._runs.wait_idle()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
 
     # ------------------------------------------------------------------ introspection
 
@@ -195,6 +218,10 @@ class BwrapSandbox:
     def cgroups(self) -> CgroupDriver:
         """The cgroup driver in use (after prepare)."""
         return self._require_host().cgroups
+
+    def prepared_waiting(self) -> int:
+        """How many prepared sandboxes wait for a job now."""
+        return self._pool.waiting() if self._pool is not None else 0
 
     def live_jobs(self) -> list[Path]:
         """This sandbox's job cgroup directories that still exist (none once runs ended)."""
@@ -231,8 +258,16 @@ class BwrapSandbox:
         runtime = self._config.runtimes.get(request.runtime)
         if runtime is None or request.runtime not in host.identities:
             return unavailable_runtime(request)
+        shape = Shape.of(request.runtime, request.limits)
         async with self._runs.track(cancel) as own_cancel:
-            return await JobRun(host, runtime, request, on_output, own_cancel).execute()
+            prepared = self._pool.take(shape) if self._pool is not None else None
+            if prepared is None:
+                try:
+                    prepared = await prepare(host, runtime, shape)
+                except (OSError, SandboxError) as exc:
+                    log.warning("preparing a sandbox failed: %s", exc)
+                    return setup_failed(request, f"sandbox setup: {exc}")
+            return await JobRun(host, prepared, request, on_output, own_cancel).execute()
 
     async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
         """Run the escape canaries in a sandbox; return the ones that got out (want: [])."""

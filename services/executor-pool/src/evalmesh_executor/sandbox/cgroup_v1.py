@@ -60,6 +60,10 @@ class CgroupV1Job:
         for directory in self._unique_dirs():
             write_control(directory / "cgroup.procs", str(pid))
 
+    def apply(self, limits: CgroupLimits) -> None:
+        """Write new limits (a prepared sandbox gets its job's at the hand-over)."""
+        _apply(self.dirs, limits)
+
     def oom_kills(self) -> int:
         """The `oom_kill` counter of memory.oom_control."""
         return read_keyed(self.dirs["memory"] / "memory.oom_control", "oom_kill")
@@ -167,22 +171,28 @@ class CgroupV1Driver:
             for directory in job._unique_dirs():
                 directory.mkdir()
             self.created.add(name)
-            self._apply(dirs, limits)
+            _apply(dirs, limits)
         except BaseException:
             job.remove()
             raise
         return job
 
-    @staticmethod
-    def _apply(dirs: Mapping[str, Path], limits: CgroupLimits) -> None:
-        memory = dirs["memory"]
-        write_control(memory / "memory.limit_in_bytes", str(limits.memory_bytes))
-        # memsw = memory + swap; equal to the memory limit means no swap at all. It only
-        # exists with swap accounting; swappiness 0 is the fallback.
-        memsw = memory / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            write_control(memsw, str(limits.memory_bytes))
-        _write_optional(memory / "memory.swappiness", "0")
-        write_control(dirs["pids"] / "pids.max", str(limits.max_processes))
-        write_control(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-        write_control(dirs["cpu"] / "cpu.cfs_quota_us", str(limits.cpu_quota_us))
+
+def _apply(dirs: Mapping[str, Path], limits: CgroupLimits) -> None:
+    memory = dirs["memory"]
+    limit = memory / "memory.limit_in_bytes"
+    value = str(limits.memory_bytes)
+    # memsw = memory + swap; equal to the memory limit means no swap at all. It only exists
+    # with swap accounting; swappiness 0 is the fallback. The kernel keeps memsw at least the
+    # memory limit, so memsw goes first when the limit rises and last when it falls.
+    memsw = memory / "memory.memsw.limit_in_bytes"
+    order = [limit]
+    if memsw.exists():
+        rising = limits.memory_bytes > read_int(limit)
+        order = [memsw, limit] if rising else [limit, memsw]
+    for path in order:
+        write_control(path, value)
+    _write_optional(memory / "memory.swappiness", "0")
+    write_control(dirs["pids"] / "pids.max", str(limits.max_processes))
+    write_control(dirs["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+    write_control(dirs["cpu"] / "cpu.cfs_quota_us", str(limits.cpu_quota_us))

@@ -68,6 +68,10 @@ class CgroupV2Job:
         """Write pid into cgroup.procs."""
         write_control(self.path / "cgroup.procs", str(pid))
 
+    def apply(self, limits: CgroupLimits) -> None:
+        """Write new limits (a prepared sandbox gets its job's at the hand-over)."""
+        _apply(self.path, limits)
+
     def oom_kills(self) -> int:
         """The `oom_kill` counter of memory.events."""
         return read_keyed(self.path / "memory.events", "oom_kill")
@@ -176,21 +180,21 @@ class CgroupV2Driver:
         job.path.mkdir()
         self.created.add(name)
         try:
-            self._apply(job.path, limits)
+            _apply(job.path, limits)
         except BaseException:
             job.remove()
             raise
         return job
 
-    @staticmethod
-    def _apply(path: Path, limits: CgroupLimits) -> None:
-        write_control(path / "memory.max", str(limits.memory_bytes))
-        try:
-            write_control(path / "memory.swap.max", "0")
-        except OSError as exc:  # no swap accounting on this kernel: there is no swap to use
-            log.debug("cgroup v2: memory.swap.max not applied (%s)", exc.strerror)
-        # An OOM kill takes the whole job down at once; the sandbox ends it anyway.
-        with contextlib.suppress(OSError):
-            write_control(path / "memory.oom.group", "1")
-        write_control(path / "pids.max", str(limits.max_processes))
-        write_control(path / "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")
+
+def _apply(path: Path, limits: CgroupLimits) -> None:
+    write_control(path / "memory.max", str(limits.memory_bytes))
+    try:
+        write_control(path / "memory.swap.max", "0")
+    except OSError as exc:  # no swap accounting on this kernel: there is no swap to use
+        log.debug("cgroup v2: memory.swap.max not applied (%s)", exc.strerror)
+    # An OOM kill takes the whole job down at once; the sandbox ends it anyway.
+    with contextlib.suppress(OSError):
+        write_control(path / "memory.oom.group", "1")
+    write_control(path / "pids.max", str(limits.max_processes))
+    write_control(path / "cpu.max", f"{limits.cpu_quota_us} {CPU_PERIOD_US}")

@@ -75,6 +75,9 @@ class JobCgroup(Protocol):
     def add_process(self, pid: int) -> None:
         """Move pid (a whole thread group) into the job; its future children follow it."""
 
+    def apply(self, limits: CgroupLimits) -> None:
+        """Enforce ``limits`` from now on (raising or lowering any of them)."""
+
     def oom_kills(self) -> int:
         """How many processes the kernel OOM-killed in this job so far."""
         ...

@@ -29,8 +29,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .layout import CODE_PATH
-from .models import SandboxError
+from .models import CODE_FILENAME, SandboxError
 
 __all__ = [
     "CODE_FILENAME",
@@ -42,9 +41,6 @@ __all__ = [
     "handover",
     "init_argv",
 ]
-
-#: The name the program's code runs under (tracebacks, sys.argv[0]), as with bwrap.
-CODE_FILENAME = CODE_PATH
 
 #: Frame header: kind (b"O" stdout, b"E" stderr, b"X" exit status) and payload length.
 HEADER = struct.Struct(">cI")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
 from collections.abc import Iterable
 
-__all__ = ["close_all", "sealed_memfd"]
+__all__ = ["close_all", "sealed_memfd", "write_all"]
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
 
@@ -37,3 +38,28 @@ def close_all(fds: Iterable[int | None]) -> None:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the pipe ``fd`` without blocking the loop (the caller closes ``fd``).
+
+    Raises BrokenPipeError when the reader is gone.
+    """
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            writable: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _settle, writable)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(fd)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,28 +1,25 @@
-"""One sandbox run, from cgroup creation to the teardown that leaves no process behind.
+"""One sandbox run, from the hand-over to the teardown that leaves no process behind.
 
-Placement without a race: bwrap is started with --block-fd. Its sandbox child (pid 1 of
-the new pid namespace, the parent of everything the job will ever run) reports its host
-pid on --json-status-fd and then blocks, before it forks or execs anything of the user.
-The executor moves that pid into the job cgroups, and only then writes the byte that lets
-it continue. Every user process is therefore a descendant of a process that was already
-placed. (rlimits are set by prlimit inside the sandbox before the interpreter starts.)
+The run starts from a prepared sandbox (``prepared``): bwrap already placed in its own job
+cgroups, the interpreter inside waiting on its stdin. The hand-over writes the job's limits to
+the cgroups, then the code and stdin down the pipe; the wall clock and the CPU time count from
+there. Output is read from the pipes from the hand-over on, and the first of the program's exit,
+the wall timer, an OOM kill, the output cap or a cancel ends the run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import time
 from collections.abc import Coroutine
-from signal import SIGKILL
 from typing import Any
 
 from .capture import StreamCapture
 from .cgroups import CgroupLimits, CgroupStats, JobCgroup
-from .launch import HostSetup, Launch, launch
+from .fds import close_all, write_all
+from .launch import HostSetup
 from .models import (
     OutputCallback,
     SandboxError,
@@ -30,7 +27,7 @@ from .models import (
     SandboxRequest,
     SandboxResult,
 )
-from .runtime import Runtime
+from .prepared import Prepared
 from .verdict import classify, decode_status, exit_status
 
 __all__ = ["JobRun"]
@@ -41,18 +38,18 @@ _DETAIL_BYTES = 2000
 
 
 class JobRun:
-    """Runs one request; `execute()` is called once."""
+    """Runs one request in one prepared sandbox; `execute()` is called once."""
 
     def __init__(
         self,
         host: HostSetup,
-        runtime: Runtime,
+        prepared: Prepared,
         request: SandboxRequest,
         on_output: OutputCallback | None,
         cancel: asyncio.Event | None,
     ) -> None:
         self._host = host
-        self._runtime = runtime
+        self._prepared = prepared
         self._request = request
         self._limits = request.limits
         self._cancel = cancel
@@ -63,41 +60,36 @@ class JobRun:
             StreamCapture("stderr", cap, on_output, self._overflow),
         )
         self._tasks: list[asyncio.Task[None]] = []
-        self._status_lines: list[bytes] = []
-        self._launch: Launch | None = None
+        self._status_lines = prepared.status_lines
         self._started = 0.0
         self._ended: float | None = None
+        self._cpu_before = 0.0
         self._detail = ""
 
     async def execute(self) -> SandboxResult:
         """Run the program and return its result; never leaves a job process alive."""
-        limits = self._limits
         try:
-            cgroup = self._host.cgroups.create(
-                CgroupLimits(limits.memory_bytes, limits.max_processes, limits.cpu_quota)
-            )
-        except OSError as exc:
-            self._detail = f"cgroup setup: {exc}"
-            return self._result(SandboxOutcome.PLATFORM_ERROR, None)
-        try:
-            outcome = await self._run(cgroup)
+            outcome = await self._run()
         except (OSError, SandboxError) as exc:
             log.warning("sandbox run failed: %s", exc)
             outcome = SandboxOutcome.PLATFORM_ERROR
             self._detail = f"{type(exc).__name__}: {exc}"
         finally:
-            stats = await asyncio.shield(self._teardown(cgroup))
+            stats = await asyncio.shield(self._teardown())
         return self._result(outcome, stats)
 
-    async def _run(self, cgroup: JobCgroup) -> SandboxOutcome:
+    async def _run(self) -> SandboxOutcome:
+        limits, cgroup = self._limits, self._prepared.cgroup
+        cgroup.apply(CgroupLimits(limits.memory_bytes, limits.max_processes, limits.cpu_quota))
+        self._cpu_before = cgroup.stats().cpu_time_s  # the waiting interpreter's is not the job's
         self._started = time.monotonic()
-        started = self._launch = await launch(self._host, self._runtime, self._request)
-        self._start_readers(started.proc)
-        await self._place_and_release(started, cgroup)
+        proc = self._prepared.launch.proc
+        self._start_readers(proc)
         timer = asyncio.get_running_loop().call_later(
             self._remaining(), self._finish, SandboxOutcome.TIMED_OUT
         )
-        self._start_watchers(started.proc, cgroup)
+        self._start_watchers(proc, cgroup)
+        self._spawn_task(self._hand_over())
         try:
             return await self._stop
         finally:
@@ -105,41 +97,20 @@ class JobRun:
 
     # ------------------------------------------------------------------ start
 
-    async def _place_and_release(self, started: Launch, cgroup: JobCgroup) -> None:
-        child = None
-        try:
-            child = await asyncio.wait_for(
-                self._child_pid(started.status), self._host.setup_timeout_s
-            )
-            cgroup.add_process(child)  # every job process inherits the cgroups
-            os.write(started.block, b"\x01")
-        except BaseException:
-            # Closing the block pipe would let bwrap go on unplaced: kill it first.
-            self._abort_setup(started.proc, child)
-            raise
-        finally:
-            os.close(started.block)
+    async def _hand_over(self) -> None:
+        """Write the header, the code and stdin down the waiting interpreter's stdin pipe.
 
-    async def _child_pid(self, status: asyncio.StreamReader) -> int:
-        line = await status.readline()
-        self._status_lines.append(line)
-        try:
-            return int(json.loads(line)["child-pid"])
-        except (ValueError, KeyError) as exc:
-            raise SandboxError("bwrap exited during setup") from exc
-
-    @staticmethod
-    def _abort_setup(proc: asyncio.subprocess.Process, child: int | None) -> None:
-        if proc.returncode is not None:
-            return
-        if child is not None:  # bwrap is alive and has not reaped it: the pid is still its
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        A sandbox that died meanwhile cannot read it: its exit (and bwrap's status) then says
+        what happened, so a broken pipe is not an error of its own.
+        """
+        request = self._request
+        header = len(request.code).to_bytes(8, "big") + len(request.stdin).to_bytes(8, "big")
+        fd = self._prepared.launch.handover
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            await write_all(fd, header + request.code + request.stdin)
 
     def _start_readers(self, proc: asyncio.subprocess.Process) -> None:
-        """Read both pipes from the start, so a bwrap setup error lands in stderr."""
+        """Read both pipes (bwrap's own errors land in stderr too)."""
         assert proc.stdout is not None
         assert proc.stderr is not None
         stdout, stderr = self._captures
@@ -196,8 +167,9 @@ class JobRun:
 
     # ------------------------------------------------------------------ stop
 
-    async def _teardown(self, cgroup: JobCgroup) -> CgroupStats | None:
+    async def _teardown(self) -> CgroupStats | None:
         """Kill what is left, drain the pipes, collect accounting, remove the cgroup."""
+        cgroup = self._prepared.cgroup
         stats = None
         try:
             await self._kill(cgroup)
@@ -212,8 +184,8 @@ class JobRun:
         finally:
             for task in self._tasks:
                 task.cancel()
-            if self._launch is not None:
-                self._launch.status_transport.close()
+            close_all([self._prepared.launch.handover])
+            self._prepared.launch.status_transport.close()
         return stats
 
     async def _kill(self, cgroup: JobCgroup) -> None:
@@ -223,9 +195,7 @@ class JobRun:
         early kill() would race asyncio's child watcher for the exit status.
         """
         await cgroup.kill_all(self._host.kill_timeout_s)
-        if self._launch is None:
-            return
-        proc = self._launch.proc
+        proc = self._prepared.launch.proc
         try:
             await asyncio.wait_for(proc.wait(), self._host.kill_timeout_s)
         except TimeoutError:
@@ -238,10 +208,10 @@ class JobRun:
         readers = self._tasks[:2]
         if readers:
             await asyncio.wait(readers, timeout=self._host.kill_timeout_s)
-        if self._launch is not None:
-            with contextlib.suppress(TimeoutError):
-                rest = await asyncio.wait_for(self._launch.status.read(), self._host.kill_timeout_s)
-                self._status_lines += rest.splitlines()
+        status = self._prepared.launch.status
+        with contextlib.suppress(TimeoutError):
+            rest = await asyncio.wait_for(status.read(), self._host.kill_timeout_s)
+            self._status_lines += rest.splitlines()
 
     # ------------------------------------------------------------------ result
 
@@ -266,10 +236,10 @@ class JobRun:
             stdout_truncated=stdout.truncated,
             stderr_truncated=stderr.truncated,
             wall_time_s=ended - self._started if self._started else 0.0,
-            cpu_time_s=stats.cpu_time_s if stats else 0.0,
+            cpu_time_s=max(0.0, stats.cpu_time_s - self._cpu_before) if stats else 0.0,
             peak_memory_bytes=stats.peak_memory_bytes if stats else 0,
-            runtime=self._runtime.name,
-            runtime_identity=self._host.identities[self._runtime.name],
+            runtime=self._prepared.runtime.name,
+            runtime_identity=self._host.identities[self._prepared.runtime.name],
             applied_limits=self._limits,
             detail=detail,
         )

@@ -1,4 +1,8 @@
-"""Starting bwrap: the descriptors it reads, the argv, the host user, the status pipe."""
+"""Starting bwrap: the descriptors it reads, the argv, the host user, the status pipe.
+
+Nothing about a job is in a launch: bwrap starts for a shape (runtime, scratch size, rlimits),
+and the job arrives later through the hand-over pipe on the program's stdin.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from dataclasses import dataclass
 from .cgroups import CgroupDriver
 from .fds import close_all, sealed_memfd
 from .layout import ETC_FILES, BwrapFds, Rlimits, bwrap_argv
-from .models import MAX_CHUNK_BYTES, SandboxRequest
+from .models import MAX_CHUNK_BYTES, SandboxLimits
 from .runtime import Runtime
 
-__all__ = ["HostSetup", "Launch", "launch"]
+__all__ = ["HostSetup", "Launch", "Shape", "launch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,55 +39,72 @@ class HostSetup:
 
 
 @dataclass(frozen=True, slots=True)
+class Shape:
+    """What is fixed when bwrap starts: the runtime, the scratch size and the rlimits."""
+
+    runtime: str
+    scratch_bytes: int
+    max_open_files: int
+    max_file_size_bytes: int
+
+    @classmethod
+    def of(cls, runtime: str, limits: SandboxLimits) -> Shape:
+        """The shape a run with these limits needs."""
+        return cls(runtime, limits.scratch_bytes, limits.max_open_files, limits.max_file_size_bytes)
+
+
+@dataclass(frozen=True, slots=True)
 class Launch:
-    """A started bwrap, blocked before the program: write a byte to `block` to release it."""
+    """A started bwrap, blocked before the program: write a byte to `block` to release it.
+
+    `handover` is the write end of the program's stdin, where the job goes.
+    """
 
     proc: asyncio.subprocess.Process
     status: asyncio.StreamReader
     status_transport: asyncio.ReadTransport
     block: int
+    handover: int
 
 
-async def launch(host: HostSetup, runtime: Runtime, request: SandboxRequest) -> Launch:
-    """Start bwrap for one request. Everything it reads comes from sealed memfds and pipes."""
+async def launch(host: HostSetup, runtime: Runtime, shape: Shape) -> Launch:
+    """Start bwrap for one shape. Everything it reads comes from sealed memfds and pipes."""
     etc = {dest: sealed_memfd(dest, data) for dest, data in ETC_FILES.items()}
-    code = sealed_memfd("code", request.code)
-    stdin = sealed_memfd("stdin", request.stdin)
     seccomp = sealed_memfd("seccomp", host.seccomp_filter) if host.seccomp_filter else None
     block_r, block_w = os.pipe()
     status_r, status_w = os.pipe()
-    fds = BwrapFds(code, etc, block_r, status_w, seccomp)
-    passed = [fd for fd in (*etc.values(), code, seccomp, block_r, status_w) if fd is not None]
+    stdin_r, stdin_w = os.pipe()
+    fds = BwrapFds(etc, block_r, status_w, seccomp)
+    passed = [fd for fd in (*etc.values(), seccomp, block_r, status_w) if fd is not None]
     transport = None
     try:
         status, transport = await _open_status(status_r)
-        proc = await _exec(host, runtime, request, fds, stdin, passed)
+        proc = await _exec(host, runtime, shape, fds, stdin_r, passed)
     except BaseException:
-        close_all([block_w])
+        close_all([block_w, stdin_w])
         if transport is not None:
             transport.close()
         raise
     finally:
-        close_all([*passed, stdin])
-    return Launch(proc, status, transport, block_w)
+        close_all([*passed, stdin_r])
+    return Launch(proc, status, transport, block_w, stdin_w)
 
 
 async def _exec(
     host: HostSetup,
     runtime: Runtime,
-    request: SandboxRequest,
+    shape: Shape,
     fds: BwrapFds,
     stdin: int,
     pass_fds: list[int],
 ) -> asyncio.subprocess.Process:
-    limits = request.limits
     argv = bwrap_argv(
         host.bwrap,
         runtime,
         root_links=host.root_links,
-        scratch_bytes=limits.scratch_bytes if host.tmpfs_size_supported else None,
+        scratch_bytes=shape.scratch_bytes if host.tmpfs_size_supported else None,
         fds=fds,
-        rlimits=Rlimits(limits.max_open_files, limits.max_file_size_bytes),
+        rlimits=Rlimits(shape.max_open_files, shape.max_file_size_bytes),
         prlimit=host.prlimit,
     )
     return await asyncio.create_subprocess_exec(

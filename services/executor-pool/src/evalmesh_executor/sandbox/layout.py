@@ -3,10 +3,12 @@
 Inside the sandbox:
     /usr (read-only, site-packages of the host masked), /bin /lib /lib64 /sbin as on the host,
     /etc with generated passwd, group, hosts and nsswitch.conf only (no host /etc),
-    /job/main.py the code (a read-only copy bwrap made from a sealed memfd),
+    /job, a small fresh tmpfs, read-only (0555) but the job's own: the boot program makes it
+        writable just long enough to write the code as /job/main.py (0444),
     /proc of the job's own pid namespace, a minimal /dev,
     /tmp (also $HOME) and /dev/shm: fresh size-capped tmpfs, the only writable places.
-Everything else, including / itself, is read-only.
+Everything else, including / itself, is read-only. The program is the interpreter running
+``bwrap_boot``, which waits on its stdin for the job (see ``prepared``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from . import bwrap_boot
 from .runtime import Runtime
 
 __all__ = [
-    "CODE_PATH",
+    "BOOT_SOURCE",
     "ETC_FILES",
     "SANDBOX_ENV",
     "SANDBOX_GID",
@@ -34,11 +38,15 @@ __all__ = [
 # Paths inside the sandbox (never on the host): its two scratch tmpfs.
 SCRATCH_DIR = "/tmp"  # noqa: S108
 SHM_DIR = "/dev/shm"  # noqa: S108
+JOB_DIR = "/job"
+# Room for the code file (code is at most 1 MiB; the API refuses more).
+JOB_DIR_BYTES = 2 * 1024 * 1024
 
 SANDBOX_UID = 65534
 SANDBOX_GID = 65534
-CODE_PATH = "/job/main.py"
 HOSTNAME = "evalmesh"
+# What the interpreter runs first (python -c): the executor's own file, read once at import.
+BOOT_SOURCE = Path(bwrap_boot.__file__).read_text(encoding="utf-8")
 
 # PYTHON* reach programs the job starts itself; the main interpreter runs with -I -B -u.
 SANDBOX_ENV: Mapping[str, str] = {
@@ -68,7 +76,6 @@ _ROOT_LINK_NAMES = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 class BwrapFds:
     """Descriptor numbers (identical in bwrap, thanks to pass_fds) that the argv refers to."""
 
-    code: int
     etc: Mapping[str, int]
     block: int
     status: int
@@ -88,7 +95,11 @@ def host_root_links(root: str = "/") -> list[tuple[str, ...]]:
 
 
 def _filesystem(
-    runtime: Runtime, root_links: list[tuple[str, ...]], scratch: list[str], fds: BwrapFds
+    runtime: Runtime,
+    root_links: list[tuple[str, ...]],
+    scratch: list[str],
+    job_dir: list[str],
+    fds: BwrapFds,
 ) -> list[str]:
     args: list[str] = []
     for path in runtime.ro_binds:
@@ -99,10 +110,11 @@ def _filesystem(
         args += ["--tmpfs", path, "--remount-ro", path]
     args += ["--proc", "/proc", "--dev", "/dev"]
     args += [*scratch, "--tmpfs", SCRATCH_DIR, *scratch, "--tmpfs", SHM_DIR]
+    args += ["--perms", "0555", *job_dir, "--tmpfs", JOB_DIR]
     args += ["--remount-ro", "/dev"]
     for dest, fd in fds.etc.items():
         args += ["--ro-bind-data", str(fd), dest]
-    args += ["--ro-bind-data", str(fds.code), CODE_PATH, "--remount-ro", "/"]
+    args += ["--remount-ro", "/"]
     return args
 
 
@@ -142,6 +154,7 @@ def bwrap_argv(
     them on bwrap itself would constrain its setup instead of only the program.
     """
     scratch = ["--size", str(scratch_bytes)] if scratch_bytes is not None else []
+    job_dir = ["--size", str(JOB_DIR_BYTES)] if scratch_bytes is not None else []
     args = [
         bwrap,
         "--unshare-all",
@@ -162,8 +175,8 @@ def bwrap_argv(
     ]
     if fds.seccomp is not None:
         args += ["--seccomp", str(fds.seccomp)]
-    args += _filesystem(runtime, root_links, scratch, fds)
+    args += _filesystem(runtime, root_links, scratch, job_dir, fds)
     args += ["--chdir", SCRATCH_DIR, "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         args += ["--setenv", key, value]
-    return [*args, "--", *rlimits.argv(prlimit), *runtime.argv, CODE_PATH]
+    return [*args, "--", *rlimits.argv(prlimit), *runtime.argv, "-c", BOOT_SOURCE]

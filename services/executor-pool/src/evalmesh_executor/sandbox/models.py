@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "CODE_FILENAME",
     "MAX_CHUNK_BYTES",
     "ActiveRuns",
     "OutputCallback",
@@ -21,6 +22,7 @@ __all__ = [
     "SandboxRequest",
     "SandboxResult",
     "SandboxUnavailableError",
+    "setup_failed",
     "unavailable_runtime",
 ]
 
@@ -28,6 +30,8 @@ MiB = 1024 * 1024
 
 #: Upper bound of `OutputChunk.data`, in bytes.
 MAX_CHUNK_BYTES = 64 * 1024
+#: The path the code runs as (``__file__``, tracebacks), on every backend.
+CODE_FILENAME = "/job/main.py"
 
 OutputStream = Literal["stdout", "stderr"]
 
@@ -147,6 +151,13 @@ class SandboxResult:
 
 def unavailable_runtime(request: SandboxRequest) -> SandboxResult:
     """The result for a request naming a runtime this backend does not have: a platform fault."""
+    return setup_failed(
+        request, f"runtime {request.runtime!r} is not available on this executor", identity=""
+    )
+
+
+def setup_failed(request: SandboxRequest, detail: str, identity: str = "") -> SandboxResult:
+    """The result of a run whose sandbox could not even be set up: a platform fault."""
     return SandboxResult(
         outcome=SandboxOutcome.PLATFORM_ERROR,
         exit_code=None,
@@ -159,9 +170,9 @@ def unavailable_runtime(request: SandboxRequest) -> SandboxResult:
         cpu_time_s=0.0,
         peak_memory_bytes=0,
         runtime=request.runtime,
-        runtime_identity="",
+        runtime_identity=identity,
         applied_limits=request.limits,
-        detail=f"runtime {request.runtime!r} is not available on this executor",
+        detail=detail,
     )
 
 

@@ -20,7 +20,7 @@ _VERSION_PROBE = "import sys; print(sys.version.split()[0])"
 class Runtime:
     """An interpreter and the host paths it sees.
 
-    argv: interpreter and flags; the path of the code file is appended.
+    argv: interpreter and flags; `-c` and the boot program (bwrap_boot) are appended.
     ro_binds: host directories bound read-only at the same path inside the sandbox.
     masked: directories inside those binds replaced by an empty read-only tmpfs (used to
         keep site-packages the host happens to have out of a standard-library runtime).
