@@ -6,17 +6,21 @@ jobs than it has free slots. The class comes from the shared smooth weighted rou
 consumer is asked for one message with ``no_wait``, which answers at once either with a job or
 with "no messages", and an empty class is dropped from this round (its share goes to the
 others). ``fetch(1)`` of nats-py cannot probe like that: an empty class costs its whole expiry,
-and the late 408 it leaves behind costs another. When every class is empty the loop sleeps until
-a job is published on a job subject (a core NATS hint every executor receives) or
-``recheck_interval`` passes (how redeliveries after ack_wait or a nak delay are found).
+and the late 408 it leaves behind costs another. A class that answered "no messages" is not
+asked again until a job is published on its subjects (a core NATS hint every executor receives)
+or ``recheck_interval`` passes (how redeliveries after ack_wait or a nak delay are found), so a
+steady stream of one class's jobs costs one pull per job, not one per class. When every class is
+empty the loop sleeps until such a hint or the recheck interval.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,6 +113,9 @@ class Pool:
         self._wakeup = Wakeup(pull.recheck_interval)
         self._sources: dict[str, _Source] = {}
         self._hints: list[Subscription] = []
+        self._hinted: collections.Counter[str] = collections.Counter()  # hints per class
+        # Classes that answered "no messages": the hint count when that pull went out, and when.
+        self._empty: dict[str, tuple[int, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.draining = False
 
@@ -180,15 +187,26 @@ class Pool:
             self._free.release()
 
     async def _take(self) -> tuple[Msg, float] | None:
-        ready = set(self._sources)
+        ready = {name for name in self._sources if self._may_have_work(name)}
         while (choice := self._policy.choose(ready)) is not None:
+            hinted = self._hinted[choice]
             msg = await self._pull_one(self._sources[choice])
             if msg is None:  # that class is empty: its share goes to the others
+                self._empty[choice] = (hinted, time.monotonic())
                 ready.discard(choice)
                 continue
+            self._empty.pop(choice, None)
             self._policy.started(choice, ready)
             return msg, self._sources[choice].ack_wait
         return None
+
+    def _may_have_work(self, name: str) -> bool:
+        """False for a class that was empty, unless a job was published since or it is time
+        to look again (for redeliveries, which send no hint)."""
+        if name not in self._empty:
+            return True
+        hinted, when = self._empty[name]
+        return self._hinted[name] > hinted or time.monotonic() - when >= self._pull.recheck_interval
 
     async def _pull_one(self, source: _Source) -> Msg | None:
         """One message from the class's consumer, or None at once if it has none."""
@@ -214,6 +232,9 @@ class Pool:
         return None
 
     async def _on_hint(self, msg: Msg) -> None:
+        parts = msg.subject.split(".")  # evalmesh.jobs.<class>.<evaluation id>
+        if len(parts) > 2:
+            self._hinted[parts[2]] += 1
         self._wakeup.hint()
 
     async def drain(self, grace: float) -> tuple[int, int]:
