@@ -8,10 +8,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from evalmesh_executor.sandbox import BwrapSandbox, SandboxLimits, SandboxResult
+from evalmesh_executor.sandbox import BwrapSandbox, OutputChunk, SandboxLimits, SandboxResult
 
 MiB = 1024 * 1024
 
@@ -27,6 +28,71 @@ SMALL = SandboxLimits(
 )
 
 Runner = Callable[..., Awaitable[SandboxResult]]
+
+
+async def run_until_printed(
+    run: Runner, code: str, marker: bytes, within_s: float = 10.0, **options: Any
+) -> asyncio.Future[SandboxResult]:
+    """Start run(code, **options); return the running job once its stdout shows marker.
+
+    Tests wait for a job's own word that it got somewhere rather than sleeping a fixed time,
+    which a slow or loaded host can outlast.
+    """
+    printed = bytearray()
+    seen = asyncio.Event()
+
+    async def on_output(chunk: OutputChunk) -> None:
+        if chunk.stream == "stdout":
+            printed.extend(chunk.data)
+            if marker in printed:
+                seen.set()
+
+    job = asyncio.ensure_future(run(code, on_output=on_output, **options))
+    waiting = asyncio.ensure_future(seen.wait())
+    await asyncio.wait([job, waiting], timeout=within_s, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    if not seen.is_set():
+        ended = job.result() if job.done() else None
+        job.cancel()
+        pytest.fail(f"the job never printed {marker!r} (within {within_s} s): {ended}")
+    return job
+
+
+async def timed_run(run: Runner, code: str, **options: Any) -> tuple[SandboxResult, float]:
+    """run(code, **options) and the seconds it took, as the caller saw them."""
+    started = time.monotonic()
+    result = await run(code, **options)
+    return result, time.monotonic() - started
+
+
+def assert_still_fast(beside: float, alone: float) -> None:
+    """U5/H32: a canary beside a hostile job took at most twice as long as alone, plus 1 s.
+
+    Relative, because how long a run takes is the host's speed. A neighbour held to its limits
+    still shares the CPU, the executor and the engine with the canary: on a loaded host that
+    slows the canary in proportion, not by seconds of its own.
+    """
+    bound = 2 * alone + 1.0
+    assert beside < bound, f"{beside:.2f} s beside the hostile job, {alone:.2f} s alone"
+
+
+async def wait_for_job_processes(marker: bytes, count: int, within_s: float) -> None:
+    """Poll until exactly `count` host processes carry `marker`; fail after `within_s`.
+
+    A child's command line shows only once the kernel has loaded its program, which can be a
+    moment after its parent's fork-and-exec returned: on a loaded host a count taken at once
+    misses it.
+    """
+    deadline = time.monotonic() + within_s
+    while len(found := job_processes(marker)) != count:
+        if time.monotonic() > deadline:
+            pytest.fail(f"{len(found)} process(es) of the job after {within_s} s, not {count}")
+        await asyncio.sleep(0.02)
+
+
+async def assert_no_process_left(marker: bytes, within_s: float = 1.0) -> None:
+    """U2: within `within_s` of a job's result, no host process carries `marker`."""
+    await wait_for_job_processes(marker, 0, within_s)
 
 
 def rss_bytes() -> int:

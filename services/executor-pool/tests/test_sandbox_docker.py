@@ -23,7 +23,7 @@ import pytest
 import requests
 import urllib3
 from docker_helpers import ML_IMAGE, PYTHON_IMAGE, Engine, docker_sandbox
-from sandbox_helpers import SMALL, job_processes
+from sandbox_helpers import SMALL, job_processes, wait_for_job_processes
 
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest, SandboxUnavailableError
 from evalmesh_executor.sandbox.docker import (
@@ -132,7 +132,7 @@ async def test_no_container_or_process_of_a_job_exists_after_its_result(
         time.sleep(3)  # long enough for the host to count them, even on a loaded machine
     """).encode()
     job = await _started(box, code, wall_timeout=30)
-    assert len(job_processes(marker.encode())) == 3
+    await wait_for_job_processes(marker.encode(), 3, within_s=2.0)
     result = await job
     assert result.outcome is SandboxOutcome.EXITED
     assert job_processes(marker.encode()) == [], "pid 1 kills the rest before it reports"

@@ -11,7 +11,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from sandbox_helpers import MiB, Runner, job_processes, open_fd_count
+from sandbox_helpers import MiB, Runner, assert_no_process_left, open_fd_count
 
 from evalmesh_executor.sandbox import SandboxOutcome
 from evalmesh_executor.sandbox.layout import SANDBOX_ENV
@@ -193,6 +193,14 @@ async def test_h23_fork_bomb_is_capped_and_fully_killed(run: Runner, bomb: str) 
     assert (await canary).stdout == b"45\n"
 
 
+# Which user limit a persistent thread bomb meets first depends on the host's speed, not on
+# the platform: CPython 3.11 leaks the new thread's state (~370 bytes) on every failed start
+# (CPython gh-109746, fixed in 3.12.8 and 3.13.1), so the retry loop's memory grows with the
+# rate at which the kernel refuses clones: about 36 MiB/s on one host, below 64 MiB in 2 s on
+# another. Either way the pids cap held and the outcome is the user's.
+USER_LIMITS_OF_A_PERSISTENT_BOMB = {SandboxOutcome.TIMED_OUT, SandboxOutcome.MEMORY_LIMIT}
+
+
 @pytest.mark.parametrize("persistent", [False, True])
 async def test_h24_thread_bomb_is_capped(run: Runner, persistent: bool) -> None:
     start = "threading.Thread(target=time.sleep, args=(100,), daemon=True).start()"
@@ -201,11 +209,44 @@ async def test_h24_thread_bomb_is_capped(run: Runner, persistent: bool) -> None:
         if persistent
         else (f"    {start}")
     )
+    canary = asyncio.ensure_future(run(CANARY))
     result = await run(f"import threading, time\nwhile True:\n{body}")
-    expected = SandboxOutcome.TIMED_OUT if persistent else SandboxOutcome.EXITED
-    assert result.outcome is expected
-    if not persistent:
+    if persistent:
+        assert result.outcome in USER_LIMITS_OF_A_PERSISTENT_BOMB
+        assert result.peak_memory_bytes <= 64 * MiB
+    else:
+        assert result.outcome is SandboxOutcome.EXITED
         assert b"can't start new thread" in result.stderr
+    assert (await canary).stdout == b"45\n"
+
+
+async def test_h24_a_failed_thread_start_costs_the_job_memory_but_never_exceeds_the_cap(
+    run: Runner,
+) -> None:
+    code = dedent("""
+        import threading, time
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096
+        while True:
+            try:
+                threading.Thread(target=time.sleep, args=(100,), daemon=True).start()
+            except RuntimeError:
+                break
+        before = rss()
+        for _ in range(20000):
+            try:
+                threading.Thread(target=time.sleep, args=(100,), daemon=True).start()
+            except RuntimeError:
+                pass
+        print(threading.active_count(), (rss() - before) // 20000)
+    """)
+    result = await run(code, wall_timeout=10.0)
+    assert result.outcome is SandboxOutcome.EXITED, result.stderr
+    alive, leaked_per_start = map(int, result.stdout.split())
+    assert alive < 32, "the pids cap held"
+    # Documents the interpreter's leak that makes the bomb's outcome host-dependent: if the
+    # runtime's Python no longer leaks, the note above and this test can go.
+    assert leaked_per_start > 100
 
 
 @pytest.mark.parametrize(
@@ -236,10 +277,21 @@ async def test_h31_opening_too_many_files_hits_emfile_inside_the_job(
     assert open_fd_count() == fds_before
 
 
+# The sandbox keeps the stack rlimit it inherits (the executor's, or the engine's for docker):
+# under `ulimit -s unlimited` a C stack grows until the memory limit and the run ends
+# MEMORY_LIMIT instead. The program sets its own 8 MiB soft limit, as any program may.
+OWN_STACK_LIMIT = (
+    "import resource\n"
+    "_, hard = resource.getrlimit(resource.RLIMIT_STACK)\n"
+    "soft = 8 << 20 if hard == resource.RLIM_INFINITY else min(8 << 20, hard)\n"
+    "resource.setrlimit(resource.RLIMIT_STACK, (soft, hard))\n"
+)
+
+
 @pytest.mark.parametrize(
     "code",
     [
-        "import sys\nsys.setrecursionlimit(10**9)\n"
+        OWN_STACK_LIMIT + "import sys\nsys.setrecursionlimit(10**9)\n"
         "def f(): return list(map(lambda _: f(), [0]))\nf()",
         "import ctypes\nctypes.string_at(0)",
     ],
@@ -290,8 +342,7 @@ async def test_h40_a_double_forked_daemon_dies_with_the_job(run: Runner) -> None
     result = await run(code)
     assert result.outcome is SandboxOutcome.EXITED
     assert result.stdout == b"main exits\n"
-    await asyncio.sleep(0.05)
-    assert job_processes(marker.encode()) == []
+    await assert_no_process_left(marker.encode())
 
 
 async def test_h42_a_child_holding_stdout_does_not_keep_the_job_alive(run: Runner) -> None:

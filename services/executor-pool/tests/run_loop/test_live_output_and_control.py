@@ -161,10 +161,23 @@ async def test_pool_status_names_runs_and_runtimes_and_is_heartbeated_to_the_buc
     await driver.wait_terminal(evaluation_id)
     assert driver.nats is not None
     bucket = await driver.nats.jetstream().key_value(EXECUTORS_BUCKET)
-    await asyncio.sleep(1.0)  # at least one heartbeat after the run ended
-    entry = await bucket.get(status.instance_id)
-    assert entry.value is not None
-    beat = pool_pb2.PoolStatus.FromString(entry.value)
+
+    async def latest_beat() -> pool_pb2.PoolStatus:
+        entry = await bucket.get(status.instance_id)
+        assert entry.value is not None
+        return pool_pb2.PoolStatus.FromString(entry.value)
+
+    def after_the_run(beat: pool_pb2.PoolStatus) -> bool:
+        newer = beat.report_time.ToNanoseconds() > status.report_time.ToNanoseconds()
+        return newer and not beat.runs
+
+    # Beats come every 0.5 s (EXECUTOR_ENV), but a loaded host may send the next one late:
+    # wait for the first beat sent after the run ended rather than a fixed time.
+    deadline = time.monotonic() + 10
+    beat = await latest_beat()
+    while not after_the_run(beat) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        beat = await latest_beat()
     assert beat.instance_id == status.instance_id
     assert beat.healthy
     assert beat.completed >= 1

@@ -44,6 +44,7 @@ class Recorder:
         self.open = asyncio.Event()
         self.open.set()
         self.fail = False
+        self.stored_a_batch = asyncio.Event()
 
     async def publish(self, subject: str, data: bytes) -> None:
         assert subject == "evalmesh.events.ev_1"
@@ -54,6 +55,7 @@ class Recorder:
         if self.fail:
             raise FailedPrecondition("attempt 1 no longer holds it", reason="STALE_ATTEMPT")
         self.batches.append(chunks)
+        self.stored_a_batch.set()
 
     def stored(self) -> bytes:
         return b"".join(c.data for batch in self.batches for c in batch)
@@ -85,7 +87,8 @@ async def test_a_quiet_stream_is_flushed_after_the_interval() -> None:
     recorder = Recorder()
     sink = _sink(recorder, flush_interval=0.05)
     await sink.add(_chunk(0, 10))
-    await asyncio.sleep(0.3)
+    # Awaited, not slept for: a stalled event loop (a loaded host) can wake the test first.
+    await asyncio.wait_for(recorder.stored_a_batch.wait(), 2)
     assert recorder.stored() == _chunk(0, 10).data
     await sink.close()
 
