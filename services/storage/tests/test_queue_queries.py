@@ -44,6 +44,48 @@ async def test_expired_leases_are_found_on_the_database_clock(storage: Storage) 
     assert [(e.id, e.attempt) for e in expired] == [(short.id, 1)]
 
 
+async def test_queued_pages_walk_published_jobs_in_queue_order_to_the_end(
+    storage: Storage,
+) -> None:
+    low = await create(storage, priority=Priority.LOW)
+    normal = [await create(storage) for _ in range(3)]
+    high = await create(storage, priority=Priority.HIGH, tenant="globex")
+    never = await create(storage)
+    held = await running(storage)
+    await storage.record_publications([e.id for e in (low, *normal, high)])
+    before = (await storage.get_evaluation(low.id, "", View.BASIC)).publish_time
+    assert before is not None
+    walked, token, pages = [], "", 0
+    while True:
+        page, token = await storage.list_queued(before + 1, 2, token)
+        walked += [e.id for e in page]
+        pages += 1
+        if not token:
+            break
+    # HIGH first, then NORMAL oldest first, then LOW; never published and RUNNING left out.
+    assert walked == [high.id, *(e.id for e in normal), low.id]
+    assert pages == 3
+    assert never.id not in walked
+    assert held.id not in walked
+    # Published after the bound: not yet due for a check.
+    assert await storage.list_queued(before, 10, "") == ([], "")
+
+
+async def test_leases_list_one_executors_running_evaluations_expired_or_not(
+    storage: Storage,
+) -> None:
+    expired = await create(storage)
+    await storage.claim(expired.id, claim("executor-a", lease_us=1))
+    live = await create(storage)
+    await storage.claim(live.id, claim("executor-a"))
+    other = await create(storage)
+    await storage.claim(other.id, claim("executor-b"))
+    await asyncio.sleep(0.01)
+    leases = await storage.list_leases("executor-a", 0)
+    assert sorted((e.id, e.attempt) for e in leases) == sorted([(expired.id, 1), (live.id, 1)])
+    assert await storage.list_leases("executor-c", 0) == []
+
+
 async def test_stats_count_states_queue_depth_oldest_wait_and_recent_completions(
     storage: Storage,
 ) -> None:

@@ -3,6 +3,8 @@
 A service must start serving health (NOT_SERVING) even while NATS is down, so the connection is
 made by a background task and :meth:`NatsConnection.probe` is the health dependency. JetStream
 contexts are taken from :attr:`NatsConnection.client` once :meth:`wait_connected` returns.
+:class:`BucketView` reads a KV bucket through one long-lived watch, so frequent reads create
+nothing on the server.
 """
 
 from __future__ import annotations
@@ -10,16 +12,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import nats
+import nats.errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KV_DEL, KV_PURGE
 
-__all__ = ["NatsConnection", "bucket_values"]
+__all__ = ["BucketView", "NatsConnection"]
 
 logger = logging.getLogger(__name__)
+
+_NO_TTL = 365 * 24 * 3600.0  # a bucket without a TTL: entries never expire
+_NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
+# How long a read waits for the watch to deliver writes made before it; then it answers anyway.
+_CATCH_UP = 1.0
+# The watch's consumer outlives a lost connection this long; the client recreates it after.
+_WATCH_INACTIVE = 60.0
 
 
 class NatsConnection:
@@ -101,18 +112,121 @@ class NatsConnection:
         await self._connected(reconnected=True)
 
 
-async def bucket_values(js: JetStreamContext, bucket: str) -> list[bytes]:
-    """The current value of every key in a KV bucket (keys that expire meanwhile are skipped)."""
-    kv = await js.key_value(bucket)
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
-    values = []
-    for key in keys:
+class BucketView:
+    """A local, live copy of a KV bucket, fed by one watch kept open for the process's life.
+
+    Listing a bucket's keys (``KeyValue.keys``) creates a server-side consumer per call that
+    outlives the call by minutes; a process that reads often (queue positions, the pool's size)
+    then piles consumers up until the server refuses to create more. Here one ordered watch
+    (its consumer recreated by the client only if it stalls) keeps a dictionary up to date, and
+    a read creates nothing on the server: it asks for the bucket's last sequence (a plain
+    stream-info request) and waits, briefly, until the watch has delivered up to it, so a read
+    sees every write made before it began. Entries that age out of the bucket (its TTL) send no
+    update, so the view drops an entry once it is older than the bucket's TTL.
+
+    ``values`` waits for the first full snapshot (up to ``timeout``, else ``TimeoutError``);
+    after that it answers from the view, which stays as it was while NATS is away and loses
+    entries as they expire.
+    """
+
+    def __init__(
+        self, nats: NatsConnection, bucket: str, *, retry: float = 1.0, timeout: float = 5.0
+    ) -> None:
+        self.nats = nats
+        self.bucket = bucket
+        self.retry = retry
+        self.timeout = timeout
+        # key -> (value, when it expires on the monotonic clock)
+        self._entries: dict[str, tuple[bytes, float]] = {}
+        self._seen = 0  # the bucket stream's sequence the view is up to date with
+        self._advanced = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin following the bucket in the background; idempotent."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"bucket-view-{self.bucket}")
+
+    async def close(self) -> None:
+        """Stop following (the watch is unsubscribed); idempotent."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def values(self) -> list[bytes]:
+        """The current value of every live key, from the local view."""
+        self.start()
+        await asyncio.wait_for(self._ready.wait(), self.timeout)
+        await self._catch_up()
+        now = time.monotonic()
+        expired = [key for key, (_, expires) in self._entries.items() if expires <= now]
+        for key in expired:
+            del self._entries[key]
+        return [value for value, _ in self._entries.values()]
+
+    async def _catch_up(self) -> None:
         try:
-            entry = await kv.get(key)
-        except KeyNotFoundError:
-            continue  # expired or deleted between the listing and the read
-        values.append(entry.value or b"")
-    return values
+            last = await self._last_sequence()
+        except _NATS_ERRORS:
+            return  # NATS away: the view as it is
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_CATCH_UP):
+                while self._seen < last:
+                    self._advanced.clear()
+                    await self._advanced.wait()
+
+    async def _last_sequence(self) -> int:
+        info = await self.nats.client.jetstream().stream_info(f"KV_{self.bucket}")
+        return int(info.state.last_seq)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # NATS away, the bucket not created yet: try again
+                logger.debug("following bucket %s failed: %s", self.bucket, exc)
+            await asyncio.sleep(self.retry)
+
+    async def _follow(self) -> None:
+        client = await self.nats.wait_connected()
+        kv = await client.jetstream().key_value(self.bucket)
+        ttl = (await kv.status()).ttl or _NO_TTL
+        before = await self._last_sequence()  # the snapshot holds at least this much
+        watcher = await kv.watchall(inactive_threshold=_WATCH_INACTIVE)
+        try:
+            snapshot: dict[str, tuple[bytes, float]] | None = {}
+            async for entry in watcher:
+                if entry is None:  # the initial values are all in
+                    self._entries, snapshot = snapshot or {}, None
+                    self._advance(before)
+                    self._ready.set()
+                    continue
+                target = self._entries if snapshot is None else snapshot
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    target.pop(entry.key, None)
+                else:
+                    # An update just in lives a full TTL; an older value what is left of it.
+                    age = 0.0 if snapshot is None else _age(entry.created, ttl)
+                    target[entry.key] = (entry.value or b"", time.monotonic() + ttl - age)
+                if snapshot is None:
+                    self._advance(entry.revision or 0)
+        finally:
+            with contextlib.suppress(*_NATS_ERRORS):
+                await watcher.stop()  # type: ignore[no-untyped-call]  # nats.py leaves it untyped
+
+    def _advance(self, sequence: int) -> None:
+        if sequence > self._seen:
+            self._seen = sequence
+            self._advanced.set()
+
+
+def _age(created: datetime | None, ttl: float) -> float:
+    if created is None:
+        return 0.0
+    seconds = (datetime.now(UTC) - created).total_seconds()
+    return min(max(seconds, 0.0), ttl)

@@ -17,6 +17,7 @@ __all__ = [
     "JOB_ADVISORIES_STREAM",
     "KEY_REVOKED_SUBJECT",
     "LEADER_BUCKET",
+    "LEASES_RELEASED_SUBJECT",
     "PRIORITY_NAMES",
     "dead_letter_subject",
     "event_subject",
@@ -36,6 +37,9 @@ DEAD_LETTER_STREAM = "EVALMESH_DEAD_LETTERS"
 CANCEL_SUBJECT = "evalmesh.control.cancel"
 # Core NATS: the id of a revoked API key, so every gateway drops it from its cache at once.
 KEY_REVOKED_SUBJECT = "evalmesh.control.keys.revoked"
+# Core NATS: an executor restarted under its old identity ended its predecessor's leases (the
+# payload is its instance id); the leading scheduler's reaper requeues them now, not next tick.
+LEASES_RELEASED_SUBJECT = "evalmesh.control.leases.released"
 # Key-value buckets: executor heartbeats (entries expire), and the reconciler/reaper leader lease.
 EXECUTORS_BUCKET = "EVALMESH_EXECUTORS"
 LEADER_BUCKET = "EVALMESH_LEADER"

@@ -1,9 +1,10 @@
 """One executor instance's moving parts and their lifecycle, behind the gRPC app.
 
 Start (in the background, so health is served from the first moment): wait for NATS, bind the
-priority consumers, check the executors bucket, listen for cancels, then pull, report status
-and self-check. Stop, in the app's shutdown order: stop pulling and drain the running jobs
-(STOP_WORK); unsubscribe, delete the status entry and close NATS (DRAIN); release the sandbox.
+priority consumers, check the executors bucket, listen for cancels, end the leases a previous
+process with this instance id left behind, then pull, report status and self-check. Stop, in
+the app's shutdown order: stop pulling and drain the running jobs (STOP_WORK); unsubscribe,
+delete the status entry and close NATS (DRAIN); release the sandbox.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import nats.errors
 from nats.js.errors import Error as JetStreamError
 
-from evalmesh_common.messaging import NatsConnection
-from evalmesh_common.subjects import EXECUTORS_BUCKET
+from evalmesh.v1 import evaluation_pb2
+from evalmesh_common import Aborted, DeadlineExceeded, DomainError, Unavailable
+from evalmesh_common.messaging import BucketView, NatsConnection
+from evalmesh_common.subjects import EXECUTORS_BUCKET, LEASES_RELEASED_SUBJECT
 from evalmesh_executor.backend import Backend
 from evalmesh_executor.config import ExecutorConfig
 from evalmesh_executor.control import CancelListener
@@ -39,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 _NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError)
 _BIND_RETRY = 1.0
+_FLUSH_TIMEOUT = 2
+T = TypeVar("T")
 NATS_DEFAULT_PORT = 4222
 
 
@@ -64,6 +70,8 @@ class ExecutorInstance:
         self.config = config
         self.nats = nats_connection
         self.backend = backend
+        self.store = store
+        self.executor_id = executor_id
         self.runs = RunRegistry()
         client = nats_connection.client
         self.shares = TenantShares(config.share, config.slots)
@@ -160,9 +168,57 @@ class ExecutorInstance:
         self._spawn(self.status.run(self.nats.client), "executor-status")
         if self.config.share.fair_share < 1:  # only the fair share depends on the pool's size
             interval = self.config.status_interval
-            self._spawn(self.shares.watch_pool(self.nats.client, interval), "executor-pool-size")
+            heartbeats = BucketView(self.nats, EXECUTORS_BUCKET)
+            self._spawn(self.shares.watch_pool(heartbeats, interval), "executor-pool-size")
+        await self._end_predecessor_leases()
         logger.info("bound to the job consumers; pulling when healthy")
         await self.pool.run()
+
+    async def _end_predecessor_leases(self) -> None:
+        """End the leases an earlier process under this instance id left behind.
+
+        Whatever this id still holds RUNNING in storage was claimed by a process that is gone
+        (a restart keeps ``EVALMESH_INSTANCE_ID``), and its sandboxes died with it. Each lease
+        is shortened to nothing, fenced by its attempt like a renewal, and the scheduler is told
+        (``LEASES_RELEASED_SUBJECT``): its reaper requeues them now, with the attempt limit and
+        backoff it applies to any lost attempt, instead of after the lease. This runs before
+        the pool pulls, so nothing this process claimed itself can be among them.
+        """
+        try:
+            held = await self._until_storage_answers(self.store.list_leases)
+            ended = [r for r in held if await self._end_lease(r.evaluation)]
+        except DomainError as exc:  # e.g. an older storage without ListLeases: leases run out
+            logger.warning("could not end a previous process's leases: %s", exc)
+            return
+        if not ended:
+            return
+        logger.warning(
+            "ended %d leases a previous process under this id left; the scheduler requeues them",
+            len(ended),
+            extra={"evaluations": [r.evaluation.id for r in ended]},
+        )
+        try:
+            await self.nats.client.publish(LEASES_RELEASED_SUBJECT, self.executor_id.encode())
+            await self.nats.client.flush(timeout=_FLUSH_TIMEOUT)
+        except _NATS_ERRORS as exc:  # the reaper still finds them at its next pass
+            logger.info("could not tell the scheduler: %s", exc)
+
+    async def _end_lease(self, evaluation: evaluation_pb2.Evaluation) -> bool:
+        return await self._until_storage_answers(
+            lambda: self.store.end_lease(evaluation.id, evaluation.attempt)
+        )
+
+    async def _until_storage_answers(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried while storage is unreachable; any other error is raised."""
+        complained = False
+        while True:
+            try:
+                return await call()
+            except (Unavailable, DeadlineExceeded, Aborted) as exc:
+                if not complained:
+                    logger.warning("storage did not answer; retrying: %s", exc)
+                    complained = True
+            await asyncio.sleep(_BIND_RETRY)
 
     async def _bind(self) -> None:
         complained = False

@@ -29,8 +29,8 @@ from nats.js.errors import Error as JetStreamError
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2
-from evalmesh_common.messaging import bucket_values
-from evalmesh_common.subjects import EXECUTORS_BUCKET, JOBS_STREAM
+from evalmesh_common.messaging import BucketView
+from evalmesh_common.subjects import JOBS_STREAM
 from evalmesh_executor.config import TenantShareConfig
 
 __all__ = ["TenantShares", "fair_running", "send_to_back"]
@@ -97,16 +97,19 @@ class TenantShares:
         serving = sum(s.slots for s in statuses if s.healthy and not s.draining)
         self.pool_slots = max(self._own_slots, serving)
 
-    async def watch_pool(self, client: Client, interval: float) -> None:
-        """Recount the pool every ``interval`` seconds until cancelled."""
-        js = client.jetstream()
-        while True:
-            try:
-                values = await bucket_values(js, EXECUTORS_BUCKET)
-                self.count_pool([pool_pb2.PoolStatus.FromString(v) for v in values])
-            except _NATS_ERRORS as exc:
-                logger.debug("could not count the pool: %s", exc)
-            await asyncio.sleep(interval)
+    async def watch_pool(self, heartbeats: BucketView, interval: float) -> None:
+        """Recount the pool every ``interval`` seconds from the heartbeats' local view (reads
+        that create nothing on the server) until cancelled; the view is closed at the end."""
+        try:
+            while True:
+                try:
+                    values = await heartbeats.values()
+                    self.count_pool([pool_pb2.PoolStatus.FromString(v) for v in values])
+                except (*_NATS_ERRORS, TimeoutError) as exc:
+                    logger.debug("could not count the pool: %s", exc)
+                await asyncio.sleep(interval)
+        finally:
+            await heartbeats.close()
 
 
 async def send_to_back(client: Client, msg: Msg, evaluation_id: str) -> bool:

@@ -27,6 +27,7 @@ from evalmesh_common import (
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
+    NotFound,
     Unavailable,
     error_from_rpc,
 )
@@ -153,6 +154,20 @@ class StorageClient:
                 raise
         # Terminal at our attempt: our earlier try (reply lost) or the dead-letter handler.
         return await self.get(evaluation_id)
+
+    async def list_leases(self, limit: int = 1000) -> list[Record]:
+        """The RUNNING evaluations storage says this executor id holds, expired or not."""
+        request = _pb.ListLeasesRequest(executor_id=self.executor_id, limit=limit)
+        return list((await self._call(self._stub.ListLeases, request)).records)
+
+    async def end_lease(self, evaluation_id: str, attempt: int) -> bool:
+        """Shorten the attempt's lease to nothing (fenced by the attempt, like a renewal), so
+        the scheduler's reaper requeues it at its next pass; False if the attempt is over."""
+        try:
+            await self.renew(evaluation_id, attempt, _RELEASE_LEASE)
+        except (FailedPrecondition, NotFound):
+            return False
+        return True
 
     async def release(self, evaluation_id: str, attempt: int, reason: str) -> bool:
         """Give a claimed evaluation back to QUEUED now, so another attempt can claim it.

@@ -11,8 +11,9 @@ import grpc.aio
 
 from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from evalmesh_common import ServiceApp, health_probe
-from evalmesh_common.messaging import NatsConnection
+from evalmesh_common.messaging import BucketView, NatsConnection
 from evalmesh_common.metrics import LoopSnapshot
+from evalmesh_common.subjects import EXECUTORS_BUCKET
 from evalmesh_scheduler.background import Background
 from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
 from evalmesh_scheduler.deadletters import DeadLetters
@@ -89,6 +90,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
             jobs,
             republish_after=loops.reconcile_after,
             batch=loops.batch_limit,
+            check_after=loops.presence_check_after,
             held=reaper.holds,
         ),
         reaper=reaper,
@@ -96,7 +98,9 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         instance_id=instance_id,
         leader_ttl=queue.leader_ttl,
     )
-    stats = Stats(storage, js, dead)
+    executors = BucketView(nats, EXECUTORS_BUCKET, timeout=config.nats_timeout)
+    executors.start()
+    stats = Stats(storage, executors, dead)
     servicer = SchedulerServicer(submitter, dead, stats, background.is_ready)
     storage_probe = health_probe(channel, STORAGE_SERVICE)
     app = ServiceApp(
@@ -113,6 +117,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     app.add_probe("topology", background.probe)
     app.on_stop_work("background", background.stop)
     app.on_stop_work("publications", publications.stop)
+    app.on_drain("executors-view", executors.close)
     app.on_drain("nats", nats.close)
     app.on_dispose("storage-channel", lambda: channel.close(None))
     background.start()

@@ -5,7 +5,9 @@ succeeds; health stays NOT_SERVING until then), then runs:
 
 - the topology check, every ``topology_check_interval``, so a NATS store that lost the streams
   gets them back without a restart;
-- the leader election, whose leader alone runs the reconciler and the reaper;
+- the leader election, whose leader alone runs the reconciler and the reaper (every replica
+  listens for executors that released their leases early and wakes its reaper, which only
+  runs while it leads);
 - the dead-letter handler on every replica: the advisories consumer is a shared durable work
   queue, so each advisory is handled by one replica.
 
@@ -23,7 +25,11 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from evalmesh_common.messaging import NatsConnection
-from evalmesh_common.subjects import DEAD_LETTER_CONSUMER, JOB_ADVISORIES_STREAM
+from evalmesh_common.subjects import (
+    DEAD_LETTER_CONSUMER,
+    JOB_ADVISORIES_STREAM,
+    LEASES_RELEASED_SUBJECT,
+)
 from evalmesh_scheduler.config import LoopConfig
 from evalmesh_scheduler.deadletters import DeadLetters
 from evalmesh_scheduler.leader import LeaderElection
@@ -95,12 +101,15 @@ class Background:
             group.create_task(
                 every(self.loops.reconcile_interval, "reconciler", self.reconciler.run_once)
             )
-            group.create_task(every(self.loops.reap_interval, "reaper", self.reaper.run_once))
+            group.create_task(
+                every(self.loops.reap_interval, "reaper", self.reaper.run_once, self.reaper.woken)
+            )
             group.create_task(every(PUBLISH_TICK, "delayed publish", self.reaper.publish_due))
 
     async def _run(self) -> None:
         try:
             await self.nats.wait_connected()
+            await self.nats.client.subscribe(LEASES_RELEASED_SUBJECT, cb=self._leases_released)
             await self._ensure_topology_until_done()
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._check_topology())
@@ -109,6 +118,13 @@ class Background:
         except Exception:  # a bug: say so loudly, and stop claiming to be ready
             logger.exception("the scheduler's background work crashed")
             self.ready = False
+
+    async def _leases_released(self, message: Msg) -> None:
+        logger.info(
+            "an executor released its leases early; reaping now",
+            extra={"executor": message.data.decode(errors="replace")[:256]},
+        )
+        self.reaper.wake()
 
     async def _ensure_topology_until_done(self) -> None:
         while not self.ready:

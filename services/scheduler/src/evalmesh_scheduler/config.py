@@ -75,6 +75,9 @@ class LoopConfig:
     # is missing from the queue); never-published ones are published at the next pass. Each check
     # of a waiting job is a publish attempt and a row update, so keep it well above a normal wait.
     reconcile_after: Seconds = env_field("EVALMESH_RECONCILE_AFTER", default=Seconds(300))
+    # A QUEUED evaluation published longer ago than this has its job looked up on the work queue
+    # (a lookup, not a publish or a write) and published again at once if it is gone.
+    presence_check_after: Seconds = env_field("EVALMESH_PRESENCE_CHECK_AFTER", default=Seconds(5))
     reap_interval: Seconds = env_field("EVALMESH_REAP_INTERVAL", default=Seconds(5))
     # Attempts (claims) an evaluation may lose to platform faults before it ends ERROR.
     max_attempts: int = env_field("EVALMESH_MAX_ATTEMPTS", default=3)
@@ -87,7 +90,12 @@ class LoopConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("reconcile_interval", "reconcile_after", "reap_interval"):
+        for name in (
+            "reconcile_interval",
+            "reconcile_after",
+            "presence_check_after",
+            "reap_interval",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 < self.requeue_backoff_base <= self.requeue_backoff_cap:

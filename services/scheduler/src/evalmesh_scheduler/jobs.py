@@ -5,7 +5,12 @@ subject; the stream refuses a second one (discard new per subject). So a publish
 job already queued is a success, and the reconciler can re-publish whatever storage says is
 unpublished without ever doubling a job. ``Nats-Msg-Id`` is the evaluation id on the first
 publication and ``<id>.<attempt>`` after a requeue, so the duplicate window never swallows the job
-of a new attempt.
+of a new attempt; a job found missing is published again as ``<id>.<attempt>.r<publications>``,
+which no earlier publication used.
+
+Every failed publish is logged with the exception's type and text: some of them (a
+``TimeoutError`` from a deadline) have an empty message, which once made "job not published"
+lines say nothing at all.
 """
 
 from __future__ import annotations
@@ -13,9 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import nats.errors
 from nats.aio.client import Client
@@ -32,7 +36,15 @@ from evalmesh_common.subjects import (
     priority_name,
 )
 
-__all__ = ["JobQueue", "QueueDepth", "job_for", "message_id", "nats_unavailable"]
+__all__ = [
+    "JobQueue",
+    "QueueDepth",
+    "describe",
+    "job_for",
+    "message_id",
+    "nats_unavailable",
+    "republish_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +54,15 @@ _ALREADY_QUEUED = "maximum messages per subject exceeded"
 _FULL = ("maximum messages exceeded", "maximum bytes exceeded")
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 _RETRY_AFTER_FULL = 5.0
+_PUBLISH_CONCURRENCY = 256  # publish requests in flight at once
+_PRESENCE_CONCURRENCY = 64  # presence lookups in flight at once, so a page never floods NATS
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of an exception, never empty (``str(TimeoutError())`` is "")."""
+    name = type(error).__name__
+    text = str(error) or ", ".join(repr(arg) for arg in error.args) or "no details"
+    return text if name in text else f"{name}: {text}"
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +76,7 @@ async def nats_unavailable(what: str) -> AsyncIterator[None]:
     except NotFoundError:
         raise
     except _NATS_ERRORS as exc:
-        raise Unavailable(f"{what}: NATS did not answer ({type(exc).__name__}: {exc})") from exc
+        raise Unavailable(f"{what}: NATS did not answer ({describe(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,15 @@ def message_id(record: Record) -> str:
     """``Nats-Msg-Id``: the evaluation id, suffixed with the attempt once it was claimed."""
     evaluation = record.evaluation
     return evaluation.id if evaluation.attempt == 0 else f"{evaluation.id}.{evaluation.attempt}"
+
+
+def republish_id(record: Record) -> str:
+    """``Nats-Msg-Id`` of a job published again because it went missing from the queue.
+
+    Unique per recorded publication, so the duplicate window cannot swallow it even when the
+    missing job was stored (and acked away) under ``message_id`` a moment ago.
+    """
+    return f"{message_id(record)}.r{record.publish_count}"
 
 
 def subject_for(record: Record) -> str:
@@ -120,39 +150,72 @@ class JobQueue:
                 metadata={"queued": str(depth.messages), "limit": str(self.max_jobs)},
             )
 
-    async def publish(self, records: Sequence[Record]) -> list[str]:
+    async def publish(
+        self, records: Sequence[Record], *, msg_id: Callable[[Record], str] = message_id
+    ) -> list[str]:
         """Publish the jobs of ``records`` together; return the ids now queued.
 
         A job already in the queue counts as queued. Failures (NATS away, stream full) are
-        logged and left out: those evaluations stay unpublished in storage, and the reconciler
-        publishes them later, so a failure here never loses work.
+        logged with their cause and left out: those evaluations stay unpublished in storage,
+        and the reconciler publishes them later, so a failure here never loses work.
+
+        Each job is a JetStream publish request of its own, a bounded number in flight and one
+        deadline for all. Not ``publish_async``: nats.py raises the server's error replies
+        inside its reply handler instead of failing the future, so a refused publish ("already
+        queued", "stream full") would only surface as a timeout, with no reason.
         """
         if not records:
             return []
-        futures = [await self._publish_async(record) for record in records]
-        try:
-            async with asyncio.timeout(self.timeout):
-                results = await asyncio.gather(*futures, return_exceptions=True)
-        except TimeoutError:
-            for future in futures:
-                future.cancel()
-            results = [
-                f.exception() if f.done() and not f.cancelled() else TimeoutError() for f in futures
-            ]
+        gate = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
+
+        async def one(record: Record) -> object:
+            async with gate:
+                return await self._js.publish(
+                    subject_for(record),
+                    job_for(record).SerializeToString(),
+                    timeout=self.timeout,
+                    headers={"Nats-Msg-Id": msg_id(record)},
+                )
+
+        tasks = [asyncio.ensure_future(one(record)) for record in records]
+        done, pending = await asyncio.wait(tasks, timeout=self.timeout)
+        for task in pending:
+            task.cancel()
+        late = TimeoutError(
+            f"JetStream did not acknowledge the publish within {self.timeout:g} s "
+            "(the job may or may not be stored)"
+        )
+        results = [_outcome(task) if task in done else late for task in tasks]
         return [r.evaluation.id for r, res in zip(records, results, strict=True) if _ok(r, res)]
 
-    async def _publish_async(self, record: Record) -> asyncio.Future[Any]:
-        try:
-            return await self._js.publish_async(
-                subject_for(record),
-                job_for(record).SerializeToString(),
-                wait_stall=self.timeout,
-                headers={"Nats-Msg-Id": message_id(record)},
-            )
-        except _NATS_ERRORS as exc:  # not even sent: report it like a failed acknowledgement
-            failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
+    async def replace(self, records: Sequence[Record]) -> list[str]:
+        """Drop whatever job the evaluations have on the queue, then publish new ones.
+
+        For requeued evaluations: their old job may still sit in the stream, delivered to the
+        executor that was lost and never acknowledged, and it would hold the evaluation's
+        subject (one job per evaluation) until ``ack_wait`` ran out. A new job is deliverable at
+        once; an executor still holding the old delivery finds its acks ignored, and storage's
+        fenced claim makes a second start impossible either way.
+        """
+        for record in records:
+            await self.remove(record)
+        return await self.publish(records)
+
+    async def missing(self, records: Sequence[Record]) -> list[Record]:
+        """The records whose job is not in the work queue now (neither waiting nor in flight).
+
+        One lookup of the evaluation's subject each, a bounded number at a time; nothing is
+        created on the server. Raises Unavailable if NATS does not answer.
+        """
+        gate = asyncio.Semaphore(_PRESENCE_CONCURRENCY)
+
+        async def absent(record: Record) -> bool:
+            async with gate:
+                return not await self.is_queued(record)
+
+        async with nats_unavailable("cannot check the work queue"):
+            flags = await asyncio.gather(*(absent(record) for record in records))
+        return [record for record, gone in zip(records, flags, strict=True) if gone]
 
     async def is_queued(self, record: Record) -> bool:
         """Whether the evaluation's job is in the work queue now."""
@@ -163,13 +226,14 @@ class JobQueue:
         return True
 
     async def remove(self, record: Record) -> None:
-        """Drop the evaluation's job from the queue (best effort: executors also drop it)."""
+        """Drop the evaluation's job from the queue (best effort: executors also drop a job
+        whose evaluation is terminal or claimed)."""
         try:
             await self._js.purge_stream(JOBS_STREAM, subject=subject_for(record))
         except (*_NATS_ERRORS, APIError) as exc:
             logger.warning(
-                "could not drop a cancelled job: %s",
-                exc,
+                "could not drop a job: %s",
+                describe(exc),
                 extra={"evaluation": record.evaluation.id},
             )
 
@@ -182,8 +246,15 @@ class JobQueue:
         except _NATS_ERRORS as exc:
             # The executor also learns of the cancel when it next renews its lease.
             logger.warning(
-                "could not send a cancel command: %s", exc, extra={"evaluation": evaluation_id}
+                "could not send a cancel command: %s",
+                describe(exc),
+                extra={"evaluation": evaluation_id},
             )
+
+
+def _outcome(task: asyncio.Future[object]) -> object:
+    """A finished publish's acknowledgement, or the exception it ended with."""
+    return task.exception() or task.result()
 
 
 def _ok(record: Record, result: object) -> bool:
@@ -195,7 +266,7 @@ def _ok(record: Record, result: object) -> bool:
     logger.log(
         level,
         "job not published; the reconciler will retry: %s",
-        result,
+        describe(result),
         extra={"evaluation": record.evaluation.id},
     )
     return False

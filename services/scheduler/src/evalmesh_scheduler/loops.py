@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -11,11 +12,17 @@ __all__ = ["every"]
 logger = logging.getLogger(__name__)
 
 
-async def every(interval: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
+async def every(
+    interval: float,
+    name: str,
+    step: Callable[[], Awaitable[object]],
+    wake: asyncio.Event | None = None,
+) -> None:
     """Call ``step`` now and then every ``interval`` seconds; log (not raise) its errors.
 
     A dependency that is down makes one pass fail; the next pass tries again, so the loop
-    recovers by itself once the dependency is back.
+    recovers by itself once the dependency is back. Setting ``wake`` starts the next pass at
+    once (``step`` clears it when it begins).
     """
     while True:
         try:
@@ -23,5 +30,12 @@ async def every(interval: float, name: str, step: Callable[[], Awaitable[object]
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("%s pass failed: %s", name, exc, extra={"loop": name})
-        await asyncio.sleep(interval)
+            # The type too: some exceptions (a bare TimeoutError) have an empty message.
+            logger.warning(
+                "%s pass failed: %s: %s", name, type(exc).__name__, exc, extra={"loop": name}
+            )
+        if wake is None:
+            await asyncio.sleep(interval)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval)

@@ -8,14 +8,21 @@ another scheduler, changes nothing (FAILED_PRECONDITION is expected and skipped)
 
 A lost attempt is a platform fault, so its job is re-published after an exponential backoff with
 jitter (``evalmesh_common.retry.backoff_delay`` of the attempts lost so far), on top of the lease
-that had to expire first. The publication is recorded at the requeue, so the reconciler leaves the
-evaluation alone meanwhile (and, between the requeue and that record, skips what ``holds``); if
-this leader stops before the delayed publish, the reconciler publishes it once
-``EVALMESH_RECONCILE_AFTER`` has passed. Nothing is lost either way.
+that had to expire first. Meanwhile the evaluation is QUEUED and unpublished in storage, and the
+reconciler skips what ``holds`` says waits here. The delayed publish first drops the lost
+attempt's old job (``JobQueue.replace``), which may still hold the evaluation's subject until its
+``ack_wait`` runs out. If that publish fails, or this leader stops before it, nothing is recorded:
+the evaluation is simply unpublished, and the reconciler publishes it at its next pass, seconds
+later. (Recording the publication at the requeue, as this once did, hid a failed publish from
+the reconciler for ``EVALMESH_RECONCILE_AFTER``, minutes.)
+
+``wake`` runs a pass at once instead of at the next tick: an executor restarted under its old
+identity releases its predecessor's leases and says so, and its evaluations should not wait.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -23,9 +30,9 @@ import time
 
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import FailedPrecondition, NotFound
+from evalmesh_common import DomainError, FailedPrecondition, NotFound
 from evalmesh_common.retry import backoff_delay
-from evalmesh_scheduler.jobs import JobQueue
+from evalmesh_scheduler.jobs import JobQueue, describe
 from evalmesh_scheduler.storage_client import StorageClient
 
 __all__ = ["PUBLISH_TICK", "Reaper"]
@@ -60,15 +67,21 @@ class Reaper:
         self._later: list[tuple[float, int, Record]] = []  # (due, tiebreak, record), a heap
         self._order = itertools.count()
         self._held: set[str] = set()  # requeued (or being requeued), not yet published
+        self.woken = asyncio.Event()  # set by ``wake``: run a pass now
 
     def holds(self, evaluation_id: str) -> bool:
         """Whether the evaluation waits for its delayed publish here."""
         return evaluation_id in self._held
 
+    def wake(self) -> None:
+        """Ask for a pass now (leases were released early)."""
+        self.woken.set()
+
     async def publish_due(self) -> int:
         """Publish the requeued jobs whose backoff ended; returns how many were published.
 
-        Run often (``PUBLISH_TICK``). A job whose publish fails is left to the reconciler.
+        Run often (``PUBLISH_TICK``). A job whose publish fails stays unpublished in storage
+        (each failure is logged with its cause), and the reconciler publishes it next pass.
         """
         due = []
         while self._later and self._later[0][0] <= time.monotonic():
@@ -76,14 +89,23 @@ class Reaper:
         if not due:
             return 0
         try:
-            published = await self.jobs.publish(due)
-            await self.storage.record_publications(published)
+            published = await self.jobs.replace(due)
         finally:
             self._held.difference_update(r.evaluation.id for r in due)
+        if len(published) < len(due):
+            logger.warning(
+                "%d requeued jobs not published; the reconciler publishes them next pass",
+                len(due) - len(published),
+            )
+        try:
+            await self.storage.record_publications(published)
+        except DomainError as exc:  # the jobs are queued; the reconciler finds them there
+            logger.warning("could not record publications: %s", describe(exc))
         return len(published)
 
     async def run_once(self) -> int:
         """One pass; returns how many evaluations it requeued or ended."""
+        self.woken.clear()
         handled = 0
         for record in await self.storage.list_expired_leases(self.batch):
             try:
@@ -116,14 +138,14 @@ class Reaper:
         self._held.add(evaluation.id)
         try:
             requeued = await self.storage.requeue(evaluation.id, evaluation.attempt, why)
-            if requeued.evaluation.state != State.STATE_QUEUED:  # a cancel was asked
-                logger.warning("lease expired; evaluation was cancelled", extra=extra)
-                self._held.discard(evaluation.id)
-                return
-            await self.storage.record_publications([evaluation.id])
         except BaseException:
             self._held.discard(evaluation.id)
             raise
+        if requeued.evaluation.state != State.STATE_QUEUED:  # a cancel was asked
+            logger.warning("lease expired; evaluation was cancelled", extra=extra)
+            self._held.discard(evaluation.id)
+            await self.jobs.remove(requeued)
+            return
         delay = backoff_delay(evaluation.attempt, base=self.backoff_base, cap=self.backoff_cap)
         heapq.heappush(self._later, (time.monotonic() + delay, next(self._order), requeued))
         logger.warning(

@@ -2,9 +2,10 @@
 
 Storage is the truth for what waits (QUEUED counts per priority, oldest wait, completions in
 the last minute); the dead-letter stream says how many letters wait; the executors bucket holds
-each live executor's last heartbeat. A queue position applies the executors' priority policy
-(:mod:`evalmesh_common.priority`) to the backlog, so it says when the evaluation will start
-rather than how many older jobs exist.
+each live executor's last heartbeat, read from a local view that one watch keeps current
+(``BucketView``), so a client polling positions creates nothing on the NATS server. A queue
+position applies the executors' priority policy (:mod:`evalmesh_common.priority`) to the
+backlog, so it says when the evaluation will start rather than how many older jobs exist.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf import timestamp_pb2
-from nats.js import JetStreamContext
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import scheduler_service_pb2
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh.v1 import cluster_pb2, evaluation_pb2
-from evalmesh_common.messaging import bucket_values
+from evalmesh_common.messaging import BucketView
 from evalmesh_common.priority import estimate_starts_before
-from evalmesh_common.subjects import EXECUTORS_BUCKET, PRIORITY_NAMES, priority_name
+from evalmesh_common.subjects import PRIORITY_NAMES, priority_name
 from evalmesh_scheduler.deadletters import DeadLetters
 from evalmesh_scheduler.jobs import nats_unavailable
 from evalmesh_scheduler.storage_client import StorageClient
@@ -39,9 +39,9 @@ _PRIORITY_VALUE = {
 class Stats:
     """Read-only views of the queue and the pool."""
 
-    def __init__(self, storage: StorageClient, js: JetStreamContext, dead: DeadLetters) -> None:
+    def __init__(self, storage: StorageClient, executors: BucketView, dead: DeadLetters) -> None:
         self.storage = storage
-        self._js = js
+        self._executors = executors
         self.dead = dead
 
     async def queue_stats(self) -> cluster_pb2.QueueStats:
@@ -97,7 +97,7 @@ class Stats:
 
     async def _heartbeats(self) -> list[pool_pb2.PoolStatus]:
         async with nats_unavailable("cannot read executor heartbeats"):
-            values = await bucket_values(self._js, EXECUTORS_BUCKET)
+            values = await self._executors.values()
         return [pool_pb2.PoolStatus.FromString(value) for value in values]
 
 

@@ -110,6 +110,19 @@ class StorageClient:
         request = _pb.ListUnpublishedRequest(published_before=stamp, limit=limit)
         return list((await self._call(self._stub.ListUnpublished, request)).records)
 
+    async def list_queued(
+        self, published_before: datetime, page_size: int, page_token: str
+    ) -> tuple[list[Record], str]:
+        """One page of QUEUED evaluations published before a time, in queue order, and the
+        token of the next page ("" at the end of the queue)."""
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(published_before)
+        request = _pb.ListQueuedRequest(
+            published_before=stamp, page_size=page_size, page_token=page_token
+        )
+        response = await self._call(self._stub.ListQueued, request)
+        return list(response.records), response.next_page_token
+
     async def list_expired_leases(self, limit: int) -> list[Record]:
         """RUNNING evaluations whose lease ended on the database clock."""
         request = _pb.ListExpiredLeasesRequest(limit=limit)

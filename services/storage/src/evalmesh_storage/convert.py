@@ -276,6 +276,7 @@ def record(value: Evaluation) -> record_pb2.EvaluationRecord:
         publish_time=timestamp(value.publish_time),
         publish_count=value.publish_count,
         cancel_reason=value.cancel_reason,
+        progress=progress(value.progress),
     )
 
 

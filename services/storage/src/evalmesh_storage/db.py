@@ -16,6 +16,16 @@ On PostgreSQL each unit is its own transaction on a pool of connections used fro
 row locks serialise conflicting transitions between storage replicas, and its WAL flush already
 groups concurrent commits.
 
+Durability. Every commit survives the crash (kill -9) of any process: the database is written
+before anyone is answered. What a power cut may take depends on the unit: a *durable* unit (the
+default: a creation, a cancel, a terminal result, API keys) is flushed to disk before its answer
+(SQLite ``synchronous = FULL``; PostgreSQL ``synchronous_commit`` on). The others (a claim, a
+lease renewal, output appended while running, a note that a job was published, a requeue) are
+only written: a power cut may roll the most recent of them back, which the platform repairs (the
+job is delivered again, the reconciler publishes again, output restarts with the attempt), and
+the next durable commit flushes them too, since both databases flush their log in order. This
+keeps one disk flush off the path of every claim.
+
 Every unit is retried as a whole on transient errors (see :mod:`evalmesh_storage.retry`).
 """
 
@@ -54,6 +64,8 @@ WRITE_OPTION = "evalmesh_write"
 """Execution option marking a write connection (SQLite then begins IMMEDIATE)."""
 # clock_timestamp(), not now(): the real time even late in a long transaction.
 _POSTGRES_NOW = text("SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000 AS BIGINT)")
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit = off")
+_SQLITE_SYNC = {True: "PRAGMA synchronous = FULL", False: "PRAGMA synchronous = NORMAL"}
 # The async drivers of earlier versions, still accepted in configuration.
 _SYNC_DRIVERS = {"sqlite+aiosqlite": "sqlite+pysqlite", "postgresql+asyncpg": "postgresql+psycopg"}
 
@@ -181,15 +193,27 @@ class Database:
         self._memo: dict[str, Any] = {}
         self._writer = None if self.postgres else _GroupWriter(engine, max_group, self._memo)
 
-    async def write(self, work: Work[T], what: str = "write") -> T:
-        """Run ``work`` in a write transaction, retrying transient failures."""
+    async def write(self, work: Work[T], what: str = "write", *, durable: bool = True) -> T:
+        """Run ``work`` in a write transaction, retrying transient failures.
+
+        ``durable`` False lets a power cut roll this write back (see the module docstring).
+        """
         if self._writer is not None:
             writer = self._writer
-            return await self._run(lambda: writer.submit(work), what)
+            return await self._run(lambda: writer.submit(work, durable), what)
+        if not durable:
+            return await self._run(lambda: self._in_thread(self._relaxed, work), what)
         return await self._run(lambda: self._in_thread(self._transaction, work), what)
 
-    async def read(self, work: Work[T], what: str = "read") -> T:
-        """Run ``work`` in a read transaction, retrying transient failures."""
+    async def read(self, work: Work[T], what: str = "read", *, point: bool = False) -> T:
+        """Run ``work`` in a read transaction, retrying transient failures.
+
+        ``point`` marks a read of one row and what hangs off it (an evaluation by id, a slice of
+        its output): on SQLite it runs on the calling thread, since a WAL read never waits for a
+        lock and takes less time than handing it to a thread and back.
+        """
+        if point and self._writer is not None:
+            return await self._run(lambda: _done(self._transaction(work)), what)
         return await self._run(lambda: self._in_thread(self._transaction, work), what)
 
     def _in_thread(self, call: Callable[[Work[T]], T], work: Work[T]) -> asyncio.Future[T]:
@@ -197,6 +221,11 @@ class Database:
 
     def _transaction(self, work: Work[T]) -> T:
         with self.engine.begin() as conn:
+            return work(Tx(conn, self.postgres, self._memo))
+
+    def _relaxed(self, work: Work[T]) -> T:
+        with self.engine.begin() as conn:
+            conn.execute(_ASYNC_COMMIT)  # PostgreSQL: for this transaction only
             return work(Tx(conn, self.postgres, self._memo))
 
     async def _run(self, once: Callable[[], asyncio.Future[T]], what: str) -> T:
@@ -230,6 +259,12 @@ class Database:
         await asyncio.to_thread(self.engine.dispose)
 
 
+def _done(value: T) -> asyncio.Future[T]:
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
 _STOP = object()
 
 
@@ -240,6 +275,7 @@ class _Unit:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     work: Work[Any]
+    durable: bool
     ok: bool = False
     value: Any = None
 
@@ -255,13 +291,15 @@ class _GroupWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._conn: Connection | None = None
+        self._durable = True  # the connection's synchronous setting (FULL when it connects)
 
-    def submit(self, work: Work[T]) -> asyncio.Future[T]:
-        """Queue ``work``; the future resolves after the commit of the group that ran it."""
+    def submit(self, work: Work[T], durable: bool) -> asyncio.Future[T]:
+        """Queue ``work``; the future resolves after the commit of the group that ran it, which
+        is flushed to disk first if any unit of the group is ``durable``."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._ensure_started()
-        self._queue.put(_Unit(loop, future, work))
+        self._queue.put(_Unit(loop, future, work, durable))
         return future
 
     def stop(self) -> None:
@@ -305,6 +343,11 @@ class _GroupWriter:
     def _run_group(self, batch: list[_Unit]) -> None:
         try:
             conn = self._connection()
+            durable = any(unit.durable for unit in batch)
+            if durable is not self._durable:
+                # On the driver's connection: outside any transaction, as SQLite requires.
+                conn.connection.driver_connection.execute(_SQLITE_SYNC[durable])  # type: ignore[union-attr]
+                self._durable = durable
             with conn.begin():
                 if len(batch) == 1:
                     unit = batch[0]
@@ -321,6 +364,7 @@ class _GroupWriter:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.invalidated:
             self._conn = self._engine.connect()
+            self._durable = True
         return self._conn
 
     def _discard_if_broken(self, error: Exception) -> None:

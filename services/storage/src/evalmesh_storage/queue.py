@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, tuple_, update
 
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import Evaluation, Priority, QueueDepth, State, Stats, View
+from evalmesh_storage.errors import invalid
 from evalmesh_storage.models import evaluations
 from evalmesh_storage.rows import fetch_evaluations
-from evalmesh_storage.validation import check_text
+from evalmesh_storage.tokens import PageTokens
+from evalmesh_storage.validation import check_text, require
 
 __all__ = [
     "list_expired_leases",
+    "list_leases",
+    "list_queued",
     "list_unpublished",
     "position",
     "record_publications",
@@ -76,6 +80,48 @@ def list_expired_leases(tx: Tx, limit: int) -> list[Evaluation]:
         order_by=(_E.lease_expires_at, _E.id),
         limit=_limit(limit),
     )
+
+
+def list_leases(tx: Tx, executor_id: str, limit: int) -> list[Evaluation]:
+    """The RUNNING evaluations ``executor_id`` holds, expired or not, oldest claim first."""
+    require("executor_id", executor_id, 256)
+    return fetch_evaluations(
+        tx,
+        _E.state == int(State.RUNNING),
+        _E.executor_id == executor_id,
+        view=View.BASIC,
+        order_by=(_E.start_time, _E.id),
+        limit=_limit(limit),
+    )
+
+
+_QUEUE_ORDER = (_E.priority, _E.create_time, _E.id)  # the ix_evaluations_queue order
+_QUEUED_TOKENS = "queued"
+
+
+def list_queued(
+    tx: Tx, published_before: int, page_size: int, page_token: str, tokens: PageTokens
+) -> tuple[list[Evaluation], str]:
+    """One page of QUEUED evaluations published before a time, in queue order, and the token
+    of the next page ("" once the end is reached).
+
+    A keyset walk over the queue index, so a page costs the same wherever it starts; the
+    scheduler walks the whole queue a few pages at a time to check that every job is present.
+    """
+    where = [_E.state == int(State.QUEUED), _E.publish_time < published_before]
+    if page_token:
+        create_time, key = tokens.parse(page_token, _QUEUED_TOKENS, "", {})
+        priority, _, last_id = key.partition(":")
+        if not priority.isdigit() or not last_id:
+            raise invalid("page_token", "the page token is malformed")
+        where.append(tuple_(*_QUEUE_ORDER) > tuple_(int(priority), create_time, last_id))
+    size = _limit(page_size)
+    rows = fetch_evaluations(tx, *where, view=View.BASIC, order_by=_QUEUE_ORDER, limit=size + 1)
+    if len(rows) <= size:
+        return rows, ""
+    last = rows[size - 1]
+    cursor = (last.create_time, f"{int(last.spec.priority)}:{last.id}")
+    return rows[:size], tokens.issue(_QUEUED_TOKENS, "", {}, cursor)
 
 
 _QUEUED = _E.state == int(State.QUEUED)

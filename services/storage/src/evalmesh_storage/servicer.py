@@ -198,6 +198,27 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         found = await self._storage.list_expired_leases(request.limit)
         return pb.ListExpiredLeasesResponse(records=[convert.record(e) for e in found])
 
+    async def ListQueued(
+        self, request: pb.ListQueuedRequest, context: Context
+    ) -> pb.ListQueuedResponse:
+        """One page of published QUEUED evaluations, in queue order."""
+        before = _optional_time(request, "published_before")
+        if before is None:
+            raise invalid("published_before", "is required")
+        found, token = await self._storage.list_queued(
+            before, request.page_size, request.page_token
+        )
+        return pb.ListQueuedResponse(
+            records=[convert.record(e) for e in found], next_page_token=token
+        )
+
+    async def ListLeases(
+        self, request: pb.ListLeasesRequest, context: Context
+    ) -> pb.ListLeasesResponse:
+        """The RUNNING evaluations one executor holds."""
+        found = await self._storage.list_leases(request.executor_id, request.limit)
+        return pb.ListLeasesResponse(records=[convert.record(e) for e in found])
+
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.GetStatsResponse:
         """Counts per state and priority."""
         return convert.stats(await self._storage.stats(request.tenant))

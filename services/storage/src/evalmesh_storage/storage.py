@@ -78,6 +78,7 @@ class Storage:
                 tx, evaluation_id, tenant, view, include_queue_position
             ),
             "get evaluation",
+            point=True,
         )
 
     async def list_evaluations(self, query: ListQuery) -> Page[Evaluation]:
@@ -89,7 +90,9 @@ class Storage:
     async def claim(self, evaluation_id: str, claim: Claim) -> Evaluation:
         """QUEUED -> RUNNING for one executor."""
         return await self.db.write(
-            lambda tx: state_machine.claim(tx, evaluation_id, claim), "claim evaluation"
+            lambda tx: state_machine.claim(tx, evaluation_id, claim),
+            "claim evaluation",
+            durable=False,  # lost to a power cut, the job is simply delivered again
         )
 
     async def renew_lease(
@@ -97,7 +100,9 @@ class Storage:
     ) -> tuple[int, bool]:
         """Extend a lease; returns (lease end, cancel requested)."""
         return await self.db.write(
-            lambda tx: state_machine.renew(tx, evaluation_id, attempt, lease_us), "renew lease"
+            lambda tx: state_machine.renew(tx, evaluation_id, attempt, lease_us),
+            "renew lease",
+            durable=False,
         )
 
     async def append_output(
@@ -105,7 +110,9 @@ class Storage:
     ) -> OutputProgress:
         """Store output chunks of the running attempt."""
         return await self.db.write(
-            lambda tx: output.append_output(tx, evaluation_id, attempt, chunks), "append output"
+            lambda tx: output.append_output(tx, evaluation_id, attempt, chunks),
+            "append output",
+            durable=False,  # the result's durable write flushes it too
         )
 
     async def read_output(
@@ -115,6 +122,7 @@ class Storage:
         return await self.db.read(
             lambda tx: output.read_output(tx, tenant, evaluation_id, stream, offset, max_bytes),
             "read output",
+            point=True,
         )
 
     async def complete(
@@ -147,12 +155,15 @@ class Storage:
         return await self.db.write(
             lambda tx: state_machine.requeue(tx, evaluation_id, attempt, reason),
             "requeue evaluation",
+            durable=False,  # lost to a power cut, the reaper requeues it again
         )
 
     async def record_publications(self, ids: Sequence[str]) -> int:
         """Note published jobs; returns how many QUEUED evaluations were updated."""
         return await self.db.write(
-            lambda tx: queue.record_publications(tx, ids), "record publications"
+            lambda tx: queue.record_publications(tx, ids),
+            "record publications",
+            durable=False,  # lost to a power cut, the reconciler publishes again
         )
 
     async def list_unpublished(self, published_before: int | None, limit: int) -> list[Evaluation]:
@@ -165,6 +176,21 @@ class Storage:
         """RUNNING evaluations whose lease ended."""
         return await self.db.read(
             lambda tx: queue.list_expired_leases(tx, limit), "list expired leases"
+        )
+
+    async def list_queued(
+        self, published_before: int, page_size: int, page_token: str
+    ) -> tuple[list[Evaluation], str]:
+        """One page of published QUEUED evaluations in queue order, and the next page's token."""
+        return await self.db.read(
+            lambda tx: queue.list_queued(tx, published_before, page_size, page_token, self.tokens),
+            "list queued",
+        )
+
+    async def list_leases(self, executor_id: str, limit: int) -> list[Evaluation]:
+        """The RUNNING evaluations one executor holds."""
+        return await self.db.read(
+            lambda tx: queue.list_leases(tx, executor_id, limit), "list leases"
         )
 
     async def stats(self, tenant: str) -> Stats:

@@ -107,7 +107,8 @@ def runtimes(app: App, as_json: bool) -> None:
 @click.option("--edge-port", type=int, default=None, help="Envoy edge port (default 8080).")
 @click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to start.")
 def up(state_dir: Path, edge_port: int | None, timeout: float) -> None:
-    """Start the whole mesh on this machine and run it until Ctrl-C.
+    """Start the whole mesh on this machine and run it until Ctrl-C, restarting a component
+    that exits.
 
     The same as scripts/up without its setup and UI build steps: nats-server, storage,
     scheduler, executor-pool, gateway and Envoy as local processes (Envoy also serves the browser

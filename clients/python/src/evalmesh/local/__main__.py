@@ -1,4 +1,5 @@
-"""``python -m evalmesh.local up``: start the mesh, print how to use it, stop it all on Ctrl-C."""
+"""``python -m evalmesh.local up``: start the mesh, print how to use it, keep it running (a
+component that exits is restarted with backoff, see ``supervisor``), stop it all on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pathlib import Path
 from types import FrameType
 
 from evalmesh.local.bootstrap import create_admin_key
-from evalmesh.local.mesh import LocalMesh, MeshEndpoints, wait_for_exit
+from evalmesh.local.mesh import LocalMesh, MeshEndpoints
 from evalmesh.local.processes import StartupError
+from evalmesh.local.supervisor import Supervisor
 
 PREFERRED_EDGE_PORT = 8080
 
@@ -56,7 +58,7 @@ def _banner(endpoints: MeshEndpoints, state_file: Path) -> str:
             f"  grpcurl -plaintext {gateway} list",
             f"  {create}",
             "",
-            "Press Ctrl-C to stop everything.",
+            "A component that exits is restarted. Press Ctrl-C to stop everything.",
         ]
     )
 
@@ -69,33 +71,42 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(signum, handler)
 
 
-def _stop_when_one_exits(mesh: LocalMesh, stop: threading.Event) -> None:
-    ended = wait_for_exit(list(mesh.processes))
-    print(f"{ended.name} exited:\n{ended.log_tail()}", file=sys.stderr, flush=True)
-    stop.set()
+def _report(line: str) -> None:
+    print(f"evalmesh: {line}", file=sys.stderr, flush=True)
 
 
 def up(args: argparse.Namespace) -> int:
-    """Start the mesh, print the banner, and run until a signal or a component's exit."""
+    """Start the mesh, print the banner, and run it until a signal (restarting a component that
+    exits), or until a component keeps crashing."""
     stop = threading.Event()
     _stop_on_signals(stop)
     port = args.edge_port
     if port is None:
         port = PREFERRED_EDGE_PORT if _free(PREFERRED_EDGE_PORT) else 0
     mesh = LocalMesh(args.state_dir.resolve(), edge_port=port, bootstrap_key=create_admin_key)
+    failures: list[str] = []
+
+    def give_up(message: str) -> None:
+        failures.append(message)
+        stop.set()
+
+    supervisor = Supervisor(mesh, _report, on_give_up=give_up)
     try:
         endpoints = mesh.start(timeout=args.timeout)
         print(_banner(endpoints, mesh.state_file), flush=True)
-        threading.Thread(target=_stop_when_one_exits, args=(mesh, stop), daemon=True).start()
+        supervisor.start()
         stop.wait()
     except StartupError as error:
         print(f"evalmesh could not start: {error}", file=sys.stderr)
         return 1
     finally:
         print("stopping evalmesh...", file=sys.stderr, flush=True)
+        supervisor.stop()
         mesh.stop()
+    for message in failures:
+        print(f"evalmesh stopped because {message}", file=sys.stderr)
     print("evalmesh stopped; nothing left running.", file=sys.stderr)
-    return 0
+    return 1 if failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

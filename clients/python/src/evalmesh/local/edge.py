@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from evalmesh.local.processes import ManagedProcess, StartupError
@@ -43,9 +44,11 @@ def start_edge(
     port: int = 0,
     timeout: float = 20.0,
     static_dir: Path | None = None,
+    started: Callable[[ManagedProcess], None] = lambda process: None,
 ) -> tuple[ManagedProcess, int]:
     """Start Envoy in front of the gateway on ``port`` (0 = free), serving ``static_dir`` (the UI
-    build) beside the API when given; return it and its port."""
+    build) beside the API when given; return it and its port. ``started`` is called with the
+    process as soon as it runs, before it is ready."""
     origins = (f"http://127.0.0.1:{port}", f"http://localhost:{port}") if port else ()
     settings = EdgeSettings(
         listen_host="127.0.0.1",
@@ -71,4 +74,5 @@ def start_edge(
     ]
     process = ManagedProcess("envoy", argv, state_dir / "logs" / "envoy.log")
     process.start()
+    started(process)
     return process, _listener_port(_admin_address(admin_path, process, timeout))

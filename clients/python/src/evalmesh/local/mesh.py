@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -19,7 +20,14 @@ from evalmesh.local.nats import start_nats
 from evalmesh.local.processes import ManagedProcess, StartupError, read_port_file
 from evalmesh_common.health_client import wait_for_serving
 
-__all__ = ["SERVICES", "LocalMesh", "MeshEndpoints", "ServiceSpec", "find_ui_build"]
+__all__ = [
+    "EXECUTOR_INSTANCE_ID",
+    "SERVICES",
+    "LocalMesh",
+    "MeshEndpoints",
+    "ServiceSpec",
+    "find_ui_build",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,13 @@ SERVICES = (
     ),
 )
 
+# The executor's identity, the same across its restarts: a restarted executor finds the leases its
+# predecessor held under this id and ends them at once, instead of leaving them to run out.
+EXECUTOR_INSTANCE_ID = "executor-pool-1"
+
+# Log files named otherwise than their component (services log to ``<name>.log``).
+_LOG_NAMES = {"nats-server": "nats"}
+
 # Where `npm run build -w clients/web` writes the browser UI, relative to the repository root.
 UI_BUILD = Path("clients/web/dist")
 
@@ -89,7 +104,9 @@ class MeshEndpoints:
         """The one URL users open: the Envoy edge."""
         return f"http://127.0.0.1:{self.edge_port}"
 
-    def as_dict(self, pids: Mapping[str, int]) -> dict[str, Any]:
+    def as_dict(
+        self, pids: Mapping[str, int], restarts: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
         """The state-file form, read by the CLI and the tests to find the mesh."""
         return {
             "url": self.url,
@@ -99,6 +116,7 @@ class MeshEndpoints:
             "services": self.services,
             "admin_api_key": self.admin_api_key,
             "pids": dict(pids),
+            "restarts": dict(restarts or {}),
         }
 
 
@@ -124,6 +142,10 @@ class LocalMesh:
         self.bootstrap_key = bootstrap_key
         self.endpoints = MeshEndpoints()
         self.processes: list[ManagedProcess] = []
+        # How often each component was started again after it exited (see ``respawn``).
+        self.restarts: dict[str, int] = {}
+        self._lock = threading.RLock()  # the supervisor's threads respawn while others read
+        self._stopping = False
 
     @property
     def state_file(self) -> Path:
@@ -133,6 +155,7 @@ class LocalMesh:
     def start(self, timeout: float = 60.0) -> MeshEndpoints:
         """Start everything and wait until every health check says SERVING."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
         try:
             self._start_all(timeout)
         except BaseException:
@@ -143,12 +166,65 @@ class LocalMesh:
 
     def stop(self) -> None:
         """Stop every started process by pid, newest first. Idempotent."""
-        while self.processes:
-            process = self.processes.pop()
-            status = process.stop()
-            logger.info("stopped %s (status %s)", process.name, status)
-        with contextlib.suppress(FileNotFoundError):
-            self.state_file.unlink()
+        with self._lock:
+            self._stopping = True
+            while self.processes:
+                process = self.processes.pop()
+                status = process.stop()
+                logger.info("stopped %s (status %s)", process.name, status)
+            with contextlib.suppress(FileNotFoundError):
+                self.state_file.unlink()
+
+    def process(self, name: str) -> ManagedProcess:
+        """The current process of component ``name`` (``nats-server``, a service, ``envoy``)."""
+        with self._lock:
+            return next(process for process in self.processes if process.name == name)
+
+    def respawn(self, name: str) -> ManagedProcess:
+        """Start component ``name`` again where it was (same port, store, log) and return it
+        once it is listening, without waiting for its health (its dependencies may be down).
+
+        The new process replaces the old one in ``processes`` as soon as it starts, so a start
+        that fails (StartupError) leaves an exited process there for the supervisor to see.
+        """
+        with self._lock:
+            if self._stopping:
+                raise StartupError("the mesh is stopping")
+            index = next(i for i, process in enumerate(self.processes) if process.name == name)
+            old = self.processes[index]
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+        old.stop()
+        try:
+            return self._start_again(name, index)
+        finally:
+            self._write_state()
+
+    def note(self, name: str, line: str) -> None:
+        """Append a launcher's note (an exit, a restart) to component ``name``'s log file."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        path = self.state_dir / "logs" / f"{_LOG_NAMES.get(name, name)}.log"
+        with contextlib.suppress(OSError), path.open("a") as log:
+            log.write(f"[evalmesh up {stamp}] {line}\n")
+
+    def _start_again(self, name: str, index: int) -> ManagedProcess:
+        def started(process: ManagedProcess) -> None:
+            with self._lock:
+                if self._stopping:  # stop() ran meanwhile: this one must not outlive it
+                    process.stop()
+                    raise StartupError("the mesh is stopping")
+                self.processes[index] = process
+
+        if name == "nats-server":
+            return start_nats(self.state_dir, port=_port(self.endpoints.nats), started=started)[0]
+        if name == "envoy":
+            gateway = _port(self.endpoints.services["gateway"])
+            port = self.endpoints.edge_port
+            return start_edge(
+                self.state_dir, gateway, port, static_dir=self.ui_build, started=started
+            )[0]
+        spec = next(spec for spec in self.services if spec.name == name)
+        address = self.endpoints.services[name]
+        return self._start_service(spec, listen_address=address, started=started)[0]
 
     def restart_service(self, name: str, timeout: float = 60.0) -> ManagedProcess:
         """Stop service ``name`` by pid (if it still runs) and start a new one on the same port,
@@ -184,7 +260,10 @@ class LocalMesh:
         self.processes.append(edge)
 
     def _start_service(
-        self, spec: ServiceSpec, listen_address: str | None = None
+        self,
+        spec: ServiceSpec,
+        listen_address: str | None = None,
+        started: Callable[[ManagedProcess], None] = lambda process: None,
     ) -> tuple[ManagedProcess, str]:
         port_file = self.state_dir / "ports" / f"{spec.name}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +274,7 @@ class LocalMesh:
         argv = [sys.executable, "-m", spec.module]
         process = ManagedProcess(spec.name, argv, self.state_dir / "logs" / f"{spec.name}.log", env)
         process.start()
+        started(process)
         return process, f"127.0.0.1:{read_port_file(port_file, process)}"
 
     def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
@@ -205,6 +285,8 @@ class LocalMesh:
         for need in spec.needs:
             endpoint = self.endpoints.nats if need == "nats" else self.endpoints.services[need]
             env[_ENDPOINT_VARIABLES[need]] = endpoint
+        if spec.name == "executor-pool":
+            env["EVALMESH_INSTANCE_ID"] = EXECUTOR_INSTANCE_ID
         return {**env, **self.extra_env}
 
     def _admin_key(self, bootstrap: Callable[[str], str]) -> str:
@@ -218,9 +300,13 @@ class LocalMesh:
         return secret
 
     def _write_state(self) -> None:
-        pids = {process.name: process.pid for process in self.processes}
+        with self._lock:
+            if self._stopping:
+                return
+            pids = {process.name: process.pid for process in self.processes}
+            state = self.endpoints.as_dict(pids, self.restarts)
         temp = self.state_file.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.endpoints.as_dict(pids), indent=2) + "\n")
+        temp.write_text(json.dumps(state, indent=2) + "\n")
         temp.chmod(0o600)
         os.replace(temp, self.state_file)
 
@@ -261,12 +347,3 @@ def _read_json(path: Path) -> dict[str, Any]:
         if isinstance(data, dict):
             return data
     return {}
-
-
-def wait_for_exit(processes: list[ManagedProcess], poll: float = 0.5) -> ManagedProcess:
-    """Block until one of ``processes`` exits and return it (the launcher then stops the rest)."""
-    while True:
-        for process in processes:
-            if process.poll() is not None:
-                return process
-        time.sleep(poll)

@@ -1,10 +1,11 @@
-"""Run a local nats-server with JetStream, fsyncing every write, on a free loopback port."""
+"""Run a local nats-server with JetStream on a free loopback port."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from evalmesh.local.processes import ManagedProcess, StartupError
@@ -13,11 +14,9 @@ __all__ = ["start_nats"]
 
 
 def _config(store_dir: Path, port: int) -> str:
-    # sync_interval "always": acknowledged work must survive a power loss, not just a crash.
-    return (
-        f"host: 127.0.0.1\nport: {port}\n"
-        f'jetstream {{\n  store_dir: "{store_dir}"\n  sync_interval: always\n}}\n'
-    )
+    # JetStream's own sync policy, not a flush per message: the database is the record of every
+    # accepted evaluation and the reconciler rebuilds lost jobs from it (docs/queues.md).
+    return f'host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: "{store_dir}"\n}}\n'
 
 
 def _nats_binary() -> str:
@@ -39,11 +38,15 @@ def _read_client_url(ports_dir: Path, process: ManagedProcess, timeout: float) -
 
 
 def start_nats(
-    state_dir: Path, port: int = -1, timeout: float = 20.0
+    state_dir: Path,
+    port: int = -1,
+    timeout: float = 20.0,
+    started: Callable[[ManagedProcess], None] = lambda process: None,
 ) -> tuple[ManagedProcess, str]:
     """Start nats-server with its store under ``state_dir``; return it and its client URL.
 
     ``port`` -1 picks a free port; pass a fixed one to restart a server where clients expect it.
+    ``started`` is called with the process as soon as it runs, before it is ready.
     """
     store = state_dir / "jetstream"
     ports_dir = state_dir / "ports"
@@ -54,4 +57,5 @@ def start_nats(
     argv = [_nats_binary(), "-c", str(config), "--ports_file_dir", str(ports_dir)]
     process = ManagedProcess("nats-server", argv, state_dir / "logs" / "nats.log")
     process.start()
+    started(process)
     return process, _read_client_url(ports_dir, process, timeout)

@@ -45,6 +45,9 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
+        # When the process was started (monotonic clock), so a supervisor can tell a crash at
+        # start from an exit after a long run.
+        self.started_at = 0.0
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +58,7 @@ class ManagedProcess:
     def start(self) -> None:
         """Start the process in its own session so a terminal's Ctrl-C reaches only the launcher."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
         with self.log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 _die_with_parent(self.argv),

@@ -26,7 +26,7 @@ from evalmesh.v1 import evaluation_pb2 as evalmesh_dot_v1_dot_evaluation__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n evalmesh/storage/v1/record.proto\x12\x13\x65valmesh.storage.v1\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n\x10\x45valuationRecord\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x37\n\nevaluation\x18\x02 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluation\x12\x46\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12=\n\x0cpublish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bpublishTime\x12#\n\rpublish_count\x18\x05 \x01(\x05R\x0cpublishCount\x12#\n\rcancel_reason\x18\x06 \x01(\tR\x0c\x63\x61ncelReason\"\xac\x01\n\x0eOutputProgress\x12!\n\x0cstdout_bytes\x18\x01 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x02 \x01(\x03R\x0bstderrBytes\x12)\n\x10stdout_truncated\x18\x03 \x01(\x08R\x0fstdoutTruncated\x12)\n\x10stderr_truncated\x18\x04 \x01(\x08R\x0fstderrTruncatedb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n evalmesh/storage/v1/record.proto\x12\x13\x65valmesh.storage.v1\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x02\n\x10\x45valuationRecord\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x37\n\nevaluation\x18\x02 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluation\x12\x46\n\x11lease_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12=\n\x0cpublish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0bpublishTime\x12#\n\rpublish_count\x18\x05 \x01(\x05R\x0cpublishCount\x12#\n\rcancel_reason\x18\x06 \x01(\tR\x0c\x63\x61ncelReason\x12?\n\x08progress\x18\x07 \x01(\x0b\x32#.evalmesh.storage.v1.OutputProgressR\x08progress\"\xac\x01\n\x0eOutputProgress\x12!\n\x0cstdout_bytes\x18\x01 \x01(\x03R\x0bstdoutBytes\x12!\n\x0cstderr_bytes\x18\x02 \x01(\x03R\x0bstderrBytes\x12)\n\x10stdout_truncated\x18\x03 \x01(\x08R\x0fstdoutTruncated\x12)\n\x10stderr_truncated\x18\x04 \x01(\x08R\x0fstderrTruncatedb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'evalmesh.storage.v1.record_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVALUATIONRECORD']._serialized_start=121
-  _globals['_EVALUATIONRECORD']._serialized_end=429
-  _globals['_OUTPUTPROGRESS']._serialized_start=432
-  _globals['_OUTPUTPROGRESS']._serialized_end=604
+  _globals['_EVALUATIONRECORD']._serialized_end=494
+  _globals['_OUTPUTPROGRESS']._serialized_start=497
+  _globals['_OUTPUTPROGRESS']._serialized_end=669
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,7 @@ class EvaluationRecord(_message.Message):
     PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     PUBLISH_COUNT_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    PROGRESS_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """tenant owns the evaluation."""
     publish_count: _builtins.int
@@ -50,6 +51,12 @@ class EvaluationRecord(_message.Message):
     def publish_time(self) -> _timestamp_pb2.Timestamp:
         """publish_time is when the job was last published to the work queue; unset if never."""
 
+    @_builtins.property
+    def progress(self) -> Global___OutputProgress:
+        """progress is how much of each output stream is stored now, in every view and every state, so a
+        reader can tell whether there is output to read without reading it.
+        """
+
     def __init__(
         self,
         *,
@@ -59,10 +66,11 @@ class EvaluationRecord(_message.Message):
         publish_time: _timestamp_pb2.Timestamp | None = ...,
         publish_count: _builtins.int = ...,
         cancel_reason: _builtins.str = ...,
+        progress: Global___OutputProgress | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "lease_expire_time", b"lease_expire_time", "publish_time", b"publish_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_reason", b"cancel_reason", "evaluation", b"evaluation", "lease_expire_time", b"lease_expire_time", "publish_count", b"publish_count", "publish_time", b"publish_time", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_reason", b"cancel_reason", "evaluation", b"evaluation", "lease_expire_time", b"lease_expire_time", "progress", b"progress", "publish_count", b"publish_count", "publish_time", b"publish_time", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -914,6 +914,118 @@ class ListExpiredLeasesResponse(_message.Message):
 Global___ListExpiredLeasesResponse: _TypeAlias = ListExpiredLeasesResponse  # noqa: Y015
 
 @_typing.final
+class ListQueuedRequest(_message.Message):
+    """ListQueuedRequest asks for one page of published, QUEUED evaluations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLISHED_BEFORE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """page_size is the most records to return (default 100, at most 1000)."""
+    page_token: _builtins.str
+    """page_token continues a previous listing; empty starts at the head of the queue."""
+    @_builtins.property
+    def published_before(self) -> _timestamp_pb2.Timestamp:
+        """published_before keeps evaluations whose job was last published before this time; required.
+        Evaluations never published are left out (ListUnpublished returns them).
+        """
+
+    def __init__(
+        self,
+        *,
+        published_before: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["published_before", b"published_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "published_before", b"published_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuedRequest: _TypeAlias = ListQueuedRequest  # noqa: Y015
+
+@_typing.final
+class ListQueuedResponse(_message.Message):
+    """ListQueuedResponse is one page of QUEUED evaluations."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """next_page_token continues after the last record; empty once the end of the queue is reached."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_record_pb2.EvaluationRecord]:
+        """records are the evaluations in queue order: higher priority first, then oldest first."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_record_pb2.EvaluationRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuedResponse: _TypeAlias = ListQueuedResponse  # noqa: Y015
+
+@_typing.final
+class ListLeasesRequest(_message.Message):
+    """ListLeasesRequest names the executor whose RUNNING evaluations to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    executor_id: _builtins.str
+    """executor_id is the executor instance, as it claimed; required."""
+    limit: _builtins.int
+    """limit is the most records to return (default 100, at most 1000)."""
+    def __init__(
+        self,
+        *,
+        executor_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor_id", b"executor_id", "limit", b"limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLeasesRequest: _TypeAlias = ListLeasesRequest  # noqa: Y015
+
+@_typing.final
+class ListLeasesResponse(_message.Message):
+    """ListLeasesResponse lists the evaluations an executor holds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_record_pb2.EvaluationRecord]:
+        """records are the RUNNING evaluations claimed by the executor, each at its current attempt."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_record_pb2.EvaluationRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLeasesResponse: _TypeAlias = ListLeasesResponse  # noqa: Y015
+
+@_typing.final
 class GetStatsRequest(_message.Message):
     """GetStatsRequest asks for counts."""
 

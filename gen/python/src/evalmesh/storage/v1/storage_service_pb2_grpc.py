@@ -107,6 +107,16 @@ class StorageServiceStub:
                 request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesResponse.FromString,
                 _registered_method=True)
+        self.ListQueued = channel.unary_unary(
+                '/evalmesh.storage.v1.StorageService/ListQueued',
+                request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedResponse.FromString,
+                _registered_method=True)
+        self.ListLeases = channel.unary_unary(
+                '/evalmesh.storage.v1.StorageService/ListLeases',
+                request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesResponse.FromString,
+                _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/evalmesh.storage.v1.StorageService/GetStats',
                 request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetStatsRequest.SerializeToString,
@@ -248,6 +258,22 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueued(self, request, context):
+        """ListQueued pages through the QUEUED evaluations whose job was published before a time, in queue
+        order (priority, then age), so the scheduler can check that each job is still on the work queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLeases(self, request, context):
+        """ListLeases returns the RUNNING evaluations one executor holds, whether or not their leases ended:
+        an executor restarted under the same identity finds the attempts its predecessor left behind.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStats(self, request, context):
         """GetStats counts evaluations per state and priority.
         """
@@ -362,6 +388,16 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.ListExpiredLeases,
                     request_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesRequest.FromString,
                     response_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesResponse.SerializeToString,
+            ),
+            'ListQueued': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueued,
+                    request_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedRequest.FromString,
+                    response_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedResponse.SerializeToString,
+            ),
+            'ListLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLeases,
+                    request_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesRequest.FromString,
+                    response_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
@@ -775,6 +811,60 @@ class StorageService:
             '/evalmesh.storage.v1.StorageService/ListExpiredLeases',
             evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesRequest.SerializeToString,
             evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListExpiredLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueued(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.storage.v1.StorageService/ListQueued',
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedRequest.SerializeToString,
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListQueuedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.storage.v1.StorageService/ListLeases',
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesRequest.SerializeToString,
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.ListLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

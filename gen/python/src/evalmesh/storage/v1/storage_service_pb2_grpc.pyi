@@ -72,6 +72,14 @@ class StorageServiceStub:
     """ListUnpublished returns QUEUED evaluations never published, or published before a time."""
     ListExpiredLeases: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ListExpiredLeasesRequest, _storage_service_pb2.ListExpiredLeasesResponse]
     """ListExpiredLeases returns RUNNING evaluations whose lease ended, on the database clock."""
+    ListQueued: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ListQueuedRequest, _storage_service_pb2.ListQueuedResponse]
+    """ListQueued pages through the QUEUED evaluations whose job was published before a time, in queue
+    order (priority, then age), so the scheduler can check that each job is still on the work queue.
+    """
+    ListLeases: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ListLeasesRequest, _storage_service_pb2.ListLeasesResponse]
+    """ListLeases returns the RUNNING evaluations one executor holds, whether or not their leases ended:
+    an executor restarted under the same identity finds the attempts its predecessor left behind.
+    """
     GetStats: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.GetStatsRequest, _storage_service_pb2.GetStatsResponse]
     """GetStats counts evaluations per state and priority."""
     PurgeEvaluations: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.PurgeEvaluationsRequest, _storage_service_pb2.PurgeEvaluationsResponse]
@@ -129,6 +137,14 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """ListUnpublished returns QUEUED evaluations never published, or published before a time."""
     ListExpiredLeases: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ListExpiredLeasesRequest, _storage_service_pb2.ListExpiredLeasesResponse]  # type: ignore[assignment]
     """ListExpiredLeases returns RUNNING evaluations whose lease ended, on the database clock."""
+    ListQueued: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ListQueuedRequest, _storage_service_pb2.ListQueuedResponse]  # type: ignore[assignment]
+    """ListQueued pages through the QUEUED evaluations whose job was published before a time, in queue
+    order (priority, then age), so the scheduler can check that each job is still on the work queue.
+    """
+    ListLeases: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ListLeasesRequest, _storage_service_pb2.ListLeasesResponse]  # type: ignore[assignment]
+    """ListLeases returns the RUNNING evaluations one executor holds, whether or not their leases ended:
+    an executor restarted under the same identity finds the attempts its predecessor left behind.
+    """
     GetStats: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.GetStatsRequest, _storage_service_pb2.GetStatsResponse]  # type: ignore[assignment]
     """GetStats counts evaluations per state and priority."""
     PurgeEvaluations: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.PurgeEvaluationsRequest, _storage_service_pb2.PurgeEvaluationsResponse]  # type: ignore[assignment]
@@ -267,6 +283,26 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.ListExpiredLeasesResponse, _abc.Awaitable[_storage_service_pb2.ListExpiredLeasesResponse]]:
         """ListExpiredLeases returns RUNNING evaluations whose lease ended, on the database clock."""
+
+    @_abc_1.abstractmethod
+    def ListQueued(
+        self,
+        request: _storage_service_pb2.ListQueuedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.ListQueuedResponse, _abc.Awaitable[_storage_service_pb2.ListQueuedResponse]]:
+        """ListQueued pages through the QUEUED evaluations whose job was published before a time, in queue
+        order (priority, then age), so the scheduler can check that each job is still on the work queue.
+        """
+
+    @_abc_1.abstractmethod
+    def ListLeases(
+        self,
+        request: _storage_service_pb2.ListLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.ListLeasesResponse, _abc.Awaitable[_storage_service_pb2.ListLeasesResponse]]:
+        """ListLeases returns the RUNNING evaluations one executor holds, whether or not their leases ended:
+        an executor restarted under the same identity finds the attempts its predecessor left behind.
+        """
 
     @_abc_1.abstractmethod
     def GetStats(

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/storage/v1/record.proto.
  */
 export const file_evalmesh_storage_v1_record: GenFile = /*@__PURE__*/
-  fileDesc("CiBldmFsbWVzaC9zdG9yYWdlL3YxL3JlY29yZC5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSLmAQoQRXZhbHVhdGlvblJlY29yZBIOCgZ0ZW5hbnQYASABKAkSKwoKZXZhbHVhdGlvbhgCIAEoCzIXLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24SNQoRbGVhc2VfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHB1Ymxpc2hfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcHVibGlzaF9jb3VudBgFIAEoBRIVCg1jYW5jZWxfcmVhc29uGAYgASgJInAKDk91dHB1dFByb2dyZXNzEhQKDHN0ZG91dF9ieXRlcxgBIAEoAxIUCgxzdGRlcnJfYnl0ZXMYAiABKAMSGAoQc3Rkb3V0X3RydW5jYXRlZBgDIAEoCBIYChBzdGRlcnJfdHJ1bmNhdGVkGAQgASgIYgZwcm90bzM", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
+  fileDesc("CiBldmFsbWVzaC9zdG9yYWdlL3YxL3JlY29yZC5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSKdAgoQRXZhbHVhdGlvblJlY29yZBIOCgZ0ZW5hbnQYASABKAkSKwoKZXZhbHVhdGlvbhgCIAEoCzIXLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24SNQoRbGVhc2VfZXhwaXJlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDHB1Ymxpc2hfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNcHVibGlzaF9jb3VudBgFIAEoBRIVCg1jYW5jZWxfcmVhc29uGAYgASgJEjUKCHByb2dyZXNzGAcgASgLMiMuZXZhbG1lc2guc3RvcmFnZS52MS5PdXRwdXRQcm9ncmVzcyJwCg5PdXRwdXRQcm9ncmVzcxIUCgxzdGRvdXRfYnl0ZXMYASABKAMSFAoMc3RkZXJyX2J5dGVzGAIgASgDEhgKEHN0ZG91dF90cnVuY2F0ZWQYAyABKAgSGAoQc3RkZXJyX3RydW5jYXRlZBgEIAEoCGIGcHJvdG8z", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
 
 /**
  * EvaluationRecord is an evaluation as the system of record holds it: the public resource plus the
@@ -64,6 +64,14 @@ export type EvaluationRecord = Message<"evalmesh.storage.v1.EvaluationRecord"> &
    * @generated from field: string cancel_reason = 6;
    */
   cancelReason: string;
+
+  /**
+   * progress is how much of each output stream is stored now, in every view and every state, so a
+   * reader can tell whether there is output to read without reading it.
+   *
+   * @generated from field: evalmesh.storage.v1.OutputProgress progress = 7;
+   */
+  progress?: OutputProgress | undefined;
 };
 
 /**
