@@ -385,3 +385,90 @@ def test_a_malformed_id_is_invalid_for_every_tenant_alike_on_every_id_rpc(
         answers.append([(code_of(e), e.details()) for e in errors])
     assert answers[0] == answers[1]
     assert {code for code, _ in answers[0]} == {grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def violated_fields(error: grpc.RpcError) -> dict[str, str]:
+    assert code_of(error) == grpc.StatusCode.INVALID_ARGUMENT
+    decoded = error_from_rpc(error)
+    assert isinstance(decoded, InvalidArgument)
+    return {v.field: v.description for v in decoded.violations}
+
+
+def test_code_holding_a_nul_character_is_invalid_on_create_and_batch_and_creates_nothing(
+    api: Api, tenants: dict[str, str]
+) -> None:
+    label = uuid.uuid4().hex[:12]
+    nul = "print('before')\nprint('a\x00b')\n"
+    fields = violated_fields(
+        rpc_error(lambda: create(api, tenants["alpha"], code=nul, labels={"run": label}))
+    )
+    assert fields == {"spec.code": "must not contain NUL characters (U+0000), found on line 2"}
+    batch = ES.BatchCreateEvaluationsRequest(
+        requests=[
+            ES.CreateEvaluationRequest(
+                request_id=uuid.uuid4().hex,
+                spec=evaluation_pb2.EvaluationSpec(code=code, labels={"run": label}),
+            )
+            for code in ("print(1)", "\x00")
+        ]
+    )
+    error = rpc_error(
+        lambda: api.evaluations.BatchCreateEvaluations(
+            batch, metadata=auth(tenants["alpha"]), timeout=10
+        )
+    )
+    assert list(violated_fields(error)) == ["requests[1].spec.code"]
+    assert count(api, tenants["alpha"], label) == 0
+
+
+def test_stdin_holding_nul_bytes_is_accepted(api: Api, tenants: dict[str, str]) -> None:
+    created = create(api, tenants["alpha"], stdin=b"\x00\xff\x00")
+    assert created.created
+
+
+def test_name_like_fields_with_control_or_bidi_characters_are_invalid_naming_the_field(
+    api: Api, tenants: dict[str, str], mesh: MeshEndpoints
+) -> None:
+    admin, user = auth(mesh.admin_api_key), auth(tenants["alpha"])
+    bad_key = api_key_service_pb2.CreateApiKeyRequest(
+        tenant="evil\nadmin", display_name="\x1b]0;owned\x07"
+    )
+    error = rpc_error(lambda: api.keys.CreateApiKey(bad_key, metadata=admin, timeout=10))
+    assert set(violated_fields(error)) == {"tenant", "display_name"}
+    bad_filter = api_key_service_pb2.ListApiKeysRequest(tenant="Team A")
+    error = rpc_error(lambda: api.keys.ListApiKeys(bad_filter, metadata=admin, timeout=10))
+    assert list(violated_fields(error)) == ["tenant"]
+    own = create(api, tenants["alpha"]).evaluation.id
+    cancel = ES.CancelEvaluationRequest(id=own, reason="done\u202e")
+    error = rpc_error(lambda: api.evaluations.CancelEvaluation(cancel, metadata=user, timeout=10))
+    assert violated_fields(error)["reason"].endswith("found U+202E")
+    listing = ES.ListEvaluationsRequest(labels={"run": "$(id)"})
+    error = rpc_error(lambda: api.evaluations.ListEvaluations(listing, metadata=user, timeout=10))
+    assert list(violated_fields(error)) == ["labels['run']"]
+    label = uuid.uuid4().hex[:12]
+    labels = {"run": label, "shell": "`reboot`"}
+    error = rpc_error(lambda: create(api, tenants["alpha"], labels=labels))
+    assert list(violated_fields(error)) == ["spec.labels['shell']"]
+    assert count(api, tenants["alpha"], label) == 0
+    get = ES.GetEvaluationRequest(id=own)
+    mine = api.evaluations.GetEvaluation(get, metadata=user, timeout=10).evaluation
+    assert not mine.cancel_requested
+    assert mine.state != evaluation_pb2.Evaluation.STATE_CANCELLED
+
+
+def test_names_within_the_rules_are_accepted_end_to_end(
+    api: Api, tenants: dict[str, str], mesh: MeshEndpoints
+) -> None:
+    tenant = f"team_{uuid.uuid4().hex[:6]}-1"
+    request = api_key_service_pb2.CreateApiKeyRequest(
+        tenant=tenant, display_name="CI key for team ML \u2713 \u65e5\u672c"
+    )
+    created = api.keys.CreateApiKey(request, metadata=auth(mesh.admin_api_key), timeout=10)
+    assert created.api_key.display_name == request.display_name
+    label = uuid.uuid4().hex[:12]
+    labels = {"run": label, "example.com/Job_Name": "nightly.v2", "empty": ""}
+    own = create(api, created.secret, labels=labels).evaluation
+    assert dict(own.spec.labels) == labels
+    assert count(api, created.secret, label) == 1
+    cancel = ES.CancelEvaluationRequest(id=own.id, reason="superseded by run 2 \u2014 caf\u00e9")
+    api.evaluations.CancelEvaluation(cancel, metadata=auth(created.secret), timeout=10)

@@ -6,9 +6,18 @@ from typing import Any
 
 import pytest
 
-from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
+from evalmesh.v1 import api_key_service_pb2, evaluation_pb2, evaluation_service_pb2
 from evalmesh_common import InvalidArgument
-from evalmesh_gateway.validation import Bounds, validate_batch, validate_create, validate_page_size
+from evalmesh_gateway.validation import (
+    Bounds,
+    validate_batch,
+    validate_cancel,
+    validate_create,
+    validate_create_key,
+    validate_list,
+    validate_list_keys,
+    validate_page_size,
+)
 
 BOUNDS = Bounds()
 MIB = 1024 * 1024
@@ -118,3 +127,186 @@ def test_page_size_zero_means_the_default_and_above_the_cap_is_rejected() -> Non
 def test_byte_bounds_are_written_out_in_full() -> None:
     found = violations(create(limits=evaluation_pb2.Limits(memory_bytes=1)))
     assert "16777216 and 4294967296 bytes, got 1" in found["spec.limits.memory_bytes"]
+
+
+def test_code_holding_a_nul_character_is_refused_on_the_code_field_with_its_line() -> None:
+    found = violations(create(code="print(1)\nx = 'a\x00b'\n"))
+    assert found["spec.code"] == "must not contain NUL characters (U+0000), found on line 2"
+
+
+def test_a_nul_in_one_batch_item_names_that_items_code_field() -> None:
+    batch = evaluation_service_pb2.BatchCreateEvaluationsRequest(
+        requests=[create(), create(code="\x00")]
+    )
+    batch.requests[1].request_id = "req-2"
+    with pytest.raises(InvalidArgument) as raised:
+        validate_batch(batch, BOUNDS)
+    assert [v.field for v in raised.value.violations] == ["requests[1].spec.code"]
+
+
+def test_stdin_is_bytes_and_may_hold_nul_and_any_other_byte() -> None:
+    spec = validate_create(create(stdin=bytes(range(256)) + b"\x00"), BOUNDS)
+    assert spec.stdin.endswith(b"\xff\x00")
+
+
+def test_code_may_hold_every_other_control_character_python_accepts() -> None:
+    validate_create(create(code="x = 1\r\n\x0c\ty = '\x1b\u202e'\n"), BOUNDS)
+
+
+GOOD_LABELS = {
+    "team": "ml",
+    "app.kubernetes.io/name": "web-2",
+    "evalmesh/batch": "0123456789abcdef",
+    "Run_ID.v2": "A.b_C-9",
+    "empty": "",
+    "k" * 63: "v" * 63,
+    f"{'p' * 63}/{'n' * 63}": "x",
+}
+
+
+def test_labels_in_kubernetes_syntax_are_accepted() -> None:
+    spec = validate_create(create(labels=GOOD_LABELS), BOUNDS)
+    assert dict(spec.labels) == GOOD_LABELS
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "Bad Key",
+        "-leading",
+        "trailing.",
+        "k" * 64,
+        "a/b/c",
+        "Example.com/name",
+        "example..com/name",
+        f"{'p' * 64}/name",
+        "/name",
+        "prefix/",
+        "new\nline",
+        "bidi\u202ekey",
+        "caf\u00e9",
+    ],
+)
+def test_a_label_key_outside_kubernetes_syntax_is_refused_with_the_rule(key: str) -> None:
+    found = violations(create(labels={key: "v"}))
+    assert list(found.values()) == [found[f"spec.labels[{key[:128]!r}]"]]
+    assert found[f"spec.labels[{key[:128]!r}]"].startswith("keys are")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "$(rm -rf ~)",
+        "a b",
+        "-x",
+        "x_",
+        "v" * 64,
+        "line\nbreak",
+        "\x1b[2J",
+        "rtl\u202e",
+        "caf\u00e9",
+    ],
+)
+def test_a_label_value_outside_kubernetes_syntax_is_refused_with_the_rule(value: str) -> None:
+    found = violations(create(labels={"key": value}))
+    assert found["spec.labels['key']"].startswith("values are empty or 1 to 63")
+
+
+def test_a_hostile_label_key_is_named_with_its_characters_escaped() -> None:
+    (field,) = violations(create(labels={"\x1b]0;owned\x07": "v"}))
+    assert field == "spec.labels['\\x1b]0;owned\\x07']"
+
+
+def test_a_label_filter_of_a_listing_follows_the_label_syntax() -> None:
+    request = evaluation_service_pb2.ListEvaluationsRequest(labels={"run": "ok", "x": "a;b"})
+    with pytest.raises(InvalidArgument) as raised:
+        validate_list(request, BOUNDS)
+    assert [v.field for v in raised.value.violations] == ["labels['x']"]
+    good = evaluation_service_pb2.ListEvaluationsRequest(labels=GOOD_LABELS, page_size=7)
+    assert validate_list(good, BOUNDS) == 7
+
+
+def key_violations(**fields: Any) -> dict[str, str]:
+    request = api_key_service_pb2.CreateApiKeyRequest(**{"tenant": "team-ml", **fields})
+    with pytest.raises(InvalidArgument) as raised:
+        validate_create_key(request)
+    return {v.field: v.description for v in raised.value.violations}
+
+
+@pytest.mark.parametrize("tenant", ["default", "team-ml", "a", "a_b", "0", "t" * 64])
+def test_tenant_names_of_lowercase_letters_digits_dash_and_underscore_are_accepted(
+    tenant: str,
+) -> None:
+    validate_create_key(api_key_service_pb2.CreateApiKeyRequest(tenant=tenant))
+    listing = api_key_service_pb2.ListApiKeysRequest(tenant=tenant)
+    assert validate_list_keys(listing, BOUNDS) == 50
+
+
+@pytest.mark.parametrize(
+    "tenant",
+    ["", "Team", "-x", "x-", "_x", "a b", "a.b", "t" * 65, "ten\nant", "ten\u202eant", "caf\u00e9"],
+)
+def test_a_tenant_name_outside_its_syntax_is_refused_with_the_rule(tenant: str) -> None:
+    assert key_violations(tenant=tenant)["tenant"].startswith("must be 1 to 64 of a-z, 0-9")
+    if tenant:  # an empty filter lists every tenant's keys
+        with pytest.raises(InvalidArgument) as raised:
+            validate_list_keys(api_key_service_pb2.ListApiKeysRequest(tenant=tenant), BOUNDS)
+        assert raised.value.violations[0].field == "tenant"
+
+
+def test_an_unknown_role_value_is_refused_on_the_role_field() -> None:
+    request = api_key_service_pb2.CreateApiKeyRequest(tenant="team-ml")
+    request.role = 999  # type: ignore[assignment]
+    with pytest.raises(InvalidArgument) as raised:
+        validate_create_key(request)
+    assert [v.field for v in raised.value.violations] == ["role"]
+
+
+PRINTABLE_TEXT = ["", "CI key for team ML ✓", "日本語\u3000名前", "naïve café 👍", "x" * 128]
+HIDDEN_TEXT = [
+    ("line\nbreak", "U+000A"),
+    ("tab\there", "U+0009"),
+    ("\x1b]0;owned\x07", "U+001B"),
+    ("c1 \x9b control", "U+009B"),
+    ("user\u202egnp.exe", "U+202E"),
+    ("isolate\u2066x\u2069", "U+2066"),
+    ("zero\u200bwidth", "U+200B"),
+    ("\ufeffbom", "U+FEFF"),
+    ("line\u2028separator", "U+2028"),
+    ("private \ue000 use", "U+E000"),
+    ("nul\x00", "U+0000"),
+]
+
+
+@pytest.mark.parametrize("text", PRINTABLE_TEXT)
+def test_display_names_and_reasons_accept_printable_unicode(text: str) -> None:
+    validate_create_key(api_key_service_pb2.CreateApiKeyRequest(tenant="t", display_name=text))
+    validate_cancel(evaluation_service_pb2.CancelEvaluationRequest(id="ev_1", reason=text))
+
+
+@pytest.mark.parametrize(("text", "code_point"), HIDDEN_TEXT)
+def test_display_names_and_reasons_refuse_invisible_and_layout_characters_naming_them(
+    text: str, code_point: str
+) -> None:
+    described = key_violations(display_name=text)["display_name"]
+    assert described.startswith("must be printable text")
+    assert described.endswith(f"found {code_point}")
+    with pytest.raises(InvalidArgument) as raised:
+        validate_cancel(evaluation_service_pb2.CancelEvaluationRequest(id="ev_1", reason=text))
+    assert [v.field for v in raised.value.violations] == ["reason"]
+
+
+def test_display_names_and_reasons_are_bounded_in_utf8_bytes() -> None:
+    found = key_violations(display_name="é" * 65)
+    assert found == {"display_name": "must be at most 128 bytes of UTF-8, got 130"}
+    with pytest.raises(InvalidArgument) as raised:
+        validate_cancel(evaluation_service_pb2.CancelEvaluationRequest(id="ev_1", reason="x" * 513))
+    assert raised.value.violations[0].description == "must be at most 512 bytes of UTF-8, got 513"
+    validate_cancel(evaluation_service_pb2.CancelEvaluationRequest(id="ev_1", reason="x" * 512))
+
+
+def test_a_cancel_reports_a_bad_id_and_a_bad_reason_at_once() -> None:
+    request = evaluation_service_pb2.CancelEvaluationRequest(id="../x", reason="a\nb")
+    with pytest.raises(InvalidArgument) as raised:
+        validate_cancel(request)
+    assert [v.field for v in raised.value.violations] == ["id", "reason"]

@@ -26,13 +26,18 @@ from evalmesh.v1 import (
     evaluation_service_pb2_grpc,
 )
 from evalmesh_gateway.auth import Authenticator
+from evalmesh_gateway.position import estimate_start
 from evalmesh_gateway.ratelimit import RateLimiter
 from evalmesh_gateway.validation import (
     Bounds,
     validate_batch,
     validate_batch_size,
+    validate_cancel,
     validate_create,
+    validate_create_key,
     validate_id,
+    validate_list,
+    validate_list_keys,
     validate_page_size,
 )
 from evalmesh_gateway.watch import Watcher
@@ -118,7 +123,7 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         reply = await self._up.storage.GetEvaluation(get, timeout=TIMEOUT)
         evaluation = reply.record.evaluation
         if evaluation.state == evaluation_pb2.Evaluation.STATE_QUEUED:
-            await self._estimate_start(principal.tenant, evaluation)
+            await estimate_start(self._up.scheduler, principal.tenant, evaluation, context)
         return evaluation_service_pb2.GetEvaluationResponse(evaluation=evaluation)
 
     async def ListEvaluations(
@@ -127,7 +132,7 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         principal = await self._up.auth.authenticate(context)
         listing = storage_service_pb2.ListEvaluationsRequest(
             tenant=principal.tenant,
-            page_size=validate_page_size(request.page_size, self._up.bounds),
+            page_size=validate_list(request, self._up.bounds),
             page_token=request.page_token,
             states=request.states,
             priorities=request.priorities,
@@ -150,8 +155,9 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         self, request: evaluation_service_pb2.CancelEvaluationRequest, context: Context
     ) -> evaluation_service_pb2.CancelEvaluationResponse:
         principal = await self._up.auth.authenticate(context)
+        validate_cancel(request)
         cancel = scheduler_service_pb2.CancelEvaluationRequest(
-            tenant=principal.tenant, id=validate_id(request.id), reason=request.reason[:256]
+            tenant=principal.tenant, id=request.id, reason=request.reason
         )
         reply = await self._up.scheduler.CancelEvaluation(cancel, timeout=TIMEOUT)
         return evaluation_service_pb2.CancelEvaluationResponse(
@@ -166,14 +172,6 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         offsets = (max(0, request.stdout_offset), max(0, request.stderr_offset))
         async for event in self._watcher.watch(principal.tenant, evaluation_id, offsets):
             yield event
-
-    async def _estimate_start(self, tenant: str, evaluation: evaluation_pb2.Evaluation) -> None:
-        position = scheduler_service_pb2.GetQueuePositionRequest(tenant=tenant, id=evaluation.id)
-        reply = await self._up.scheduler.GetQueuePosition(position, timeout=TIMEOUT)
-        if reply.HasField("position"):
-            evaluation.queue_position = reply.position
-        if reply.HasField("estimated_start_time"):
-            evaluation.estimated_start_time.CopyFrom(reply.estimated_start_time)
 
 
 class ClusterServicer(cluster_service_pb2_grpc.ClusterServiceServicer):
@@ -253,6 +251,7 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
         self, request: api_key_service_pb2.CreateApiKeyRequest, context: Context
     ) -> api_key_service_pb2.CreateApiKeyResponse:
         (await self._up.auth.authenticate(context)).require_admin()
+        validate_create_key(request)
         create = storage_service_pb2.CreateApiKeyRequest(
             tenant=request.tenant,
             role=request.role or api_key_pb2.ROLE_USER,
@@ -266,7 +265,7 @@ class ApiKeyServicer(api_key_service_pb2_grpc.ApiKeyServiceServicer):
     ) -> api_key_service_pb2.ListApiKeysResponse:
         (await self._up.auth.authenticate(context)).require_admin()
         listing = storage_service_pb2.ListApiKeysRequest(
-            page_size=validate_page_size(request.page_size, self._up.bounds),
+            page_size=validate_list_keys(request, self._up.bounds),
             page_token=request.page_token,
             tenant=request.tenant,
             include_revoked=request.include_revoked,

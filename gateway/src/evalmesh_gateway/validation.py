@@ -10,15 +10,27 @@ import dataclasses
 import re
 from collections.abc import Iterator
 
-from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
+from evalmesh.v1 import api_key_pb2, api_key_service_pb2, evaluation_pb2, evaluation_service_pb2
 from evalmesh_common import FieldViolation, InvalidArgument
+from evalmesh_gateway.names import (
+    DISPLAY_NAME_MAX_BYTES,
+    REASON_MAX_BYTES,
+    label_key_problem,
+    label_value_problem,
+    tenant_problem,
+    text_problem,
+)
 
 __all__ = [
     "Bounds",
     "validate_batch",
     "validate_batch_size",
+    "validate_cancel",
     "validate_create",
+    "validate_create_key",
     "validate_id",
+    "validate_list",
+    "validate_list_keys",
     "validate_page_size",
 ]
 
@@ -27,9 +39,10 @@ MIB = 1024 * KIB
 GIB = 1024 * MIB
 
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
-_LABEL_KEY = re.compile(r"[a-z0-9][a-z0-9._/-]{0,62}")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_RULE = "must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-'"
 _PRIORITIES = frozenset(evaluation_pb2.Priority.values())
+_ROLES = frozenset(api_key_pb2.Role.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +67,6 @@ class Bounds:
     cpu_min: int = 100
     cpu_max: int = 4000
     max_labels: int = 32
-    max_label_value: int = 256
     max_page_size: int = 500
 
 
@@ -103,27 +115,33 @@ def _limits(limits: evaluation_pb2.Limits, bounds: Bounds, at: str) -> Iterator[
 def _labels(labels: dict[str, str], bounds: Bounds, at: str) -> Iterator[FieldViolation]:
     if len(labels) > bounds.max_labels:
         yield FieldViolation(at, f"at most {bounds.max_labels} labels, got {len(labels)}")
+        return
     for key, value in labels.items():
-        if not _LABEL_KEY.fullmatch(key):
-            yield FieldViolation(
-                f"{at}[{key[:64]!r}]",
-                "keys are 1 to 63 of a-z, 0-9, '.', '_', '-', '/', starting with a letter or digit",
-            )
-        if len(value) > bounds.max_label_value or not value.isprintable():
-            yield FieldViolation(
-                f"{at}[{key[:64]!r}]",
-                f"values are at most {bounds.max_label_value} printable characters",
-            )
+        # repr() shows a hostile key's control and bidi characters as escapes.
+        for problem in (label_key_problem(key), label_value_problem(value)):
+            if problem:
+                yield FieldViolation(f"{at}[{key[:128]!r}]", problem)
+
+
+def _code(code: str, bounds: Bounds, at: str) -> Iterator[FieldViolation]:
+    code_bytes = len(code.encode())
+    if code_bytes == 0:
+        yield FieldViolation(at, "must not be empty")
+    elif code_bytes > bounds.max_code_bytes:
+        yield FieldViolation(at, f"must be at most {bounds.max_code_bytes} bytes, got {code_bytes}")
+    elif (nul := code.find("\x00")) >= 0:
+        # Whether Python refuses NUL in source depends on its version; refuse it for all.
+        line = code.count("\n", 0, nul) + 1
+        yield FieldViolation(at, f"must not contain NUL characters (U+0000), found on line {line}")
+
+
+def _text(value: str, max_bytes: int, field: str) -> Iterator[FieldViolation]:
+    if problem := text_problem(value, max_bytes):
+        yield FieldViolation(field, problem)
 
 
 def _spec(spec: evaluation_pb2.EvaluationSpec, bounds: Bounds, at: str) -> Iterator[FieldViolation]:
-    code_bytes = len(spec.code.encode())
-    if code_bytes == 0:
-        yield FieldViolation(f"{at}.code", "must not be empty")
-    elif code_bytes > bounds.max_code_bytes:
-        yield FieldViolation(
-            f"{at}.code", f"must be at most {bounds.max_code_bytes} bytes, got {code_bytes}"
-        )
+    yield from _code(spec.code, bounds, f"{at}.code")
     if len(spec.stdin) > bounds.max_stdin_bytes:
         yield FieldViolation(
             f"{at}.stdin", f"must be at most {bounds.max_stdin_bytes} bytes, got {len(spec.stdin)}"
@@ -218,8 +236,39 @@ def validate_batch_size(
 def validate_id(value: str, field: str = "id") -> str:
     """Raise InvalidArgument unless ``value`` looks like an identifier."""
     if not _ID.fullmatch(value):
-        _raise([FieldViolation(field, "must be 1 to 64 of A-Z, a-z, 0-9, '_' and '-'")])
+        _raise([FieldViolation(field, _ID_RULE)])
     return value
+
+
+def validate_cancel(request: evaluation_service_pb2.CancelEvaluationRequest) -> None:
+    """Raise InvalidArgument unless the id is an identifier and the reason printable text."""
+    violations = [] if _ID.fullmatch(request.id) else [FieldViolation("id", _ID_RULE)]
+    violations.extend(_text(request.reason, REASON_MAX_BYTES, "reason"))
+    _raise(violations)
+
+
+def validate_list(request: evaluation_service_pb2.ListEvaluationsRequest, bounds: Bounds) -> int:
+    """Raise InvalidArgument for a malformed label filter or page size; return the page size."""
+    _raise(list(_labels(dict(request.labels), bounds, "labels")))
+    return validate_page_size(request.page_size, bounds)
+
+
+def validate_create_key(request: api_key_service_pb2.CreateApiKeyRequest) -> None:
+    """Raise InvalidArgument unless tenant, role and display name follow the contract."""
+    violations: list[FieldViolation] = []
+    if problem := tenant_problem(request.tenant):
+        violations.append(FieldViolation("tenant", problem))
+    if request.role not in _ROLES:
+        violations.append(FieldViolation("role", f"unknown role value {request.role}"))
+    violations.extend(_text(request.display_name, DISPLAY_NAME_MAX_BYTES, "display_name"))
+    _raise(violations)
+
+
+def validate_list_keys(request: api_key_service_pb2.ListApiKeysRequest, bounds: Bounds) -> int:
+    """Raise InvalidArgument for a malformed tenant filter or page size; return the page size."""
+    if request.tenant and (problem := tenant_problem(request.tenant)):
+        _raise([FieldViolation("tenant", problem)])
+    return validate_page_size(request.page_size, bounds)
 
 
 def validate_page_size(value: int, bounds: Bounds, default: int = 50) -> int:

@@ -93,6 +93,14 @@ describe("humanize", () => {
     expect(humanize("spec.limits.wall_timeout", "between 1 and 900 seconds")).toBe("between 1 and 900 seconds");
   });
 
+  it("leaves the numbers of a byte field's other rules alone", () => {
+    const nul = "must not contain NUL characters (U+0000), found on line 2";
+    expect(humanize("spec.code", nul)).toBe(nul);
+    expect(humanize("spec.code", "must be at most 1048576 bytes, got 1048577")).toBe(
+      "must be at most 1 MiB, got 1 MiB",
+    );
+  });
+
   it("reads byte counts printed in exponent notation", () => {
     expect(
       humanize("spec.limits.memory_bytes", "must be between 1.67772e+07 and 4.29497e+09 bytes, got 1.04858e+06"),

@@ -133,6 +133,8 @@ export function fieldFor(path: string): FormField | undefined {
 /** humanize rewrites byte counts in a description of a byte field in IEC units. */
 export function humanize(path: string, description: string): string {
   if (!path.endsWith("_bytes") && path !== "spec.code" && path !== "spec.stdin") return description;
+  // Only a description of a size holds byte counts; "NUL (U+0000) on line 2" holds none.
+  if (!/\bbytes?\b/.test(description)) return description;
   // Numbers may come as 16777216 or, from Python's %g, as 1.67772e+07; either reads as 16 MiB.
   return description.replace(/\b(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(\s+bytes?\b)?/gi, (_match, number: string) =>
     formatBytes(Math.round(Number(number))),

@@ -63,6 +63,7 @@ export function useEvaluationWatch(id: string): WatchedEvaluation {
     const controller = new AbortController();
     let drawTimer: ReturnType<typeof setTimeout> | undefined;
     let lastSave = 0;
+    let latest: Evaluation | undefined;
     const save = () => {
       lastSave = Date.now();
       saveOutput(id, { attempt: feed.attempt, stdout: feed.stdout.bytes(), stderr: feed.stderr.bytes() });
@@ -83,7 +84,10 @@ export function useEvaluationWatch(id: string): WatchedEvaluation {
           setRevision((value) => value + 1);
         }
       },
-      evaluation: setEvaluation,
+      evaluation: (value) => {
+        latest = value;
+        setEvaluation(value);
+      },
       output: (chunk) => {
         const buffer = chunk.stream === OutputStream.STDERR ? feed.stderr : feed.stdout;
         const result = buffer.append(Number(chunk.offset), chunk.data);
@@ -93,8 +97,8 @@ export function useEvaluationWatch(id: string): WatchedEvaluation {
       connection: (value) => {
         if (value.kind === "ended") {
           // The stream is over: nothing can complete a character cut off at the very end.
-          feed.stdout.finish();
-          feed.stderr.finish();
+          feed.stdout.finish(latest?.result?.stdoutTruncated ?? false);
+          feed.stderr.finish(latest?.result?.stderrTruncated ?? false);
           save();
           setRevision((current) => current + 1);
         }

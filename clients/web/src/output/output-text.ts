@@ -3,7 +3,8 @@
  * with U+FFFD for invalid sequences (see StreamBuffer), then every character that would be
  * invisible, move the cursor or reorder text is replaced by a visible escape such as \x1b or \u202e,
  * marked as escaped.
- * Newlines and tabs stay as they are; "\r\n" counts as a newline.
+ * Newlines and tabs stay as they are; "\r\n" counts as a newline. The CLI draws output on a terminal
+ * by the same rules (clients/python/src/evalmesh/cli/terminal.py): change the two together.
  */
 
 /** Segment is a run of output text; escaped runs are stand-ins for characters that were not shown. */

@@ -28,6 +28,18 @@ describe("OutputView", () => {
     expect(screen.getByTestId("stderr-truncated").textContent).toContain("more than 1 MiB");
   });
 
+  it.each([
+    ["the start", "a" + "😀".repeat(300_000)],
+    ["the end", "😀".repeat(300_000) + "a"],
+    ["a line break", "a" + "\r\n".repeat(300_000)],
+  ])("never splits a character or a line break where it cuts a long output short (%s)", (_, text) => {
+    render(<OutputView name="stdout" label="Standard output" text={text} byteCount={0} truncated={false} ended />);
+    const drawn = screen.getByTestId("stdout-text").textContent;
+    expect(drawn).toContain("characters not drawn here");
+    expect(drawn).not.toMatch(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/);
+    expect(drawn).not.toContain("\\r");
+  });
+
   it("says when there is no output", () => {
     const { rerender } = render(
       <OutputView name="stdout" label="Standard output" text="" byteCount={0} truncated={false} ended={false} />,

@@ -23,10 +23,20 @@ export interface OutputViewProps {
   onDownload?: () => void;
 }
 
+/** cutAt moves ``index`` back off the middle of a character (a UTF-16 surrogate pair) or of "\r\n". */
+function cutAt(text: string, index: number): number {
+  const before = text.charCodeAt(index - 1);
+  const after = text.charCodeAt(index);
+  const inPair = before >= 0xd800 && before <= 0xdbff && after >= 0xdc00 && after <= 0xdfff;
+  return inPair || (before === 0x0d && after === 0x0a) ? index - 1 : index;
+}
+
 function drawnText(text: string): { head: string; hidden: number; tail: string } {
   if (text.length <= MAX_DRAWN) return { head: text, hidden: 0, tail: "" };
   const half = MAX_DRAWN / 2;
-  return { head: text.slice(0, half), hidden: text.length - MAX_DRAWN, tail: text.slice(-half) };
+  const head = text.slice(0, cutAt(text, half));
+  const tail = text.slice(cutAt(text, text.length - half));
+  return { head, hidden: text.length - head.length - tail.length, tail };
 }
 
 function Segments({ text }: { text: string }) {

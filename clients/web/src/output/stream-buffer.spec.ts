@@ -38,4 +38,13 @@ describe("StreamBuffer", () => {
     expect(buffer.text).toBe("a\ufffd");
     expect(Array.from(buffer.bytes())).toEqual([0x61, 0xe2, 0x82]);
   });
+
+  it("leaves out a character the output cap cut in two, and keeps its bytes", () => {
+    const buffer = new StreamBuffer();
+    buffer.append(0, new Uint8Array([0x61, 0xff, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98]));
+    buffer.finish(true);
+    expect(buffer.text).toBe("a\ufffd€");
+    expect(buffer.length).toBe(8);
+    expect(Array.from(buffer.bytes())).toEqual([0x61, 0xff, 0xe2, 0x82, 0xac, 0xf0, 0x9f, 0x98]);
+  });
 });

@@ -34,11 +34,16 @@ export class StreamBuffer {
     return "appended";
   }
 
-  /** finish flushes a multi-byte sequence cut off at the very end (shown as U+FFFD). Idempotent. */
-  finish(): void {
+  /**
+   * finish ends the text. A character cut off at the very end is shown as U+FFFD (the program wrote
+   * it so), unless ``cut`` says the output cap cut the stream there: then it is left out, as the cut
+   * is not the program's. The held bytes stay exact either way. Idempotent.
+   */
+  finish(cut = false): void {
     if (this.finished) return;
     this.finished = true;
-    this.decoded += this.decoder.decode();
+    // In streaming mode the decoder holds back only the valid start of an unfinished character.
+    if (!cut) this.decoded += this.decoder.decode();
   }
 
   /** bytes returns every held byte in one array. */

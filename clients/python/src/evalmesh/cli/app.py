@@ -73,15 +73,3 @@ pass_app = click.make_pass_decorator(App, ensure=True)
 
 def _tty() -> bool:
     return sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
-
-
-def stdout_bytes(data: bytes) -> None:
-    """Write raw bytes to the terminal's stdout."""
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
-def stderr_bytes(data: bytes) -> None:
-    """Write raw bytes to the terminal's stderr."""
-    sys.stderr.buffer.write(data)
-    sys.stderr.buffer.flush()

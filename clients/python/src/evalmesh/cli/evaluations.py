@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from evalmesh.cli.app import App, pass_app, stderr_bytes, stdout_bytes
+from evalmesh.cli.app import App, pass_app
 from evalmesh.cli.exits import CANCELLED, EXIT_CODES_HELP, exit_code_for
-from evalmesh.cli.options import json_option, labels_of, spec_options
+from evalmesh.cli.options import json_option, labels_of, raw_option, spec_options
 from evalmesh.cli.render import details
-from evalmesh.client import Client, Evaluation, Output, Snapshot, State, Stream
+from evalmesh.cli.terminal import ProgramOutput
+from evalmesh.client import Client, Evaluation, Output, OutputDecoder, Snapshot, State, Stream
 
 __all__ = ["cancel", "logs", "run", "status", "submit"]
 
@@ -80,6 +81,7 @@ def _program_options(function: Any) -> Any:
 
 @click.command(epilog=EXIT_CODES_HELP)
 @_program_options
+@raw_option
 @pass_app
 def run(
     app: App,
@@ -89,12 +91,15 @@ def run(
     stdin_path: str | None,
     request_id: str | None,
     as_json: bool,
+    raw: bool,
     **options: Any,
 ) -> None:
     """Run a Python FILE (or - for stdin) and stream its output live.
 
-    The program's stdout and stderr go to this terminal's stdout and stderr, byte for byte, and
-    evalmesh exits with the program's exit status. Ctrl-C cancels the evaluation.
+    The program's stdout and stderr go to this process's stdout and stderr: byte for byte into a
+    pipe or file (or with --raw); on a terminal, control, bidi and invisible characters show as
+    escapes such as \\x1b, so the output cannot drive the terminal. evalmesh exits with the
+    program's exit status. Ctrl-C cancels the evaluation.
     """
     client = app.client()
     created = client.submit(
@@ -103,33 +108,42 @@ def run(
         request_id=request_id,
         **spec_kwargs(options),
     )
+    json_mode = app.json(as_json)
+    output = None if json_mode else ProgramOutput(raw)
     try:
-        final = _follow(app, client, created.id, stream=not app.json(as_json))
+        _follow(app, client, created.id, output)
+        final = client.get(created.id)
     except KeyboardInterrupt:
         final = _cancel(app, client, created.id)
-    json_mode = app.json(as_json)
     if json_mode:
         app.print_json(final.to_dict())
-    elif final.state not in _QUIET_STATES or final.signal:
+        raise SystemExit(exit_code_for(final))
+    if output is not None:
+        output.end(final)
+    if final.state not in _QUIET_STATES or final.signal:
         app.note(f"evalmesh: {final.id} {final.state.value}" + _why(final))
     raise SystemExit(exit_code_for(final))
 
 
-def _follow(app: App, client: Client, evaluation_id: str, stream: bool) -> Evaluation:
-    """Copy the output to this terminal as it comes; return the evaluation once it ends."""
-    attempt = 0
+def _follow(
+    app: App, client: Client, evaluation_id: str, output: ProgramOutput | None
+) -> Evaluation | None:
+    """Copy the output here as it comes; return the last snapshot's evaluation once it ends."""
+    last: Evaluation | None = None
     for event in client.watch(evaluation_id):
         if isinstance(event, Output):
-            if stream:
-                _write_output(event)
+            if output is not None:
+                output.write(event.stream, event.data)
             continue
-        if attempt and event.evaluation.attempt > attempt:
+        if last and event.evaluation.attempt > last.attempt > 0:
             app.note(
                 f"evalmesh: a platform fault interrupted {evaluation_id}; it runs again "
                 f"(attempt {event.evaluation.attempt}) and its output starts over"
             )
-        attempt = max(attempt, event.evaluation.attempt)
-    return client.get(evaluation_id)
+            if output is not None:
+                output.restart()
+        last = event.evaluation
+    return last
 
 
 def _cancel(app: App, client: Client, evaluation_id: str) -> Evaluation:
@@ -140,10 +154,6 @@ def _cancel(app: App, client: Client, evaluation_id: str) -> Evaluation:
         return client.wait(evaluation_id)
     except KeyboardInterrupt:
         raise SystemExit(CANCELLED) from None
-
-
-def _write_output(output: Output) -> None:
-    (stdout_bytes if output.stream is Stream.STDOUT else stderr_bytes)(output.data)
 
 
 def _why(evaluation: Evaluation) -> str:
@@ -197,25 +207,39 @@ def status(app: App, ids: tuple[str, ...], as_json: bool) -> None:
 @click.command()
 @click.argument("evaluation_id", metavar="ID")
 @click.option("-f", "--follow", is_flag=True, help="Stream output live until the evaluation ends.")
+@raw_option
 @json_option
 @pass_app
-def logs(app: App, evaluation_id: str, follow: bool, as_json: bool) -> None:
-    """Print an evaluation's stdout and stderr (to this terminal's stdout and stderr)."""
+def logs(app: App, evaluation_id: str, follow: bool, raw: bool, as_json: bool) -> None:
+    """Print an evaluation's stdout and stderr (to this process's stdout and stderr).
+
+    Byte for byte into a pipe or file (or with --raw); on a terminal, control, bidi and invisible
+    characters show as escapes such as \\x1b. --json prints the output as text, and with
+    --follow one JSON object per line: {"stream", "offset", "data"} for output (offset is the
+    byte where data starts) and {"state", "evaluation"} for state changes.
+    """
     client = app.client()
     json_mode = app.json(as_json)
     if not follow:
         evaluation = client.get(evaluation_id)
         if json_mode:
             app.print_json({"id": evaluation.id, **_output_dict(evaluation)})
-        else:
-            stdout_bytes(evaluation.stdout)
-            stderr_bytes(evaluation.stderr)
+            return
+        output = ProgramOutput(raw)
+        output.write(Stream.STDOUT, evaluation.stdout)
+        output.write(Stream.STDERR, evaluation.stderr)
+        output.end(evaluation)
         return
-    for event in client.watch(evaluation_id):
-        if json_mode:
-            click.echo(_event_json(event))
-        elif isinstance(event, Output):
-            _write_output(event)
+    if json_mode:
+        lines = _JsonLines()
+        for event in client.watch(evaluation_id):
+            for line in lines.of(event):
+                click.echo(line)
+        return
+    output = ProgramOutput(raw)
+    last = _follow(app, client, evaluation_id, output)
+    if last is not None:
+        output.end(last)
 
 
 def _output_dict(evaluation: Evaluation) -> dict[str, Any]:
@@ -223,13 +247,53 @@ def _output_dict(evaluation: Evaluation) -> dict[str, Any]:
     return {key: data[key] for key in ("state", "stdout", "stderr")}
 
 
-def _event_json(event: Snapshot | Output) -> str:
-    if isinstance(event, Output):
-        text = event.data.decode("utf-8", errors="replace")
-        data: dict[str, Any] = {"stream": event.stream.value, "offset": event.offset, "data": text}
-    else:
-        data = {"state": event.state.value, "evaluation": event.evaluation.to_dict()}
-    return json.dumps(data, default=str)
+class _JsonLines:
+    """Watch events as JSON lines; a character split between chunks comes out whole, once."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+        self._streams = {stream: _JsonStream(stream) for stream in (Stream.STDOUT, Stream.STDERR)}
+
+    def of(self, event: Snapshot | Output) -> list[str]:
+        if isinstance(event, Output):
+            return self._streams[event.stream].chunk(event)
+        evaluation = event.evaluation
+        if evaluation.attempt > self._attempt > 0:
+            for stream in self._streams.values():
+                stream.end(cut=True)  # output starts over; the old attempt's is abandoned
+        self._attempt = evaluation.attempt
+        lines: list[str] = []
+        if evaluation.terminal:
+            lines += self._streams[Stream.STDOUT].end(evaluation.stdout_truncated)
+            lines += self._streams[Stream.STDERR].end(evaluation.stderr_truncated)
+        snapshot = {"state": event.state.value, "evaluation": evaluation.to_dict()}
+        return [*lines, json.dumps(snapshot, default=str)]
+
+
+class _JsonStream:
+    """One stream's output events, each holding the text of the whole characters it completes."""
+
+    def __init__(self, stream: Stream) -> None:
+        self._stream = stream
+        self._decoder = OutputDecoder()
+        self._end = 0
+
+    def chunk(self, output: Output) -> list[str]:
+        start = output.offset - self._decoder.pending
+        text = self._decoder.decode(output.data)
+        self._end = output.offset + len(output.data)
+        return self._line(start, text)
+
+    def end(self, cut: bool) -> list[str]:
+        start = self._end - self._decoder.pending
+        self._end = 0
+        return self._line(start, self._decoder.end(cut))
+
+    def _line(self, offset: int, text: str) -> list[str]:
+        if not text:
+            return []
+        data = {"stream": self._stream.value, "offset": offset, "data": text}
+        return [json.dumps(data)]
 
 
 @click.command()

@@ -41,6 +41,9 @@ _FLAGS = {
     "request_id": "--request-id",
     "code": "FILE",
     "stdin": "--stdin",
+    "reason": "--reason",
+    "tenant": "--tenant",
+    "display_name": "--name",
 }
 
 

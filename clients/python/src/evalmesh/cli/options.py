@@ -17,6 +17,7 @@ __all__ = [
     "TIME",
     "json_option",
     "labels_of",
+    "raw_option",
     "spec_options",
 ]
 
@@ -105,6 +106,17 @@ def json_option(function: F) -> F:
     """``--json``: print machine-readable JSON instead of text."""
     option = click.option(
         "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of text."
+    )
+    return option(function)
+
+
+def raw_option(function: F) -> F:
+    """``--raw``: a program's exact output bytes, even on a terminal."""
+    option = click.option(
+        "--raw",
+        is_flag=True,
+        help="Write the program's exact bytes even to a terminal (default there: control, bidi "
+        "and invisible characters shown as escapes).",
     )
     return option(function)
 

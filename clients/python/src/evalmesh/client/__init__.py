@@ -43,6 +43,7 @@ from evalmesh.client._requests import BatchProgress, Spec
 from evalmesh.client._retry import RetryPolicy
 from evalmesh.client._sync import Client
 from evalmesh.client._target import Target, find_state_file, resolve_target
+from evalmesh.client._text import OutputDecoder, decode_output
 from evalmesh.client._units import format_bytes, format_seconds, parse_duration, parse_size
 from evalmesh.client._watch import Output, Snapshot, WatchEvent
 
@@ -68,6 +69,7 @@ __all__ = [
     "InvalidArgumentError",
     "NotFoundError",
     "Output",
+    "OutputDecoder",
     "PermissionDeniedError",
     "Priority",
     "PriorityQueue",
@@ -84,6 +86,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "WatchEvent",
+    "decode_output",
     "error_from_rpc",
     "find_state_file",
     "format_bytes",

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from evalmesh.client._text import decode_output
 from evalmesh.v1 import evaluation_pb2
 
 __all__ = ["Cause", "Evaluation", "Fault", "Priority", "State", "Stream"]
@@ -203,14 +204,20 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: times in ISO 8601, durations in seconds, output decoded as UTF-8
-        with replacement characters (the exact bytes stay in ``stdout`` and ``stderr``).
+        with replacement characters for invalid bytes, never for a character the output cap cut
+        (the exact bytes stay in ``stdout`` and ``stderr``).
         ``code``, ``stdout`` and ``stderr`` appear only for a read in the full view."""
         skip = {"proto"} if self.full else {"proto", "code", "stdout", "stderr"}
-        return {
+        data = {
             field.name: _jsonable(getattr(self, field.name))
             for field in dataclasses.fields(self)
             if field.name not in skip
         }
+        if self.full:
+            # A character the output cap cut in two is left out, not shown as invalid bytes.
+            data["stdout"] = decode_output(self.stdout, self.stdout_truncated)
+            data["stderr"] = decode_output(self.stderr, self.stderr_truncated)
+        return data
 
 
 def timestamp(message: Any, field: str) -> datetime | None:

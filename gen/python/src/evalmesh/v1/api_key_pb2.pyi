@@ -58,11 +58,11 @@ class ApiKey(_message.Message):
     id: _builtins.str
     """id is the key's identifier, safe to show and log."""
     tenant: _builtins.str
-    """tenant is the tenant every call made with this key acts for."""
+    """tenant is the tenant every call made with this key acts for (syntax: CreateApiKeyRequest.tenant)."""
     role: Global___Role.ValueType
     """role is what the key may do."""
     display_name: _builtins.str
-    """display_name is a human note on what the key is for."""
+    """display_name is a human note on what the key is for (rules: CreateApiKeyRequest.display_name)."""
     prefix: _builtins.str
     """prefix is the first characters of the secret, to recognise a key without revealing it."""
     @_builtins.property

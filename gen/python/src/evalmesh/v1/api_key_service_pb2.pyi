@@ -29,11 +29,17 @@ class CreateApiKeyRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
-    """tenant is the tenant the key acts for (1 to 64 of lowercase letters, digits, "-" and "_")."""
+    """tenant is the tenant the key acts for: 1 to 64 of a-z, 0-9, "-" and "_", starting and ending with a
+    letter or digit (e.g. "team-ml").
+    """
     role: _api_key_pb2.Role.ValueType
-    """role is what the key may do; unspecified means ROLE_USER."""
+    """role is what the key may do; unspecified means ROLE_USER, and an unknown value is refused."""
     display_name: _builtins.str
-    """display_name is a human note on what the key is for, at most 128 characters."""
+    """display_name is a human note on what the key is for: at most 128 bytes of UTF-8 of
+    printable text, meaning no character of Unicode general category Cc (controls, tab and newline included),
+    Cf (format: bidi controls, zero-width characters, the byte order mark), Zl or Zp (line and paragraph
+    separators), Co, Cs or Cn (private use, surrogates, unassigned).
+    """
     def __init__(
         self,
         *,
@@ -92,7 +98,7 @@ class ListApiKeysRequest(_message.Message):
     page_token: _builtins.str
     """page_token continues a previous listing."""
     tenant: _builtins.str
-    """tenant keeps only this tenant's keys; empty keeps all."""
+    """tenant keeps only this tenant's keys (in the syntax of CreateApiKeyRequest.tenant); empty keeps all."""
     include_revoked: _builtins.bool
     """include_revoked also returns revoked keys."""
     def __init__(
@@ -147,7 +153,7 @@ class RevokeApiKeyRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id is the key's identifier."""
+    """id is the key's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-")."""
     def __init__(
         self,
         *,

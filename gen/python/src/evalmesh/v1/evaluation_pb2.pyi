@@ -266,7 +266,9 @@ class EvaluationSpec(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """code is the Python source to run, at most 1 MiB of UTF-8."""
+    """code is the Python source to run: 1 byte to 1 MiB of UTF-8 without NUL characters (U+0000), which
+    some Python versions refuse and others ignore; any other character is allowed.
+    """
     stdin: _builtins.bytes
     """stdin is fed to the program's standard input, at most 1 MiB; empty means immediate end of file."""
     language: _builtins.str
@@ -281,7 +283,13 @@ class EvaluationSpec(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """labels are client-chosen key/value pairs for filtering (keys: lowercase letters, digits, "-", "_", ".", "/"; at most 32 pairs)."""
+        """labels are client-chosen key/value pairs for filtering, at most 32 pairs, in Kubernetes label syntax.
+        A key is a name, optionally after a prefix and "/" (e.g. "team" or "example.com/run"): the name is 1
+        to 63 of A-Z, a-z, 0-9, "-", "_" and ".", starting and ending with a letter or digit; the prefix is a
+        lowercase DNS subdomain (parts of a-z, 0-9 and "-" joined by ".", each starting and ending with a
+        letter or digit) of at most 63 characters. A value is empty or 1 to 63 of A-Z, a-z, 0-9, "-", "_"
+        and ".", starting and ending with a letter or digit.
+        """
 
     def __init__(
         self,
@@ -509,7 +517,7 @@ class Evaluation(_message.Message):
     id: _builtins.str
     """id is the server-assigned identifier, unique across tenants."""
     request_id: _builtins.str
-    """request_id is the client's idempotency key given at creation."""
+    """request_id is the client's idempotency key given at creation (see CreateEvaluationRequest.request_id)."""
     state: Global___Evaluation.State.ValueType
     """state is the current state."""
     attempt: _builtins.int

@@ -29,7 +29,9 @@ class CreateEvaluationRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """request_id is the client's idempotency key (1 to 128 printable ASCII characters); a UUID is typical."""
+    """request_id is the client's idempotency key: 1 to 128 printable ASCII characters other than space
+    (U+0021 to U+007E); a UUID is typical.
+    """
     @_builtins.property
     def spec(self) -> _evaluation_pb2.EvaluationSpec:
         """spec is what to run."""
@@ -133,7 +135,7 @@ class GetEvaluationRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id is the evaluation's identifier."""
+    """id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-")."""
     view: _evaluation_pb2.EvaluationView.ValueType
     """view selects how much to return; unspecified means EVALUATION_VIEW_FULL."""
     def __init__(
@@ -224,7 +226,9 @@ class ListEvaluationsRequest(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """labels keeps evaluations carrying every one of these label pairs."""
+        """labels keeps evaluations carrying every one of these label pairs: at most 32, each in the syntax of
+        EvaluationSpec.labels.
+        """
 
     @_builtins.property
     def create_time_after(self) -> _timestamp_pb2.Timestamp:
@@ -291,9 +295,13 @@ class CancelEvaluationRequest(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id is the evaluation's identifier."""
+    """id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-")."""
     reason: _builtins.str
-    """reason is an optional note recorded with the cancellation, at most 256 characters."""
+    """reason is an optional note recorded with the cancellation: at most 512 bytes of UTF-8 of
+    printable text, meaning no character of Unicode general category Cc (controls, tab and newline included),
+    Cf (format: bidi controls, zero-width characters, the byte order mark), Zl or Zp (line and paragraph
+    separators), Co, Cs or Cn (private use, surrogates, unassigned).
+    """
     def __init__(
         self,
         *,
@@ -344,7 +352,7 @@ class WatchEvaluationRequest(_message.Message):
     STDOUT_OFFSET_FIELD_NUMBER: _builtins.int
     STDERR_OFFSET_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """id is the evaluation's identifier."""
+    """id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-")."""
     stdout_offset: _builtins.int
     """stdout_offset skips standard output bytes before this offset (resume after a dropped stream)."""
     stderr_offset: _builtins.int

@@ -89,7 +89,11 @@ class EvaluationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetEvaluation(self, request, context):
-        """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one.
+        """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
+        QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
+        them; when it cannot (down, slow), the read still succeeds without both, and the trailing metadata
+        key "evalmesh-queue-position-unavailable" says why: a stable reason (SCHEDULER_UNAVAILABLE,
+        SCHEDULER_TIMEOUT, SCHEDULER_ERROR), then ": " and a description.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,7 +42,12 @@ class EvaluationServiceStub:
     BatchCreateEvaluations: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.BatchCreateEvaluationsRequest, _evaluation_service_pb2.BatchCreateEvaluationsResponse]
     """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created."""
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.GetEvaluationRequest, _evaluation_service_pb2.GetEvaluationResponse]
-    """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one."""
+    """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
+    QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
+    them; when it cannot (down, slow), the read still succeeds without both, and the trailing metadata
+    key "evalmesh-queue-position-unavailable" says why: a stable reason (SCHEDULER_UNAVAILABLE,
+    SCHEDULER_TIMEOUT, SCHEDULER_ERROR), then ": " and a description.
+    """
     ListEvaluations: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.ListEvaluationsRequest, _evaluation_service_pb2.ListEvaluationsResponse]
     """ListEvaluations pages through the caller's evaluations, newest first."""
     CancelEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.CancelEvaluationRequest, _evaluation_service_pb2.CancelEvaluationResponse]
@@ -68,7 +73,12 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
     BatchCreateEvaluations: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.BatchCreateEvaluationsRequest, _evaluation_service_pb2.BatchCreateEvaluationsResponse]  # type: ignore[assignment]
     """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created."""
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.GetEvaluationRequest, _evaluation_service_pb2.GetEvaluationResponse]  # type: ignore[assignment]
-    """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one."""
+    """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
+    QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
+    them; when it cannot (down, slow), the read still succeeds without both, and the trailing metadata
+    key "evalmesh-queue-position-unavailable" says why: a stable reason (SCHEDULER_UNAVAILABLE,
+    SCHEDULER_TIMEOUT, SCHEDULER_ERROR), then ": " and a description.
+    """
     ListEvaluations: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.ListEvaluationsRequest, _evaluation_service_pb2.ListEvaluationsResponse]  # type: ignore[assignment]
     """ListEvaluations pages through the caller's evaluations, newest first."""
     CancelEvaluation: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.CancelEvaluationRequest, _evaluation_service_pb2.CancelEvaluationResponse]  # type: ignore[assignment]
@@ -109,7 +119,12 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _evaluation_service_pb2.GetEvaluationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_evaluation_service_pb2.GetEvaluationResponse, _abc.Awaitable[_evaluation_service_pb2.GetEvaluationResponse]]:
-        """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one."""
+        """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
+        QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
+        them; when it cannot (down, slow), the read still succeeds without both, and the trailing metadata
+        key "evalmesh-queue-position-unavailable" says why: a stable reason (SCHEDULER_UNAVAILABLE,
+        SCHEDULER_TIMEOUT, SCHEDULER_ERROR), then ": " and a description.
+        """
 
     @_abc_1.abstractmethod
     def ListEvaluations(

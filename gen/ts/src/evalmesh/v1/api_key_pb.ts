@@ -28,7 +28,7 @@ export type ApiKey = Message<"evalmesh.v1.ApiKey"> & {
   id: string;
 
   /**
-   * tenant is the tenant every call made with this key acts for.
+   * tenant is the tenant every call made with this key acts for (syntax: CreateApiKeyRequest.tenant).
    *
    * @generated from field: string tenant = 2;
    */
@@ -42,7 +42,7 @@ export type ApiKey = Message<"evalmesh.v1.ApiKey"> & {
   role: Role;
 
   /**
-   * display_name is a human note on what the key is for.
+   * display_name is a human note on what the key is for (rules: CreateApiKeyRequest.display_name).
    *
    * @generated from field: string display_name = 4;
    */

@@ -21,21 +21,25 @@ export const file_evalmesh_v1_api_key_service: GenFile = /*@__PURE__*/
  */
 export type CreateApiKeyRequest = Message<"evalmesh.v1.CreateApiKeyRequest"> & {
   /**
-   * tenant is the tenant the key acts for (1 to 64 of lowercase letters, digits, "-" and "_").
+   * tenant is the tenant the key acts for: 1 to 64 of a-z, 0-9, "-" and "_", starting and ending with a
+   * letter or digit (e.g. "team-ml").
    *
    * @generated from field: string tenant = 1;
    */
   tenant: string;
 
   /**
-   * role is what the key may do; unspecified means ROLE_USER.
+   * role is what the key may do; unspecified means ROLE_USER, and an unknown value is refused.
    *
    * @generated from field: evalmesh.v1.Role role = 2;
    */
   role: Role;
 
   /**
-   * display_name is a human note on what the key is for, at most 128 characters.
+   * display_name is a human note on what the key is for: at most 128 bytes of UTF-8 of
+   * printable text, meaning no character of Unicode general category Cc (controls, tab and newline included),
+   * Cf (format: bidi controls, zero-width characters, the byte order mark), Zl or Zp (line and paragraph
+   * separators), Co, Cs or Cn (private use, surrogates, unassigned).
    *
    * @generated from field: string display_name = 3;
    */
@@ -98,7 +102,7 @@ export type ListApiKeysRequest = Message<"evalmesh.v1.ListApiKeysRequest"> & {
   pageToken: string;
 
   /**
-   * tenant keeps only this tenant's keys; empty keeps all.
+   * tenant keeps only this tenant's keys (in the syntax of CreateApiKeyRequest.tenant); empty keeps all.
    *
    * @generated from field: string tenant = 3;
    */
@@ -154,7 +158,7 @@ export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__P
  */
 export type RevokeApiKeyRequest = Message<"evalmesh.v1.RevokeApiKeyRequest"> & {
   /**
-   * id is the key's identifier.
+   * id is the key's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-").
    *
    * @generated from field: string id = 1;
    */

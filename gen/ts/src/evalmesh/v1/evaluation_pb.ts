@@ -71,7 +71,8 @@ export const LimitsSchema: GenMessage<Limits> = /*@__PURE__*/
  */
 export type EvaluationSpec = Message<"evalmesh.v1.EvaluationSpec"> & {
   /**
-   * code is the Python source to run, at most 1 MiB of UTF-8.
+   * code is the Python source to run: 1 byte to 1 MiB of UTF-8 without NUL characters (U+0000), which
+   * some Python versions refuse and others ignore; any other character is allowed.
    *
    * @generated from field: string code = 1;
    */
@@ -113,7 +114,12 @@ export type EvaluationSpec = Message<"evalmesh.v1.EvaluationSpec"> & {
   limits?: Limits | undefined;
 
   /**
-   * labels are client-chosen key/value pairs for filtering (keys: lowercase letters, digits, "-", "_", ".", "/"; at most 32 pairs).
+   * labels are client-chosen key/value pairs for filtering, at most 32 pairs, in Kubernetes label syntax.
+   * A key is a name, optionally after a prefix and "/" (e.g. "team" or "example.com/run"): the name is 1
+   * to 63 of A-Z, a-z, 0-9, "-", "_" and ".", starting and ending with a letter or digit; the prefix is a
+   * lowercase DNS subdomain (parts of a-z, 0-9 and "-" joined by ".", each starting and ending with a
+   * letter or digit) of at most 63 characters. A value is empty or 1 to 63 of A-Z, a-z, 0-9, "-", "_"
+   * and ".", starting and ending with a letter or digit.
    *
    * @generated from field: map<string, string> labels = 7;
    */
@@ -310,7 +316,7 @@ export type Evaluation = Message<"evalmesh.v1.Evaluation"> & {
   id: string;
 
   /**
-   * request_id is the client's idempotency key given at creation.
+   * request_id is the client's idempotency key given at creation (see CreateEvaluationRequest.request_id).
    *
    * @generated from field: string request_id = 2;
    */

@@ -23,7 +23,8 @@ export const file_evalmesh_v1_evaluation_service: GenFile = /*@__PURE__*/
  */
 export type CreateEvaluationRequest = Message<"evalmesh.v1.CreateEvaluationRequest"> & {
   /**
-   * request_id is the client's idempotency key (1 to 128 printable ASCII characters); a UUID is typical.
+   * request_id is the client's idempotency key: 1 to 128 printable ASCII characters other than space
+   * (U+0021 to U+007E); a UUID is typical.
    *
    * @generated from field: string request_id = 1;
    */
@@ -121,7 +122,7 @@ export const BatchCreateEvaluationsResponseSchema: GenMessage<BatchCreateEvaluat
  */
 export type GetEvaluationRequest = Message<"evalmesh.v1.GetEvaluationRequest"> & {
   /**
-   * id is the evaluation's identifier.
+   * id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-").
    *
    * @generated from field: string id = 1;
    */
@@ -198,7 +199,8 @@ export type ListEvaluationsRequest = Message<"evalmesh.v1.ListEvaluationsRequest
   priorities: Priority[];
 
   /**
-   * labels keeps evaluations carrying every one of these label pairs.
+   * labels keeps evaluations carrying every one of these label pairs: at most 32, each in the syntax of
+   * EvaluationSpec.labels.
    *
    * @generated from field: map<string, string> labels = 5;
    */
@@ -268,14 +270,17 @@ export const ListEvaluationsResponseSchema: GenMessage<ListEvaluationsResponse> 
  */
 export type CancelEvaluationRequest = Message<"evalmesh.v1.CancelEvaluationRequest"> & {
   /**
-   * id is the evaluation's identifier.
+   * id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-").
    *
    * @generated from field: string id = 1;
    */
   id: string;
 
   /**
-   * reason is an optional note recorded with the cancellation, at most 256 characters.
+   * reason is an optional note recorded with the cancellation: at most 512 bytes of UTF-8 of
+   * printable text, meaning no character of Unicode general category Cc (controls, tab and newline included),
+   * Cf (format: bidi controls, zero-width characters, the byte order mark), Zl or Zp (line and paragraph
+   * separators), Co, Cs or Cn (private use, surrogates, unassigned).
    *
    * @generated from field: string reason = 2;
    */
@@ -318,7 +323,7 @@ export const CancelEvaluationResponseSchema: GenMessage<CancelEvaluationResponse
  */
 export type WatchEvaluationRequest = Message<"evalmesh.v1.WatchEvaluationRequest"> & {
   /**
-   * id is the evaluation's identifier.
+   * id is the evaluation's identifier (1 to 64 of A-Z, a-z, 0-9, "_" and "-").
    *
    * @generated from field: string id = 1;
    */
@@ -415,7 +420,11 @@ export const EvaluationService: GenService<{
     output: typeof BatchCreateEvaluationsResponseSchema;
   },
   /**
-   * GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one.
+   * GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
+   * QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
+   * them; when it cannot (down, slow), the read still succeeds without both, and the trailing metadata
+   * key "evalmesh-queue-position-unavailable" says why: a stable reason (SCHEDULER_UNAVAILABLE,
+   * SCHEDULER_TIMEOUT, SCHEDULER_ERROR), then ": " and a description.
    *
    * @generated from rpc evalmesh.v1.EvaluationService.GetEvaluation
    */
