@@ -47,6 +47,15 @@ def test_run_returns_the_programs_exit_code_and_both_outputs(client: Client) -> 
     assert evaluation.proto.id == evaluation.id
 
 
+def test_run_answers_exactly_what_a_full_read_of_the_evaluation_answers(client: Client) -> None:
+    code = "import sys\nprint('out')\nsys.stderr.buffer.write(bytes(range(256)))\nsys.exit(3)\n"
+    ran = client.run(code, stdin=b"in", labels=unique_label(), timeout="20s")
+    read = client.get(ran.id)
+    assert ran == read  # every field, the code, stdin and both outputs included
+    assert ran.proto.spec.stdin == read.proto.spec.stdin == b"in"
+    assert ran.stderr == bytes(range(256))
+
+
 def test_run_streams_output_live_before_the_program_ends(client: Client) -> None:
     arrivals: list[tuple[float, bytes]] = []
     evaluation = client.run(

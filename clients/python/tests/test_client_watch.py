@@ -9,14 +9,17 @@ from client_fake_gateway import FakeGateway, output, rich_status, snapshot
 from evalmesh.client import (
     AsyncClient,
     Client,
+    Evaluation,
     NotFoundError,
     Output,
     RetryPolicy,
     Snapshot,
     State,
+    Stream,
     UnavailableError,
     WatchEvent,
 )
+from evalmesh.client._watch import Transcript
 from evalmesh.v1 import evaluation_pb2
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -172,3 +175,47 @@ async def test_the_async_watch_resumes_the_same_way(fake_gateway: FakeGateway) -
     assert stdout_of(events) == b"0123456"
     assert states_of(events) == [State.RUNNING, State.SUCCEEDED]
     assert fake_gateway.requests("WatchEvaluation")[1].stdout_offset == 4
+
+
+def _snapshot(state: int, attempt: int, out: bytes = b"", err: bytes = b"") -> Snapshot:
+    message = evaluation_pb2.Evaluation(id="ev_1", attempt=attempt)
+    message.state = state  # type: ignore[assignment]
+    message.result.stdout_bytes, message.result.stderr_bytes = len(out), len(err)
+    return Snapshot(Evaluation.from_proto(message))
+
+
+def test_a_transcript_of_a_whole_watch_is_the_full_view_given_the_code_and_stdin() -> None:
+    transcript = Transcript()
+    transcript.add(_snapshot(evaluation_pb2.Evaluation.STATE_RUNNING, 1))
+    transcript.add(Output(Stream.STDOUT, 0, b"he"))
+    transcript.add(Output(Stream.STDOUT, 2, b"llo"))
+    transcript.add(Output(Stream.STDERR, 0, b"!"))
+    assert transcript.full("print()", b"in") is None, "not terminal yet"
+    transcript.add(_snapshot(evaluation_pb2.Evaluation.STATE_SUCCEEDED, 1, b"hello", b"!"))
+    full = transcript.full("print()", b"in")
+    assert full is not None
+    assert (full.code, full.proto.spec.stdin, full.stdout, full.stderr) == (
+        "print()",
+        b"in",
+        b"hello",
+        b"!",
+    )
+
+
+def test_a_transcript_missing_stored_bytes_or_reset_by_a_new_attempt_asks_for_a_read() -> None:
+    transcript = Transcript()
+    transcript.add(_snapshot(evaluation_pb2.Evaluation.STATE_RUNNING, 1))
+    transcript.add(Output(Stream.STDOUT, 0, b"first attempt"))
+    transcript.add(_snapshot(evaluation_pb2.Evaluation.STATE_RUNNING, 2))
+    transcript.add(Output(Stream.STDOUT, 0, b"x"))
+    transcript.add(_snapshot(evaluation_pb2.Evaluation.STATE_SUCCEEDED, 2, b"xy"))
+    assert transcript.full("", b"") is None, "one byte never arrived: read the evaluation"
+    again = Transcript()
+    again.add(_snapshot(evaluation_pb2.Evaluation.STATE_RUNNING, 1))
+    again.add(Output(Stream.STDOUT, 0, b"first attempt"))
+    again.add(_snapshot(evaluation_pb2.Evaluation.STATE_RUNNING, 2))
+    again.add(Output(Stream.STDOUT, 0, b"x"))
+    again.add(_snapshot(evaluation_pb2.Evaluation.STATE_SUCCEEDED, 2, b"x"))
+    full = again.full("", b"")
+    assert full is not None
+    assert full.stdout == b"x", "only the last attempt's output"

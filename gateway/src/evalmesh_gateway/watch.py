@@ -107,6 +107,7 @@ class _Session:
         self._overflowed = False
         self._attempt = 0
         self._quiet = 0
+        self._stored: tuple[int, int] | None = None  # output bytes storage held at the last read
 
     async def run(self) -> AsyncIterator[Response]:
         # Interest first, then the read: an event published in between is queued, not lost.
@@ -168,16 +169,16 @@ class _Session:
     def _unsent(self, evaluation: evaluation_pb2.Evaluation) -> bool:
         """Whether storage may hold output of ``evaluation`` this stream has not sent yet.
 
-        A terminal evaluation says how many bytes it stored; a run that just started (or one
-        never claimed) has stored none; anything else may have some.
+        A terminal evaluation says how many bytes it stored, and so does the last read of
+        storage; a run that just started (or one never claimed) has stored none.
         """
         if evaluation.state in TERMINAL:
-            result = evaluation.result
-            return (result.stdout_bytes, result.stderr_bytes) != (
-                self._next[STDOUT],
-                self._next[STDERR],
-            )
-        return evaluation.attempt > 0
+            stored = (evaluation.result.stdout_bytes, evaluation.result.stderr_bytes)
+        elif self._stored is not None:
+            stored = self._stored
+        else:
+            return evaluation.attempt > 0
+        return stored[0] > self._next[STDOUT] or stored[1] > self._next[STDERR]
 
     async def _next_event(self) -> pool_pb2.RunEvent | None:
         # Jitter keeps thousands of quiet watchers from polling storage in lockstep.
@@ -250,4 +251,6 @@ class _Session:
             include_queue_position=queued,
         )
         reply = await self._watcher._storage.GetEvaluation(request, timeout=TIMEOUT)
+        progress = reply.record.progress
+        self._stored = (progress.stdout_bytes, progress.stderr_bytes)
         return reply.record.evaluation

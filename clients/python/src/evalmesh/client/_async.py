@@ -25,7 +25,7 @@ from evalmesh.client._requests import BatchProgress, Spec, create_request, list_
 from evalmesh.client._retry import RetryPolicy
 from evalmesh.client._target import resolve_target
 from evalmesh.client._units import Duration, Size
-from evalmesh.client._watch import Output, WatchCursor, WatchEvent, WatchGapError
+from evalmesh.client._watch import Output, Transcript, WatchCursor, WatchEvent, WatchGapError
 from evalmesh.v1 import (
     api_key_service_pb2_grpc,
     cluster_service_pb2_grpc,
@@ -126,7 +126,15 @@ class AsyncClient:
             labels=labels,
             request_id=request_id,
         )
-        return await self.wait(created.id, on_output=on_output)
+        transcript = Transcript()
+        async for event in self.watch(created.id):
+            transcript.add(event)
+            if on_output is not None and isinstance(event, Output):
+                result = on_output(event)
+                if result is not None:
+                    await result
+        # What the watch showed is the whole evaluation unless some output arrived elsewhere.
+        return transcript.full(code, stdin) or await self.get(created.id)
 
     async def submit(
         self,

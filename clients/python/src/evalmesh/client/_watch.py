@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 
 from evalmesh.client._models import Evaluation, State, Stream
-from evalmesh.v1 import evaluation_service_pb2
+from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
 
-__all__ = ["Output", "Snapshot", "WatchCursor", "WatchEvent", "WatchGapError"]
+__all__ = ["Output", "Snapshot", "Transcript", "WatchCursor", "WatchEvent", "WatchGapError"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,47 @@ class WatchCursor:
             return None
         self.offsets[stream] = end
         return Output(stream, expected, data[expected - offset :])
+
+
+class Transcript:
+    """Everything a watch from the first byte showed: each stream's bytes and the last snapshot.
+
+    For a caller that knows the code and stdin (``run`` submitted them), that is the whole
+    evaluation once the terminal snapshot says the stored sizes match what arrived, so no read
+    of the full view is needed; otherwise :meth:`full` says so and the caller reads it.
+    """
+
+    def __init__(self) -> None:
+        self._streams = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
+        self._last: Evaluation | None = None
+
+    def add(self, event: WatchEvent) -> None:
+        """Take the next event of the watch."""
+        if isinstance(event, Output):
+            kept = self._streams[event.stream]
+            if event.offset == len(kept):
+                kept += event.data
+            return
+        last, self._last = self._last, event.evaluation
+        if last is not None and event.evaluation.attempt > last.attempt > 0:
+            for kept in self._streams.values():  # a new attempt's output starts over
+                kept.clear()
+
+    def full(self, code: str, stdin: bytes) -> Evaluation | None:
+        """The evaluation in the full view, or None when what arrived is not all of it."""
+        last = self._last
+        stdout, stderr = self._streams[Stream.STDOUT], self._streams[Stream.STDERR]
+        if last is None or not last.terminal:
+            return None
+        if (len(stdout), len(stderr)) != (last.stdout_bytes, last.stderr_bytes):
+            return None
+        message = evaluation_pb2.Evaluation()
+        message.CopyFrom(last.proto)
+        message.spec.code = code
+        message.spec.stdin = stdin
+        message.result.stdout = bytes(stdout)
+        message.result.stderr = bytes(stderr)
+        return Evaluation.from_proto(message)
 
 
 def _same(before: Evaluation, after: Evaluation) -> bool:
