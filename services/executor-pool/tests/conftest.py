@@ -41,6 +41,7 @@ BWRAP_ONLY = {
     "test_the_runtime_identity_names_version_and_binary_digest",
     "test_task_cancellation_tears_the_sandbox_down_and_propagates",
     "test_u2_no_process_or_cgroup_of_a_job_exists_after_its_result",
+    "test_a_sandbox_whose_bwrap_dies_first_leaves_no_zombie_and_is_reaped_here",
 }
 
 

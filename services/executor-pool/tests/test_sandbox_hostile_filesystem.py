@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import fcntl
+import json
 import os
 from pathlib import Path
 from textwrap import dedent
@@ -205,3 +208,96 @@ async def test_h29_a_sparse_terabyte_file_is_refused(run: Runner, how: str) -> N
     """)
     result = await run(code)
     assert result.stdout.split() == [b"refused", str(errno.EFBIG).encode()]
+
+
+# Job A takes every kind of lock it can on a runtime file, then waits to be cancelled.
+LOCK_HOLDER = dedent("""
+    import fcntl, os, struct, time
+    path = os.__file__
+    f = open(path, "rb")
+    fcntl.flock(f, fcntl.LOCK_EX)  # flock(2)
+    fcntl.lockf(f, fcntl.LOCK_SH)  # POSIX record lock (read: the file is read-only)
+    ofd = open(path, "rb")
+    F_OFD_SETLK = 37
+    fcntl.fcntl(ofd, F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_RDLCK, 0, 0, 0, 0))
+    try:
+        fcntl.fcntl(f, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+        print("lease taken")
+    except OSError as e:
+        print("lease refused", e.errno)
+    print("locked", path, flush=True)
+    time.sleep(60)
+""")
+
+# Job B looks for A's locks on the same path.
+LOCK_PROBE = dedent("""
+    import fcntl, os, struct
+    f = open(os.__file__, "rb")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("flock free")
+    except OSError:
+        print("flock HELD")
+    query = struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)
+    kind = struct.unpack("hhqqi", fcntl.fcntl(f, fcntl.F_GETLK, query))[0]
+    print("posix free" if kind == fcntl.F_UNLCK else "posix HELD")
+    F_OFD_GETLK = 36
+    kind = struct.unpack("hhqqi", fcntl.fcntl(f, F_OFD_GETLK, query))[0]
+    print("ofd free" if kind == fcntl.F_UNLCK else "ofd HELD")
+""")
+
+
+async def test_locks_on_runtime_files_are_the_jobs_own_and_reach_no_other_job_or_the_host(
+    run: Runner, backend: str
+) -> None:
+    holder = await run_until_printed(run, LOCK_HOLDER, b"locked", wall_timeout=30)
+    try:
+        probe = await run(LOCK_PROBE)
+        assert probe.stdout.split(b"\n")[:3] == [b"flock free", b"posix free", b"ofd free"]
+        if backend == "bwrap":  # the runtime is the host's own /usr: the host sees no lock
+            _host_takes_the_lock_at_once(Path("/usr/lib") / Path(os.__file__).parent.name / "os.py")
+    finally:
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await holder
+
+
+# A job watches a runtime file with inotify for a while, then reads it itself (the control).
+INOTIFY_WATCH = dedent("""
+    import ctypes, json, os, select, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    IN_ACCESS, IN_OPEN, IN_NONBLOCK = 0x1, 0x20, 0o4000
+    fd = libc.inotify_init1(IN_NONBLOCK)
+    path = json.__file__
+    print("watch", libc.inotify_add_watch(fd, path.encode(), IN_ACCESS | IN_OPEN) >= 0, flush=True)
+    seen, deadline = b"", time.monotonic() + 5
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            seen += os.read(fd, 4096)
+    print("others", len(seen))
+    open(path, "rb").read()
+    print("own", bool(select.select([fd], [], [], 1)[0]))
+""")
+INOTIFY_READER = "import json\nprint(len(open(json.__file__, 'rb').read()) > 0)"
+
+
+async def test_file_notifications_on_runtime_files_reach_no_other_job(
+    run: Runner, backend: str
+) -> None:
+    watcher = await run_until_printed(run, INOTIFY_WATCH, b"watch True", wall_timeout=15)
+    reader = await run(INOTIFY_READER)
+    assert reader.stdout == b"True\n"
+    if backend == "bwrap":  # the host reads the same file too
+        _host_reads(Path("/usr/lib") / Path(json.__file__).parent.parent.name / "json/__init__.py")
+    result = await watcher
+    assert result.stdout.splitlines()[1:] == [b"others 0", b"own True"], result.stdout
+
+
+def _host_takes_the_lock_at_once(path: Path) -> None:
+    with path.open("rb") as host_file:
+        fcntl.flock(host_file, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if the job's lock held
+        fcntl.flock(host_file, fcntl.LOCK_UN)
+
+
+def _host_reads(path: Path) -> None:
+    assert path.read_bytes()

@@ -130,3 +130,25 @@ async def test_h43_cpu_time_is_accounted_across_all_threads(run: Runner) -> None
     assert threads_total > busiest * 1.5, "several threads used CPU"
     assert threads_total > 0.1
     assert result.cpu_time_s >= threads_total + main_thread - 0.02
+
+
+@pytest.mark.parametrize("directory", ["/tmp", "/dev/shm"])
+async def test_h27_empty_files_stop_at_the_scratch_file_cap_with_enospc(
+    run: Runner, directory: str
+) -> None:
+    code = dedent(f"""
+        import errno
+        made = 0
+        try:
+            while True:
+                open(f"{directory}/f{{made}}", "w").close()
+                made += 1
+        except OSError as e:
+            print(made, errno.errorcode[e.errno])
+    """)
+    result = await run(code, scratch_inodes=3000, wall_timeout=20)
+    # A clear limit of the job's own, as a full disk: not the memory limit or the wall clock.
+    assert result.outcome is SandboxOutcome.EXITED, result
+    made, name = result.stdout.split()
+    assert name == b"ENOSPC"
+    assert 2000 < int(made) < 3000

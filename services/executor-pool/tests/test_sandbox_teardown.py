@@ -61,6 +61,60 @@ async def test_u2_no_process_or_cgroup_of_a_job_exists_after_its_result(
     await assert_no_process_left(marker.encode())
 
 
+async def test_a_sandbox_whose_bwrap_dies_first_leaves_no_zombie_and_is_reaped_here(
+    sandbox: BwrapSandbox, run: Runner
+) -> None:
+    marker = "orphan-" + uuid.uuid4().hex
+    code = SPAWN_MARKED_CHILDREN.format(marker=marker, linger=30)
+    job = await run_until_printed(run, code, b"spawned", wall_timeout=40)
+    await wait_for_job_processes(marker.encode(), 3, within_s=1.0)
+    inside = [pid for name in {p.name for p in sandbox.live_jobs()} for pid in _pids_of(name)]
+    monitors = _bwrap_monitors()
+    assert inside
+    assert len(monitors) == 1
+    for pid in monitors:  # bwrap's outer process goes first: its sandbox is orphaned
+        os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    result = await job
+    ended = time.monotonic() - killed
+    assert result.outcome is not SandboxOutcome.EXITED or result.signal is not None
+    # Every process of the sandbox is gone, reaped here (this process is their subreaper)
+    # rather than left as zombies of the host's init until it gets round to them (U2: 1 s).
+    assert not _states(inside), "still there (Z: a zombie nobody reaped)"
+    assert ended < 1.0
+    await assert_no_process_left(marker.encode())
+
+
+def _pids_of(job_name: str) -> list[int]:
+    """Host pids in a job cgroup (any hierarchy)."""
+    found: set[int] = set()
+    for hierarchy in Path("/sys/fs/cgroup").iterdir():
+        for procs in hierarchy.glob(f"**/{job_name}/cgroup.procs"):
+            found.update(int(pid) for pid in procs.read_text().split())
+    return sorted(found)
+
+
+def _bwrap_monitors() -> list[int]:
+    """bwrap processes that are this test process's children (one per running sandbox)."""
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    return [
+        int(pid)
+        for pid in children
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap")
+    ]
+
+
+def _states(pids: list[int]) -> dict[int, str]:
+    """The state letter of each of ``pids`` that still exists."""
+    states = {}
+    for pid in pids:
+        try:
+            states[pid] = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+        except OSError:
+            continue
+    return states
+
+
 @pytest.mark.parametrize(
     ("hostile", "limits"),
     [

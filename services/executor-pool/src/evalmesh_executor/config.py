@@ -46,6 +46,8 @@ class LimitDefaults:
     cpu_millicores: int = env_field("EVALMESH_DEFAULT_CPU_MILLICORES", default=1000)
     # Size of each scratch tmpfs (/tmp, which is $HOME, and /dev/shm); also the largest file.
     scratch_bytes: int = env_field("EVALMESH_SANDBOX_SCRATCH_BYTES", default=64 * MIB)
+    # Files and directories each scratch tmpfs may hold (past it: ENOSPC, as on a full disk).
+    scratch_inodes: int = env_field("EVALMESH_SANDBOX_SCRATCH_INODES", default=16 * 1024)
     max_open_files: int = env_field("EVALMESH_SANDBOX_MAX_OPEN_FILES", default=256)
 
     def __post_init__(self) -> None:

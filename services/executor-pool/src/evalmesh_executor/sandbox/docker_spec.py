@@ -55,7 +55,10 @@ class ContainerSpec:
 
 
 def _tmpfs(limits: SandboxLimits) -> str:
-    return f"rw,noexec,nosuid,nodev,size={limits.scratch_bytes},mode=1777"
+    return (
+        f"rw,noexec,nosuid,nodev,size={limits.scratch_bytes},"
+        f"nr_inodes={limits.scratch_inodes},mode=1777"
+    )
 
 
 def container_spec(

@@ -28,6 +28,7 @@ from .models import (
     SandboxResult,
 )
 from .prepared import Prepared
+from .reaper import wait_gone
 from .verdict import classify, decode_status, exit_status
 
 __all__ = ["JobRun"]
@@ -175,8 +176,13 @@ class JobRun:
             await self._kill(cgroup)
             await self._drain()
             await cgroup.kill_all(self._host.kill_timeout_s)
+            # Finished only once pid 1 is gone: reaped by bwrap, or by the executor if bwrap
+            # went first and pid 1 became the executor's (see reaper.py).
+            if not await wait_gone([self._prepared.child_pid], self._host.kill_timeout_s):
+                raise SandboxError(f"pid {self._prepared.child_pid} of the sandbox outlived it")
             stats = cgroup.stats()
             cgroup.remove()
+            self._prepared.remove_scratch()
         except (OSError, SandboxError, TimeoutError) as exc:
             log.error("sandbox teardown of %s failed: %s", cgroup.name, exc)
             self._detail = self._detail or f"teardown: {exc}"

@@ -16,6 +16,7 @@ from .fds import close_all, sealed_memfd
 from .layout import ETC_FILES, BwrapFds, Rlimits, bwrap_argv
 from .models import MAX_CHUNK_BYTES, SandboxLimits
 from .runtime import Runtime
+from .scratch import Scratch, ScratchMounts
 
 __all__ = ["HostSetup", "Launch", "Shape", "launch"]
 
@@ -30,6 +31,8 @@ class HostSetup:
     root_links: list[tuple[str, ...]]
     tmpfs_size_supported: bool
     seccomp_filter: bytes | None
+    overlay_empty: str | None
+    scratch: ScratchMounts | None
     host_ids: tuple[int, int] | None
     cgroups: CgroupDriver
     identities: Mapping[str, str]
@@ -40,17 +43,24 @@ class HostSetup:
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """What is fixed when bwrap starts: the runtime, the scratch size and the rlimits."""
+    """What is fixed when bwrap starts: the runtime, the scratch caps and the rlimits."""
 
     runtime: str
     scratch_bytes: int
+    scratch_inodes: int
     max_open_files: int
     max_file_size_bytes: int
 
     @classmethod
     def of(cls, runtime: str, limits: SandboxLimits) -> Shape:
         """The shape a run with these limits needs."""
-        return cls(runtime, limits.scratch_bytes, limits.max_open_files, limits.max_file_size_bytes)
+        return cls(
+            runtime,
+            limits.scratch_bytes,
+            limits.scratch_inodes,
+            limits.max_open_files,
+            limits.max_file_size_bytes,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +77,11 @@ class Launch:
     handover: int
 
 
-async def launch(host: HostSetup, runtime: Runtime, shape: Shape) -> Launch:
-    """Start bwrap for one shape. Everything it reads comes from sealed memfds and pipes."""
+async def launch(
+    host: HostSetup, runtime: Runtime, shape: Shape, scratch: Scratch | None
+) -> Launch:
+    """Start bwrap for one shape, binding ``scratch`` at /tmp and /dev/shm when given.
+    Everything else it reads comes from sealed memfds and pipes."""
     etc = {dest: sealed_memfd(dest, data) for dest, data in ETC_FILES.items()}
     seccomp = sealed_memfd("seccomp", host.seccomp_filter) if host.seccomp_filter else None
     block_r, block_w = os.pipe()
@@ -79,7 +92,7 @@ async def launch(host: HostSetup, runtime: Runtime, shape: Shape) -> Launch:
     transport = None
     try:
         status, transport = await _open_status(status_r)
-        proc = await _exec(host, runtime, shape, fds, stdin_r, passed)
+        proc = await _exec(host, runtime, shape, scratch, fds, stdin_r, passed)
     except BaseException:
         close_all([block_w, stdin_w])
         if transport is not None:
@@ -94,6 +107,7 @@ async def _exec(
     host: HostSetup,
     runtime: Runtime,
     shape: Shape,
+    scratch: Scratch | None,
     fds: BwrapFds,
     stdin: int,
     pass_fds: list[int],
@@ -106,6 +120,8 @@ async def _exec(
         fds=fds,
         rlimits=Rlimits(shape.max_open_files, shape.max_file_size_bytes),
         prlimit=host.prlimit,
+        overlay_empty=host.overlay_empty,
+        scratch_mounts=(str(scratch.tmp), str(scratch.shm)) if scratch is not None else None,
     )
     return await asyncio.create_subprocess_exec(
         *_as_host_user(host, argv),

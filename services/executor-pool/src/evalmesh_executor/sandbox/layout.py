@@ -1,7 +1,10 @@
 """The bwrap command line: namespaces, the read-only filesystem and the environment.
 
 Inside the sandbox:
-    /usr (read-only, site-packages of the host masked), /bin /lib /lib64 /sbin as on the host,
+    /usr (read-only, site-packages of the host masked; an overlay of the host's /usr of the job's
+        own where bwrap has them, so locks, leases and file notifications a job takes on the
+        runtime's files are its own inodes' and reach no other job and not the host),
+    /bin /lib /lib64 /sbin as on the host,
     /etc with generated passwd, group, hosts and nsswitch.conf only (no host /etc),
     /job, a small fresh tmpfs, read-only (0555) but the job's own: the boot program makes it
         writable just long enough to write the code as /job/main.py (0444),
@@ -100,16 +103,24 @@ def _filesystem(
     scratch: list[str],
     job_dir: list[str],
     fds: BwrapFds,
+    overlay_empty: str | None,
+    scratch_mounts: tuple[str, str] | None,
 ) -> list[str]:
     args: list[str] = []
     for path in runtime.ro_binds:
-        args += ["--ro-bind", path, path]
+        if overlay_empty is None:
+            args += ["--ro-bind", path, path]
+        else:  # a read-only overlay needs two layers: the host's directory and an empty one
+            args += ["--overlay-src", path, "--overlay-src", overlay_empty, "--ro-overlay", path]
     for link in root_links:
         args += link
     for path in runtime.masked:
         args += ["--tmpfs", path, "--remount-ro", path]
     args += ["--proc", "/proc", "--dev", "/dev"]
-    args += [*scratch, "--tmpfs", SCRATCH_DIR, *scratch, "--tmpfs", SHM_DIR]
+    if scratch_mounts is None:
+        args += [*scratch, "--tmpfs", SCRATCH_DIR, *scratch, "--tmpfs", SHM_DIR]
+    else:  # tmpfs the executor mounted, capped in files too (see scratch.py)
+        args += ["--bind", scratch_mounts[0], SCRATCH_DIR, "--bind", scratch_mounts[1], SHM_DIR]
     args += ["--perms", "0555", *job_dir, "--tmpfs", JOB_DIR]
     args += ["--remount-ro", "/dev"]
     for dest, fd in fds.etc.items():
@@ -145,8 +156,12 @@ def bwrap_argv(
     fds: BwrapFds,
     rlimits: Rlimits,
     prlimit: str,
+    overlay_empty: str | None = None,
+    scratch_mounts: tuple[str, str] | None = None,
 ) -> list[str]:
-    """The full argv. scratch_bytes None means this bwrap has no --size (see README.md here).
+    """The full argv. scratch_bytes None means this bwrap has no --size (see README.md here);
+    overlay_empty None, that it has no --ro-overlay (the runtime is then bound read-only);
+    scratch_mounts, the executor's tmpfs for /tmp and /dev/shm (else bwrap makes its own).
 
     The rlimits are set inside the sandbox by prlimit (a host binary under the read-only
     /usr, exec'd by bwrap before any user code runs, which then execs the interpreter): the
@@ -175,7 +190,7 @@ def bwrap_argv(
     ]
     if fds.seccomp is not None:
         args += ["--seccomp", str(fds.seccomp)]
-    args += _filesystem(runtime, root_links, scratch, job_dir, fds)
+    args += _filesystem(runtime, root_links, scratch, job_dir, fds, overlay_empty, scratch_mounts)
     args += ["--chdir", SCRATCH_DIR, "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         args += ["--setenv", key, value]

@@ -54,6 +54,7 @@ class SandboxLimits:
     max_output_bytes: bytes kept per stream; one more byte ends the job as OUTPUT_LIMIT.
     cpu_quota: CPU cores' worth of time per period (1.0 = one core).
     scratch_bytes: size of each scratch tmpfs (/tmp, which is also $HOME, and /dev/shm).
+    scratch_inodes: files and directories each scratch tmpfs may hold.
     max_open_files: RLIMIT_NOFILE of every job process.
     max_file_size_bytes: RLIMIT_FSIZE: largest offset any job process may write to.
     """
@@ -64,6 +65,7 @@ class SandboxLimits:
     max_output_bytes: int = 1 * MiB
     cpu_quota: float = 1.0
     scratch_bytes: int = 64 * MiB
+    scratch_inodes: int = 16 * 1024
     max_open_files: int = 256
     max_file_size_bytes: int = 64 * MiB
 

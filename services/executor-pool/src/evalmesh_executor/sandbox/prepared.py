@@ -29,7 +29,9 @@ from .cgroups import CgroupLimits, JobCgroup
 from .fds import close_all
 from .launch import HostSetup, Launch, Shape, launch
 from .models import SandboxError
+from .reaper import wait_gone
 from .runtime import Runtime
+from .scratch import Scratch, ScratchMounts
 
 __all__ = ["Prepared", "PreparedPool", "prepare"]
 
@@ -51,7 +53,15 @@ class Prepared:
     runtime: Runtime
     cgroup: JobCgroup
     launch: Launch
+    scratch: Scratch | None
+    scratches: ScratchMounts | None
     status_lines: list[bytes] = field(default_factory=list)
+    child_pid: int = 0  # the sandbox's pid 1, as the host sees it
+
+    def remove_scratch(self) -> None:
+        """Detach the job's scratch tmpfs (once its processes are gone)."""
+        if self.scratch is not None and self.scratches is not None:
+            self.scratches.remove(self.scratch)
 
     @property
     def alive(self) -> bool:
@@ -66,7 +76,9 @@ class Prepared:
                 self.launch.proc.kill()
             await asyncio.wait_for(self.launch.proc.wait(), kill_timeout_s)
             await self.cgroup.kill_all(kill_timeout_s)
+            await wait_gone([self.child_pid], kill_timeout_s)
             self.cgroup.remove()
+            self.remove_scratch()
         except (OSError, SandboxError, TimeoutError) as exc:
             log.error("discarding prepared sandbox %s failed: %s", self.cgroup.name, exc)
         finally:
@@ -81,15 +93,20 @@ async def prepare(host: HostSetup, runtime: Runtime, shape: Shape) -> Prepared:
     """
     cgroup = host.cgroups.create(WAITING_LIMITS)
     started: Launch | None = None
+    scratch = None
     try:
-        started = await launch(host, runtime, shape)
-        prepared = Prepared(shape, runtime, cgroup, started)
+        if host.scratch is not None:
+            scratch = host.scratch.create(shape.scratch_bytes, shape.scratch_inodes)
+        started = await launch(host, runtime, shape, scratch)
+        prepared = Prepared(shape, runtime, cgroup, started, scratch, host.scratch)
         await _place_and_release(host, prepared)
     except BaseException as error:
         said = await _abandon(host, started) if started is not None else ""
         with contextlib.suppress(OSError, SandboxError, TimeoutError):
             await cgroup.kill_all(host.kill_timeout_s)
             cgroup.remove()
+        if scratch is not None and host.scratch is not None:
+            host.scratch.remove(scratch)
         if said and isinstance(error, OSError | SandboxError):
             raise SandboxError(f"{error}; bwrap said: {said}") from error
         raise
@@ -122,6 +139,7 @@ async def _place_and_release(host: HostSetup, prepared: Prepared) -> None:
     child = None
     try:
         child = await asyncio.wait_for(_child_pid(prepared), host.setup_timeout_s)
+        prepared.child_pid = child
         prepared.cgroup.add_process(child)
         os.write(started.block, b"\x01")
     except BaseException:
