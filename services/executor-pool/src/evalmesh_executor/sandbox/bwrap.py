@@ -30,7 +30,7 @@ from .models import (
     setup_failed,
     unavailable_runtime,
 )
-from .prepared import PreparedPool, prepare
+from .prepared import Cleanups, PreparedPool, prepare
 from .reaper import become_subreaper
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 from .scratch import ScratchMounts
@@ -178,6 +178,7 @@ class BwrapSandbox:
             seccomp_filter=self._seccomp_filter(),
             overlay_empty=overlay_empty,
             scratch=scratch,
+            cleanups=Cleanups(),
             host_ids=host_ids,
             cgroups=cgroups,
             identities=identities,
@@ -224,6 +225,8 @@ class BwrapSandbox:
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        if self._host is not None:
+            await self._host.cleanups.wait()
         if self._host is not None and self._host.scratch is not None:
             self._host.scratch.close()
 

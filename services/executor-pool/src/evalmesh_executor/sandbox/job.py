@@ -181,8 +181,8 @@ class JobRun:
             if not await wait_gone([self._prepared.child_pid], self._host.kill_timeout_s):
                 raise SandboxError(f"pid {self._prepared.child_pid} of the sandbox outlived it")
             stats = cgroup.stats()
-            cgroup.remove()
-            self._prepared.remove_scratch()
+            # Every process is gone: the empty cgroups and the scratch go after the result.
+            self._host.cleanups.start(self._prepared)
         except (OSError, SandboxError, TimeoutError) as exc:
             log.error("sandbox teardown of %s failed: %s", cgroup.name, exc)
             self._detail = self._detail or f"teardown: {exc}"

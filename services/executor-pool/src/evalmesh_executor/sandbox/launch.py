@@ -10,6 +10,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cgroups import CgroupDriver
 from .fds import close_all, sealed_memfd
@@ -17,6 +18,9 @@ from .layout import ETC_FILES, BwrapFds, Rlimits, bwrap_argv
 from .models import MAX_CHUNK_BYTES, SandboxLimits
 from .runtime import Runtime
 from .scratch import Scratch, ScratchMounts
+
+if TYPE_CHECKING:
+    from .prepared import Cleanups
 
 __all__ = ["HostSetup", "Launch", "Shape", "launch"]
 
@@ -33,6 +37,7 @@ class HostSetup:
     seccomp_filter: bytes | None
     overlay_empty: str | None
     scratch: ScratchMounts | None
+    cleanups: Cleanups
     host_ids: tuple[int, int] | None
     cgroups: CgroupDriver
     identities: Mapping[str, str]

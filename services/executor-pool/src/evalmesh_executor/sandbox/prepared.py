@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from signal import SIGKILL
 
-from .cgroups import CgroupLimits, JobCgroup
+from .cgroups import CgroupLimits, JobCgroup, is_busy
 from .fds import close_all
 from .launch import HostSetup, Launch, Shape, launch
 from .models import SandboxError
@@ -33,7 +33,7 @@ from .reaper import wait_gone
 from .runtime import Runtime
 from .scratch import Scratch, ScratchMounts
 
-__all__ = ["Prepared", "PreparedPool", "prepare"]
+__all__ = ["Cleanups", "Prepared", "PreparedPool", "prepare"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,48 @@ log = logging.getLogger(__name__)
 # interpreter (about 10 MiB) and bwrap's own init, nothing more.
 WAITING_LIMITS = CgroupLimits(memory_bytes=128 * 1024 * 1024, max_processes=8, cpu_quota=1.0)
 _SAID_BYTES = 2000
+_REMOVE_TRIES = 50  # a cgroup may be reported busy for a moment after its last task exits
+_REMOVE_PAUSE_S = 0.01
 _RETRY_FIRST_S = 0.5
 _RETRY_CAP_S = 30.0
+
+
+class Cleanups:
+    """Teardown that need not hold up a run's result: removing a job's emptied cgroups and
+    its scratch mounts (rmdir and umount wait on the kernel for a millisecond or two each),
+    done right after the result is handed back. ``wait`` lets a closing sandbox finish them.
+    (On the event loop, not a thread: a thread hop per step cost more CPU than it saved.)"""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, prepared: Prepared) -> None:
+        """Remove the cgroups and scratch of a sandbox whose processes are all gone."""
+        task = asyncio.ensure_future(_remove(prepared))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def wait(self) -> None:
+        """Until every cleanup started so far has ended."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("removing a finished sandbox failed: %s", task.exception())
+
+
+async def _remove(prepared: Prepared) -> None:
+    for _ in range(_REMOVE_TRIES):
+        try:
+            prepared.cgroup.remove()
+            break
+        except OSError as exc:
+            if not is_busy(exc):
+                raise
+            await asyncio.sleep(_REMOVE_PAUSE_S)
+    prepared.remove_scratch()
 
 
 @dataclass(eq=False)
@@ -77,8 +117,7 @@ class Prepared:
             await asyncio.wait_for(self.launch.proc.wait(), kill_timeout_s)
             await self.cgroup.kill_all(kill_timeout_s)
             await wait_gone([self.child_pid], kill_timeout_s)
-            self.cgroup.remove()
-            self.remove_scratch()
+            await _remove(self)
         except (OSError, SandboxError, TimeoutError) as exc:
             log.error("discarding prepared sandbox %s failed: %s", self.cgroup.name, exc)
         finally:
