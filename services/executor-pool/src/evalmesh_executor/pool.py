@@ -181,10 +181,20 @@ class Pool:
         return self.draining
 
     async def _process(self, msg: Msg, ack_wait: float) -> None:
+        released = False
+
+        def release() -> None:
+            # The slot is the sandbox's: it frees once the sandbox is torn down, so the next
+            # job is pulled and claimed while this one's result is still being written.
+            nonlocal released
+            if not released:
+                released = True
+                self._free.release()
+
         try:
-            await self._runner.process(msg, ack_wait)
+            await self._runner.process(msg, ack_wait, release)
         finally:
-            self._free.release()
+            release()
 
     async def _take(self) -> tuple[Msg, float] | None:
         ready = {name for name in self._sources if self._may_have_work(name)}

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import job_pb2
-from evalmesh.storage.v1 import record_pb2
+from evalmesh.storage.v1 import record_pb2, storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import DomainError, FailedPrecondition, NotFound, ResourceExhausted
 from evalmesh_common.retry import backoff_delay
@@ -41,6 +41,7 @@ from evalmesh_executor.runs import RunHandle, RunRegistry, Stop
 from evalmesh_executor.sandbox import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
 from evalmesh_executor.share import TenantShares
 from evalmesh_executor.storage_client import STALE_ATTEMPT, StorageClient
+from evalmesh_executor.timings import run_timings
 
 __all__ = ["JobRunner", "RunnerSettings"]
 
@@ -76,6 +77,7 @@ class JobRunner:
         shares: TenantShares,
         send_back: SendBack,
         before_ack: Callable[[], None] = lambda: None,
+        finished: Callable[[Record], None] = lambda record: None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox
@@ -85,9 +87,16 @@ class JobRunner:
         self.shares = shares
         self.send_back = send_back
         self.before_ack = before_ack
+        self.finished = finished  # sees each recorded result (the run metrics)
 
-    async def process(self, msg: Msg, ack_wait: float) -> None:
-        """Handle one delivery to the end; never raises (a bug gives the job back)."""
+    async def process(
+        self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None] = lambda: None
+    ) -> None:
+        """Handle one delivery to the end; never raises (a bug gives the job back).
+
+        ``sandbox_done`` is called once the job's sandbox is gone (or none will run), before
+        its result is recorded.
+        """
         try:
             job = _parse(msg.data)
         except DecodeError as exc:
@@ -104,7 +113,7 @@ class JobRunner:
             return
         completed = False
         try:
-            completed = await _Attempt(self, msg, job, handle, ack_wait).run()
+            completed = await _Attempt(self, msg, job, handle, ack_wait, sandbox_done).run()
         except Exception:
             logger.exception("job failed unexpectedly", extra={"evaluation": job.evaluation_id})
             await self.give_back(msg, handle)
@@ -148,15 +157,23 @@ class _Attempt:
     """One delivery's attempt at one evaluation."""
 
     def __init__(
-        self, runner: JobRunner, msg: Msg, job: job_pb2.Job, handle: RunHandle, ack_wait: float
+        self,
+        runner: JobRunner,
+        msg: Msg,
+        job: job_pb2.Job,
+        handle: RunHandle,
+        ack_wait: float,
+        sandbox_done: Callable[[], None],
     ) -> None:
         self.runner = runner
         self.msg = msg
         self.job = job
         self.handle = handle
         self.ack_wait = ack_wait
+        self.sandbox_done = sandbox_done
         self.limits = SandboxLimits()
         self._marks = {"received": time.monotonic()}
+        self.claimed_at: float | None = None  # when the claim's answer arrived (monotonic)
 
     def _mark(self, name: str) -> None:
         self._marks[name] = time.monotonic()
@@ -214,6 +231,7 @@ class _Attempt:
         except (FailedPrecondition, NotFound) as exc:
             logger.info("dropping a job whose claim failed: %s", exc, extra=self._extra())
             return None
+        self.claimed_at = time.monotonic()
         handle = self.handle
         handle.attempt = record.evaluation.attempt
         handle.tenant = record.tenant
@@ -263,6 +281,7 @@ class _Attempt:
             runner.settings.output,
         )
         result = await self._sandbox(record, sink)
+        self.sandbox_done()
         self._mark("ran")
         found = verdict(result) if result is not None else None
         if found is None or not self._recordable(found):
@@ -276,7 +295,9 @@ class _Attempt:
             logger.warning("output not stored: %s", exc, extra=self._extra())
             await self._abandon(result)
             return False
-        return await self._record(found, rest)
+        stored_at = None if rest else self._marks["stored"]
+        timings = run_timings(self.claimed_at, result, stored_at) if result else None
+        return await self._record(found, rest, timings)
 
     def _recordable(self, found: Verdict) -> bool:
         """False when this attempt must not write: its lease is lost, or it was stopped
@@ -328,11 +349,16 @@ class _Attempt:
         logger.warning("platform fault; giving back: %s", handle.reason, extra=self._extra())
         await self.runner.give_back(msg, handle)
 
-    async def _record(self, found: Verdict, rest: list[evaluation_pb2.OutputChunk]) -> bool:
+    async def _record(
+        self,
+        found: Verdict,
+        rest: list[evaluation_pb2.OutputChunk],
+        timings: storage_service_pb2.RunTimings | None,
+    ) -> bool:
         runner, handle = self.runner, self.handle
         try:
             final = await runner.store.complete(
-                handle.evaluation_id, handle.attempt, found.state, found.result, rest
+                handle.evaluation_id, handle.attempt, found.state, found.result, rest, timings
             )
         except FailedPrecondition as exc:
             handle.stop(Stop.LOST, str(exc))
@@ -347,6 +373,7 @@ class _Attempt:
         await runner.event(handle, final)
         extra = {**self._extra(), **self._timings(), "state": State.Name(state)}
         logger.info("finished %s", State.Name(state), extra=extra)
+        runner.finished(final)
         runner.before_ack()
         await _ack(self.msg)
         return True
