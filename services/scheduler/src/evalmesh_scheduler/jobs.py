@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ _ALREADY_QUEUED = "maximum messages per subject exceeded"
 _FULL = ("maximum messages exceeded", "maximum bytes exceeded")
 _NATS_ERRORS = (nats.errors.Error, TimeoutError, OSError)
 _RETRY_AFTER_FULL = 5.0
+_DEPTH_TTL = 0.1  # seconds a stream depth read serves admissions for
 _PUBLISH_CONCURRENCY = 256  # publish requests in flight at once
 _PRESENCE_CONCURRENCY = 64  # presence lookups in flight at once, so a page never floods NATS
 
@@ -132,6 +134,9 @@ class JobQueue:
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self._depth: QueueDepth | None = None
+        self._depth_at = 0.0
+        self._admitted = 0
 
     async def depth(self) -> QueueDepth:
         """Messages and bytes in the work queue now."""
@@ -140,8 +145,16 @@ class JobQueue:
         return QueueDepth(info.state.messages, info.state.bytes)
 
     async def admit(self, count: int) -> None:
-        """Refuse ``count`` new jobs (RESOURCE_EXHAUSTED) unless the queue has room for them."""
-        depth = await self.depth()
+        """Refuse ``count`` new jobs (RESOURCE_EXHAUSTED) unless the queue has room for them.
+
+        The depth read from the stream is reused for ``_DEPTH_TTL`` with this scheduler's own
+        admissions added, so a burst of submits costs one stream lookup, not one each. The
+        stream's own hard limit, above the admission limit, absorbs what other schedulers
+        admitted meanwhile. A disconnected client is UNAVAILABLE at once, as before.
+        """
+        if not self._client.is_connected:
+            raise Unavailable("the work queue is unreachable: NATS is not connected")
+        depth = await self._recent_depth()
         if depth.messages + count > self.max_jobs or depth.bytes >= self.max_bytes:
             raise ResourceExhausted(
                 f"the work queue is full ({depth.messages} jobs queued, limit {self.max_jobs})",
@@ -149,6 +162,13 @@ class JobQueue:
                 retry_after=_RETRY_AFTER_FULL,
                 metadata={"queued": str(depth.messages), "limit": str(self.max_jobs)},
             )
+        self._admitted += count
+
+    async def _recent_depth(self) -> QueueDepth:
+        now = time.monotonic()
+        if self._depth is None or now - self._depth_at >= _DEPTH_TTL:
+            self._depth, self._depth_at, self._admitted = await self.depth(), now, 0
+        return QueueDepth(self._depth.messages + self._admitted, self._depth.bytes)
 
     async def publish(
         self, records: Sequence[Record], *, msg_id: Callable[[Record], str] = message_id
@@ -236,6 +256,7 @@ class JobQueue:
                 describe(exc),
                 extra={"evaluation": record.evaluation.id},
             )
+        self._depth = None  # the room it freed is there for the next admission at once
 
     async def send_cancel(self, evaluation_id: str, reason: str) -> None:
         """Tell the executor running the evaluation to stop it (core NATS, best effort)."""
