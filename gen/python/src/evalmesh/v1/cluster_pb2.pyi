@@ -33,6 +33,7 @@ class Runtime(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     DIGESTS_FIELD_NUMBER: _builtins.int
     EXECUTOR_COUNT_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is what EvaluationSpec.runtime refers to, e.g. "python" or "python-ml"."""
     description: _builtins.str
@@ -47,6 +48,12 @@ class Runtime(_message.Message):
     def digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """digests are the image or runtime root digests in use across the pool."""
 
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[Global___RuntimePackage]:
+        """packages are the Python distributions installed in the runtime beyond the standard library, by
+        name, as the healthy executors offering it report them; empty for the standard-library runtime.
+        """
+
     def __init__(
         self,
         *,
@@ -56,14 +63,41 @@ class Runtime(_message.Message):
         version: _builtins.str = ...,
         digests: _abc.Iterable[_builtins.str] | None = ...,
         executor_count: _builtins.int = ...,
+        packages: _abc.Iterable[Global___RuntimePackage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "digests", b"digests", "executor_count", b"executor_count", "language", b"language", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "digests", b"digests", "executor_count", b"executor_count", "language", b"language", "name", b"name", "packages", b"packages", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Runtime: _TypeAlias = Runtime  # noqa: Y015
+
+@_typing.final
+class RuntimePackage(_message.Message):
+    """RuntimePackage is one Python distribution installed in a runtime."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """name is the distribution's normalized name, e.g. "scikit-learn"."""
+    version: _builtins.str
+    """version is its exact version, e.g. "1.7.2"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RuntimePackage: _TypeAlias = RuntimePackage  # noqa: Y015
 
 @_typing.final
 class PriorityQueueStats(_message.Message):
@@ -189,6 +223,7 @@ class Executor(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the instance's identifier, stable for its lifetime."""
     host: _builtins.str
@@ -205,6 +240,11 @@ class Executor(_message.Message):
     """unhealthy_reason says why it is unhealthy, empty when healthy."""
     completed: _builtins.int
     """completed is how many evaluations the instance has finished since it started."""
+    draining: _builtins.bool
+    """draining is true once a drain began (ClusterService.DrainExecutor, or the instance shutting down): it
+    takes no new work, lets its running evaluations finish within the drain's grace and gives back the
+    rest. A drained instance stays so until it is restarted.
+    """
     @_builtins.property
     def running_evaluation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """running_evaluation_ids are the evaluations it is running now."""
@@ -236,10 +276,11 @@ class Executor(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         heartbeat_time: _timestamp_pb2.Timestamp | None = ...,
         completed: _builtins.int = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_time", b"heartbeat_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "busy_slots", b"busy_slots", "completed", b"completed", "healthy", b"healthy", "heartbeat_time", b"heartbeat_time", "host", b"host", "id", b"id", "running_evaluation_ids", b"running_evaluation_ids", "runtimes", b"runtimes", "slots", b"slots", "start_time", b"start_time", "unhealthy_reason", b"unhealthy_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "busy_slots", b"busy_slots", "completed", b"completed", "draining", b"draining", "healthy", b"healthy", "heartbeat_time", b"heartbeat_time", "host", b"host", "id", b"id", "running_evaluation_ids", b"running_evaluation_ids", "runtimes", b"runtimes", "slots", b"slots", "start_time", b"start_time", "unhealthy_reason", b"unhealthy_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -292,3 +333,150 @@ class DeadLetter(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class WaitSummary(_message.Message):
+    """WaitSummary is the distribution of queue waits: how long evaluations waited from their acceptance
+    (create_time) to the claim that started their latest attempt (start_time).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_FIELD_NUMBER: _builtins.int
+    P50_FIELD_NUMBER: _builtins.int
+    P90_FIELD_NUMBER: _builtins.int
+    P99_FIELD_NUMBER: _builtins.int
+    MAX_FIELD_NUMBER: _builtins.int
+    count: _builtins.int
+    """count is how many waits the summary describes (see QueueActivity.started for how many there were)."""
+    @_builtins.property
+    def p50(self) -> _duration_pb2.Duration:
+        """p50 is the median wait."""
+
+    @_builtins.property
+    def p90(self) -> _duration_pb2.Duration:
+        """p90 is the wait that 90 % of the waits did not exceed."""
+
+    @_builtins.property
+    def p99(self) -> _duration_pb2.Duration:
+        """p99 is the wait that 99 % of the waits did not exceed."""
+
+    @_builtins.property
+    def max(self) -> _duration_pb2.Duration:
+        """max is the longest wait."""
+
+    def __init__(
+        self,
+        *,
+        count: _builtins.int = ...,
+        p50: _duration_pb2.Duration | None = ...,
+        p90: _duration_pb2.Duration | None = ...,
+        p99: _duration_pb2.Duration | None = ...,
+        max: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["max", b"max", "p50", b"p50", "p90", b"p90", "p99", b"p99"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "max", b"max", "p50", b"p50", "p90", b"p90", "p99", b"p99"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitSummary: _TypeAlias = WaitSummary  # noqa: Y015
+
+@_typing.final
+class ActivityBucket(_message.Message):
+    """ActivityBucket is what happened in one interval of a QueueActivity window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    completed: _builtins.int
+    """completed is how many evaluations reached a terminal state in the interval."""
+    started: _builtins.int
+    """started is how many evaluations were claimed by an executor in the interval."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time is the start of the interval; it lasts QueueActivity.bucket_width."""
+
+    @_builtins.property
+    def wait(self) -> Global___WaitSummary:
+        """wait summarizes the waits of the evaluations started in the interval; unset when none started."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        completed: _builtins.int = ...,
+        started: _builtins.int = ...,
+        wait: Global___WaitSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time", "wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "start_time", b"start_time", "started", b"started", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActivityBucket: _TypeAlias = ActivityBucket  # noqa: Y015
+
+@_typing.final
+class QueueActivity(_message.Message):
+    """QueueActivity is the cluster's throughput and queue waits over a recent window, computed by storage
+    from the stored timestamps of every tenant's evaluations, so it covers the whole window whoever looked.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    BUCKET_WIDTH_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    STARTED_FIELD_NUMBER: _builtins.int
+    WAIT_FIELD_NUMBER: _builtins.int
+    completed: _builtins.int
+    """completed is how many evaluations reached a terminal state in the window."""
+    started: _builtins.int
+    """started is how many evaluations were claimed by an executor in the window."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time is the start of the window."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """end_time is the end of the window: when storage computed it, on the database's clock."""
+
+    @_builtins.property
+    def bucket_width(self) -> _duration_pb2.Duration:
+        """bucket_width is the length of each bucket."""
+
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActivityBucket]:
+        """buckets split the window into equal consecutive intervals, oldest first."""
+
+    @_builtins.property
+    def wait(self) -> Global___WaitSummary:
+        """wait summarizes the waits of the evaluations started in the window; unset when none started. When
+        more than 100,000 started, it and the buckets' summaries describe the latest 100,000 (wait.count
+        says how many); the counts are always exact.
+        """
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        bucket_width: _duration_pb2.Duration | None = ...,
+        buckets: _abc.Iterable[Global___ActivityBucket] | None = ...,
+        completed: _builtins.int = ...,
+        started: _builtins.int = ...,
+        wait: Global___WaitSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bucket_width", b"bucket_width", "end_time", b"end_time", "start_time", b"start_time", "wait", b"wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket_width", b"bucket_width", "buckets", b"buckets", "completed", b"completed", "end_time", b"end_time", "start_time", b"start_time", "started", b"started", "wait", b"wait"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueActivity: _TypeAlias = QueueActivity  # noqa: Y015

@@ -24,35 +24,53 @@ _sym_db = _symbol_database.Default()
 
 from evalmesh.v1 import cluster_pb2 as evalmesh_dot_v1_dot_cluster__pb2
 from evalmesh.v1 import evaluation_pb2 as evalmesh_dot_v1_dot_evaluation__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!evalmesh/v1/cluster_service.proto\x12\x0b\x65valmesh.v1\x1a\x19\x65valmesh/v1/cluster.proto\x1a\x1c\x65valmesh/v1/evaluation.proto\"\x16\n\x14GetQueueStatsRequest\"F\n\x15GetQueueStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.QueueStatsR\x05stats\"\x16\n\x14ListExecutorsRequest\"L\n\x15ListExecutorsResponse\x12\x33\n\texecutors\x18\x01 \x03(\x0b\x32\x15.evalmesh.v1.ExecutorR\texecutors\"\x15\n\x13ListRuntimesRequest\"H\n\x14ListRuntimesResponse\x12\x30\n\x08runtimes\x18\x01 \x03(\x0b\x32\x14.evalmesh.v1.RuntimeR\x08runtimes\"T\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"}\n\x17ListDeadLettersResponse\x12:\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.evalmesh.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n\x18RedriveDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"T\n\x19RedriveDeadLetterResponse\x12\x37\n\nevaluation\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluation2\xd7\x03\n\x0e\x43lusterService\x12V\n\rGetQueueStats\x12!.evalmesh.v1.GetQueueStatsRequest\x1a\".evalmesh.v1.GetQueueStatsResponse\x12V\n\rListExecutors\x12!.evalmesh.v1.ListExecutorsRequest\x1a\".evalmesh.v1.ListExecutorsResponse\x12S\n\x0cListRuntimes\x12 .evalmesh.v1.ListRuntimesRequest\x1a!.evalmesh.v1.ListRuntimesResponse\x12\\\n\x0fListDeadLetters\x12#.evalmesh.v1.ListDeadLettersRequest\x1a$.evalmesh.v1.ListDeadLettersResponse\x12\x62\n\x11RedriveDeadLetter\x12%.evalmesh.v1.RedriveDeadLetterRequest\x1a&.evalmesh.v1.RedriveDeadLetterResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!evalmesh/v1/cluster_service.proto\x12\x0b\x65valmesh.v1\x1a\x19\x65valmesh/v1/cluster.proto\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetQueueStatsRequest\"F\n\x15GetQueueStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.QueueStatsR\x05stats\"\x16\n\x14ListExecutorsRequest\"L\n\x15ListExecutorsResponse\x12\x33\n\texecutors\x18\x01 \x03(\x0b\x32\x15.evalmesh.v1.ExecutorR\texecutors\"\x15\n\x13ListRuntimesRequest\"H\n\x14ListRuntimesResponse\x12\x30\n\x08runtimes\x18\x01 \x03(\x0b\x32\x14.evalmesh.v1.RuntimeR\x08runtimes\"T\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"}\n\x17ListDeadLettersResponse\x12:\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.evalmesh.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n\x18RedriveDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"T\n\x19RedriveDeadLetterResponse\x12\x37\n\nevaluation\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluation\"2\n\x14GetDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"\x8a\x01\n\x15GetDeadLetterResponse\x12\x38\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.DeadLetterR\ndeadLetter\x12\x37\n\nevaluation\x18\x02 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluation\"W\n\x14\x44rainExecutorRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12/\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05grace\"J\n\x15\x44rainExecutorResponse\x12\x31\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32\x15.evalmesh.v1.ExecutorR\x08\x65xecutor\"S\n\x17PurgeEvaluationsRequest\x12\x38\n\nolder_than\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\tolderThan\"\x92\x01\n\x18PurgeEvaluationsResponse\x12\x16\n\x06purged\x18\x01 \x01(\x03R\x06purged\x12\x42\n\x0f\x65nd_time_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rendTimeBefore\x12\x1a\n\x08\x63omplete\x18\x03 \x01(\x08R\x08\x63omplete\"L\n\x17GetQueueActivityRequest\x12\x31\n\x06window\x18\x01 \x01(\x0b\x32\x19.google.protobuf.DurationR\x06window\"R\n\x18GetQueueActivityResponse\x12\x36\n\x08\x61\x63tivity\x18\x01 \x01(\x0b\x32\x1a.evalmesh.v1.QueueActivityR\x08\x61\x63tivity2\xc9\x06\n\x0e\x43lusterService\x12V\n\rGetQueueStats\x12!.evalmesh.v1.GetQueueStatsRequest\x1a\".evalmesh.v1.GetQueueStatsResponse\x12V\n\rListExecutors\x12!.evalmesh.v1.ListExecutorsRequest\x1a\".evalmesh.v1.ListExecutorsResponse\x12S\n\x0cListRuntimes\x12 .evalmesh.v1.ListRuntimesRequest\x1a!.evalmesh.v1.ListRuntimesResponse\x12\\\n\x0fListDeadLetters\x12#.evalmesh.v1.ListDeadLettersRequest\x1a$.evalmesh.v1.ListDeadLettersResponse\x12\x62\n\x11RedriveDeadLetter\x12%.evalmesh.v1.RedriveDeadLetterRequest\x1a&.evalmesh.v1.RedriveDeadLetterResponse\x12V\n\rGetDeadLetter\x12!.evalmesh.v1.GetDeadLetterRequest\x1a\".evalmesh.v1.GetDeadLetterResponse\x12V\n\rDrainExecutor\x12!.evalmesh.v1.DrainExecutorRequest\x1a\".evalmesh.v1.DrainExecutorResponse\x12_\n\x10PurgeEvaluations\x12$.evalmesh.v1.PurgeEvaluationsRequest\x1a%.evalmesh.v1.PurgeEvaluationsResponse\x12_\n\x10GetQueueActivity\x12$.evalmesh.v1.GetQueueActivityRequest\x1a%.evalmesh.v1.GetQueueActivityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'evalmesh.v1.cluster_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=107
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=129
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=131
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=201
-  _globals['_LISTEXECUTORSREQUEST']._serialized_start=203
-  _globals['_LISTEXECUTORSREQUEST']._serialized_end=225
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=227
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=303
-  _globals['_LISTRUNTIMESREQUEST']._serialized_start=305
-  _globals['_LISTRUNTIMESREQUEST']._serialized_end=326
-  _globals['_LISTRUNTIMESRESPONSE']._serialized_start=328
-  _globals['_LISTRUNTIMESRESPONSE']._serialized_end=400
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=402
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=486
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=488
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=613
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=615
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=669
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=671
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=755
-  _globals['_CLUSTERSERVICE']._serialized_start=758
-  _globals['_CLUSTERSERVICE']._serialized_end=1229
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=172
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=194
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=196
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=266
+  _globals['_LISTEXECUTORSREQUEST']._serialized_start=268
+  _globals['_LISTEXECUTORSREQUEST']._serialized_end=290
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=292
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=368
+  _globals['_LISTRUNTIMESREQUEST']._serialized_start=370
+  _globals['_LISTRUNTIMESREQUEST']._serialized_end=391
+  _globals['_LISTRUNTIMESRESPONSE']._serialized_start=393
+  _globals['_LISTRUNTIMESRESPONSE']._serialized_end=465
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=467
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=551
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=553
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=678
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=680
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=734
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=736
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=820
+  _globals['_GETDEADLETTERREQUEST']._serialized_start=822
+  _globals['_GETDEADLETTERREQUEST']._serialized_end=872
+  _globals['_GETDEADLETTERRESPONSE']._serialized_start=875
+  _globals['_GETDEADLETTERRESPONSE']._serialized_end=1013
+  _globals['_DRAINEXECUTORREQUEST']._serialized_start=1015
+  _globals['_DRAINEXECUTORREQUEST']._serialized_end=1102
+  _globals['_DRAINEXECUTORRESPONSE']._serialized_start=1104
+  _globals['_DRAINEXECUTORRESPONSE']._serialized_end=1178
+  _globals['_PURGEEVALUATIONSREQUEST']._serialized_start=1180
+  _globals['_PURGEEVALUATIONSREQUEST']._serialized_end=1263
+  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_start=1266
+  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_end=1412
+  _globals['_GETQUEUEACTIVITYREQUEST']._serialized_start=1414
+  _globals['_GETQUEUEACTIVITYREQUEST']._serialized_end=1490
+  _globals['_GETQUEUEACTIVITYRESPONSE']._serialized_start=1492
+  _globals['_GETQUEUEACTIVITYRESPONSE']._serialized_end=1574
+  _globals['_CLUSTERSERVICE']._serialized_start=1577
+  _globals['_CLUSTERSERVICE']._serialized_end=2418
 # @@protoc_insertion_point(module_scope)

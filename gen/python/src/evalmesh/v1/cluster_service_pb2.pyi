@@ -7,7 +7,9 @@ from collections import abc as _abc
 from evalmesh.v1 import cluster_pb2 as _cluster_pb2
 from evalmesh.v1 import evaluation_pb2 as _evaluation_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -242,3 +244,219 @@ class RedriveDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveDeadLetterResponse: _TypeAlias = RedriveDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class GetDeadLetterRequest(_message.Message):
+    """GetDeadLetterRequest names a dead letter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """sequence names the dead letter (DeadLetter.sequence)."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeadLetterRequest: _TypeAlias = GetDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class GetDeadLetterResponse(_message.Message):
+    """GetDeadLetterResponse carries the dead letter and its evaluation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dead_letter(self) -> _cluster_pb2.DeadLetter:
+        """dead_letter is the letter."""
+
+    @_builtins.property
+    def evaluation(self) -> _evaluation_pb2.Evaluation:
+        """evaluation is the evaluation the job was for, in the BASIC view; unset if it was purged since."""
+
+    def __init__(
+        self,
+        *,
+        dead_letter: _cluster_pb2.DeadLetter | None = ...,
+        evaluation: _evaluation_pb2.Evaluation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dead_letter", b"dead_letter", "evaluation", b"evaluation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter", b"dead_letter", "evaluation", b"evaluation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeadLetterResponse: _TypeAlias = GetDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class DrainExecutorRequest(_message.Message):
+    """DrainExecutorRequest names the executor instance to drain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    GRACE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the instance's identifier (Executor.id)."""
+    @_builtins.property
+    def grace(self) -> _duration_pb2.Duration:
+        """grace is how long its running evaluations may take to finish before they are given back to the queue:
+        0 to 1 hour; unset means the instance's own configured grace.
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        grace: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainExecutorRequest: _TypeAlias = DrainExecutorRequest  # noqa: Y015
+
+@_typing.final
+class DrainExecutorResponse(_message.Message):
+    """DrainExecutorResponse carries the instance once its drain began."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def executor(self) -> _cluster_pb2.Executor:
+        """executor is the instance as it reported itself once the drain began (draining, not healthy)."""
+
+    def __init__(
+        self,
+        *,
+        executor: _cluster_pb2.Executor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainExecutorResponse: _TypeAlias = DrainExecutorResponse  # noqa: Y015
+
+@_typing.final
+class PurgeEvaluationsRequest(_message.Message):
+    """PurgeEvaluationsRequest says which terminal evaluations to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLDER_THAN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def older_than(self) -> _duration_pb2.Duration:
+        """older_than selects terminal evaluations that ended more than this long ago (0 or more); newer ones,
+        and every QUEUED or RUNNING one, are kept.
+        """
+
+    def __init__(
+        self,
+        *,
+        older_than: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_than", b"older_than"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeEvaluationsRequest: _TypeAlias = PurgeEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class PurgeEvaluationsResponse(_message.Message):
+    """PurgeEvaluationsResponse reports what was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_FIELD_NUMBER: _builtins.int
+    END_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    purged: _builtins.int
+    """purged is how many evaluations were deleted with their output."""
+    complete: _builtins.bool
+    """complete is false when the call stopped before every selected evaluation was deleted (it deletes in
+    batches for a bounded time); call again to continue.
+    """
+    @_builtins.property
+    def end_time_before(self) -> _timestamp_pb2.Timestamp:
+        """end_time_before is the cutoff applied: evaluations that ended before it were deleted."""
+
+    def __init__(
+        self,
+        *,
+        purged: _builtins.int = ...,
+        end_time_before: _timestamp_pb2.Timestamp | None = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time_before", b"end_time_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "end_time_before", b"end_time_before", "purged", b"purged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeEvaluationsResponse: _TypeAlias = PurgeEvaluationsResponse  # noqa: Y015
+
+@_typing.final
+class GetQueueActivityRequest(_message.Message):
+    """GetQueueActivityRequest asks for the recent throughput and waits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """window is how far back from now to look: 1 minute to 24 hours; unset means 1 hour. It is split into
+        60 buckets.
+        """
+
+    def __init__(
+        self,
+        *,
+        window: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueActivityRequest: _TypeAlias = GetQueueActivityRequest  # noqa: Y015
+
+@_typing.final
+class GetQueueActivityResponse(_message.Message):
+    """GetQueueActivityResponse carries the activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def activity(self) -> _cluster_pb2.QueueActivity:
+        """activity is the throughput and waits over the window."""
+
+    def __init__(
+        self,
+        *,
+        activity: _cluster_pb2.QueueActivity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQueueActivityResponse: _TypeAlias = GetQueueActivityResponse  # noqa: Y015

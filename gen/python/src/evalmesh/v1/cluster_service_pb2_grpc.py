@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class ClusterServiceStub:
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     def __init__(self, channel):
@@ -61,11 +62,32 @@ class ClusterServiceStub:
                 request_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/evalmesh.v1.ClusterService/GetDeadLetter',
+                request_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.DrainExecutor = channel.unary_unary(
+                '/evalmesh.v1.ClusterService/DrainExecutor',
+                request_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorResponse.FromString,
+                _registered_method=True)
+        self.PurgeEvaluations = channel.unary_unary(
+                '/evalmesh.v1.ClusterService/PurgeEvaluations',
+                request_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsResponse.FromString,
+                _registered_method=True)
+        self.GetQueueActivity = channel.unary_unary(
+                '/evalmesh.v1.ClusterService/GetQueueActivity',
+                request_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterServiceServicer:
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     def GetQueueStats(self, request, context):
@@ -83,7 +105,9 @@ class ClusterServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRuntimes(self, request, context):
-        """ListRuntimes returns the runtimes that at least one healthy executor offers.
+        """ListRuntimes returns the runtimes the API accepts and any others a healthy executor offers, with
+        what the executors offering them report (version, digests, packages). executor_count 0 means none
+        offers it now: a submit for it then fails (see EvaluationService.CreateEvaluation).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +122,40 @@ class ClusterServiceServicer:
 
     def RedriveDeadLetter(self, request, context):
         """RedriveDeadLetter queues a dead-lettered evaluation again as a new evaluation with the same spec.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """GetDeadLetter returns one dead letter and the evaluation it was for. A letter that was redriven or
+        aged out answers NOT_FOUND (reason DEAD_LETTER_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainExecutor(self, request, context):
+        """DrainExecutor makes one executor instance stop taking work: its running evaluations may finish within
+        the grace, the rest are given back to the queue, and it stays drained until it is restarted. It
+        answers as soon as the drain began; ListExecutors shows its progress (busy_slots falls to 0). An id
+        that no live executor has answers NOT_FOUND (reason EXECUTOR_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeEvaluations(self, request, context):
+        """PurgeEvaluations deletes the terminal evaluations of every tenant that ended before a cutoff, with their
+        output. The scheduler also does this on a schedule (its retention age, 30 days by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetQueueActivity(self, request, context):
+        """GetQueueActivity returns throughput and queue wait percentiles over a recent window, from the stored
+        timestamps of every tenant's evaluations.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -131,6 +189,26 @@ def add_ClusterServiceServicer_to_server(servicer, server):
                     request_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterRequest.FromString,
                     response_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterResponse.SerializeToString,
             ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterResponse.SerializeToString,
+            ),
+            'DrainExecutor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainExecutor,
+                    request_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorRequest.FromString,
+                    response_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorResponse.SerializeToString,
+            ),
+            'PurgeEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeEvaluations,
+                    request_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsRequest.FromString,
+                    response_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsResponse.SerializeToString,
+            ),
+            'GetQueueActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQueueActivity,
+                    request_deserializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityRequest.FromString,
+                    response_serializer=evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'evalmesh.v1.ClusterService', rpc_method_handlers)
@@ -141,7 +219,8 @@ def add_ClusterServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ClusterService:
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     @staticmethod
@@ -269,6 +348,114 @@ class ClusterService:
             '/evalmesh.v1.ClusterService/RedriveDeadLetter',
             evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterRequest.SerializeToString,
             evalmesh_dot_v1_dot_cluster__service__pb2.RedriveDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.v1.ClusterService/GetDeadLetter',
+            evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterRequest.SerializeToString,
+            evalmesh_dot_v1_dot_cluster__service__pb2.GetDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainExecutor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.v1.ClusterService/DrainExecutor',
+            evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorRequest.SerializeToString,
+            evalmesh_dot_v1_dot_cluster__service__pb2.DrainExecutorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.v1.ClusterService/PurgeEvaluations',
+            evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsRequest.SerializeToString,
+            evalmesh_dot_v1_dot_cluster__service__pb2.PurgeEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQueueActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.v1.ClusterService/GetQueueActivity',
+            evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityRequest.SerializeToString,
+            evalmesh_dot_v1_dot_cluster__service__pb2.GetQueueActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

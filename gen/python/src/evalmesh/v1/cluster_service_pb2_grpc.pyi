@@ -28,7 +28,8 @@ GRPC_VERSION: str
 
 class ClusterServiceStub:
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     @_typing.overload
@@ -40,16 +41,38 @@ class ClusterServiceStub:
     ListExecutors: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.ListExecutorsRequest, _cluster_service_pb2.ListExecutorsResponse]
     """ListExecutors returns every live executor instance with its slots and health."""
     ListRuntimes: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.ListRuntimesRequest, _cluster_service_pb2.ListRuntimesResponse]
-    """ListRuntimes returns the runtimes that at least one healthy executor offers."""
+    """ListRuntimes returns the runtimes the API accepts and any others a healthy executor offers, with
+    what the executors offering them report (version, digests, packages). executor_count 0 means none
+    offers it now: a submit for it then fails (see EvaluationService.CreateEvaluation).
+    """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.ListDeadLettersRequest, _cluster_service_pb2.ListDeadLettersResponse]
     """ListDeadLetters pages through jobs that exhausted their deliveries."""
     RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.RedriveDeadLetterRequest, _cluster_service_pb2.RedriveDeadLetterResponse]
     """RedriveDeadLetter queues a dead-lettered evaluation again as a new evaluation with the same spec."""
+    GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.GetDeadLetterRequest, _cluster_service_pb2.GetDeadLetterResponse]
+    """GetDeadLetter returns one dead letter and the evaluation it was for. A letter that was redriven or
+    aged out answers NOT_FOUND (reason DEAD_LETTER_NOT_FOUND).
+    """
+    DrainExecutor: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.DrainExecutorRequest, _cluster_service_pb2.DrainExecutorResponse]
+    """DrainExecutor makes one executor instance stop taking work: its running evaluations may finish within
+    the grace, the rest are given back to the queue, and it stays drained until it is restarted. It
+    answers as soon as the drain began; ListExecutors shows its progress (busy_slots falls to 0). An id
+    that no live executor has answers NOT_FOUND (reason EXECUTOR_NOT_FOUND).
+    """
+    PurgeEvaluations: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.PurgeEvaluationsRequest, _cluster_service_pb2.PurgeEvaluationsResponse]
+    """PurgeEvaluations deletes the terminal evaluations of every tenant that ended before a cutoff, with their
+    output. The scheduler also does this on a schedule (its retention age, 30 days by default).
+    """
+    GetQueueActivity: _grpc.UnaryUnaryMultiCallable[_cluster_service_pb2.GetQueueActivityRequest, _cluster_service_pb2.GetQueueActivityResponse]
+    """GetQueueActivity returns throughput and queue wait percentiles over a recent window, from the stored
+    timestamps of every tenant's evaluations.
+    """
 
 @_typing.type_check_only
 class ClusterServiceAsyncStub(ClusterServiceStub):
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -58,15 +81,37 @@ class ClusterServiceAsyncStub(ClusterServiceStub):
     ListExecutors: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.ListExecutorsRequest, _cluster_service_pb2.ListExecutorsResponse]  # type: ignore[assignment]
     """ListExecutors returns every live executor instance with its slots and health."""
     ListRuntimes: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.ListRuntimesRequest, _cluster_service_pb2.ListRuntimesResponse]  # type: ignore[assignment]
-    """ListRuntimes returns the runtimes that at least one healthy executor offers."""
+    """ListRuntimes returns the runtimes the API accepts and any others a healthy executor offers, with
+    what the executors offering them report (version, digests, packages). executor_count 0 means none
+    offers it now: a submit for it then fails (see EvaluationService.CreateEvaluation).
+    """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.ListDeadLettersRequest, _cluster_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """ListDeadLetters pages through jobs that exhausted their deliveries."""
     RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.RedriveDeadLetterRequest, _cluster_service_pb2.RedriveDeadLetterResponse]  # type: ignore[assignment]
     """RedriveDeadLetter queues a dead-lettered evaluation again as a new evaluation with the same spec."""
+    GetDeadLetter: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.GetDeadLetterRequest, _cluster_service_pb2.GetDeadLetterResponse]  # type: ignore[assignment]
+    """GetDeadLetter returns one dead letter and the evaluation it was for. A letter that was redriven or
+    aged out answers NOT_FOUND (reason DEAD_LETTER_NOT_FOUND).
+    """
+    DrainExecutor: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.DrainExecutorRequest, _cluster_service_pb2.DrainExecutorResponse]  # type: ignore[assignment]
+    """DrainExecutor makes one executor instance stop taking work: its running evaluations may finish within
+    the grace, the rest are given back to the queue, and it stays drained until it is restarted. It
+    answers as soon as the drain began; ListExecutors shows its progress (busy_slots falls to 0). An id
+    that no live executor has answers NOT_FOUND (reason EXECUTOR_NOT_FOUND).
+    """
+    PurgeEvaluations: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.PurgeEvaluationsRequest, _cluster_service_pb2.PurgeEvaluationsResponse]  # type: ignore[assignment]
+    """PurgeEvaluations deletes the terminal evaluations of every tenant that ended before a cutoff, with their
+    output. The scheduler also does this on a schedule (its retention age, 30 days by default).
+    """
+    GetQueueActivity: _aio.UnaryUnaryMultiCallable[_cluster_service_pb2.GetQueueActivityRequest, _cluster_service_pb2.GetQueueActivityResponse]  # type: ignore[assignment]
+    """GetQueueActivity returns throughput and queue wait percentiles over a recent window, from the stored
+    timestamps of every tenant's evaluations.
+    """
 
 class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
     """ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
-    letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+    letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+    an admin key (PERMISSION_DENIED otherwise).
     """
 
     @_abc_1.abstractmethod
@@ -91,7 +136,10 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_service_pb2.ListRuntimesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_service_pb2.ListRuntimesResponse, _abc.Awaitable[_cluster_service_pb2.ListRuntimesResponse]]:
-        """ListRuntimes returns the runtimes that at least one healthy executor offers."""
+        """ListRuntimes returns the runtimes the API accepts and any others a healthy executor offers, with
+        what the executors offering them report (version, digests, packages). executor_count 0 means none
+        offers it now: a submit for it then fails (see EvaluationService.CreateEvaluation).
+        """
 
     @_abc_1.abstractmethod
     def ListDeadLetters(
@@ -108,5 +156,47 @@ class ClusterServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cluster_service_pb2.RedriveDeadLetterResponse, _abc.Awaitable[_cluster_service_pb2.RedriveDeadLetterResponse]]:
         """RedriveDeadLetter queues a dead-lettered evaluation again as a new evaluation with the same spec."""
+
+    @_abc_1.abstractmethod
+    def GetDeadLetter(
+        self,
+        request: _cluster_service_pb2.GetDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_service_pb2.GetDeadLetterResponse, _abc.Awaitable[_cluster_service_pb2.GetDeadLetterResponse]]:
+        """GetDeadLetter returns one dead letter and the evaluation it was for. A letter that was redriven or
+        aged out answers NOT_FOUND (reason DEAD_LETTER_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def DrainExecutor(
+        self,
+        request: _cluster_service_pb2.DrainExecutorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_service_pb2.DrainExecutorResponse, _abc.Awaitable[_cluster_service_pb2.DrainExecutorResponse]]:
+        """DrainExecutor makes one executor instance stop taking work: its running evaluations may finish within
+        the grace, the rest are given back to the queue, and it stays drained until it is restarted. It
+        answers as soon as the drain began; ListExecutors shows its progress (busy_slots falls to 0). An id
+        that no live executor has answers NOT_FOUND (reason EXECUTOR_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeEvaluations(
+        self,
+        request: _cluster_service_pb2.PurgeEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_service_pb2.PurgeEvaluationsResponse, _abc.Awaitable[_cluster_service_pb2.PurgeEvaluationsResponse]]:
+        """PurgeEvaluations deletes the terminal evaluations of every tenant that ended before a cutoff, with their
+        output. The scheduler also does this on a schedule (its retention age, 30 days by default).
+        """
+
+    @_abc_1.abstractmethod
+    def GetQueueActivity(
+        self,
+        request: _cluster_service_pb2.GetQueueActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cluster_service_pb2.GetQueueActivityResponse, _abc.Awaitable[_cluster_service_pb2.GetQueueActivityResponse]]:
+        """GetQueueActivity returns throughput and queue wait percentiles over a recent window, from the stored
+        timestamps of every tenant's evaluations.
+        """
 
 def add_ClusterServiceServicer_to_server(servicer: ClusterServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -514,6 +514,9 @@ class Evaluation(_message.Message):
     QUEUE_POSITION_FIELD_NUMBER: _builtins.int
     ESTIMATED_START_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    RUN_START_TIME_FIELD_NUMBER: _builtins.int
+    RUN_END_TIME_FIELD_NUMBER: _builtins.int
+    OUTPUT_STORED_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the server-assigned identifier, unique across tenants."""
     request_id: _builtins.str
@@ -550,7 +553,9 @@ class Evaluation(_message.Message):
 
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """start_time is when the latest attempt started running."""
+        """start_time is when an executor claimed the latest attempt (the evaluation became RUNNING), on the
+        database's clock, like create_time and end_time.
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
@@ -559,6 +564,27 @@ class Evaluation(_message.Message):
     @_builtins.property
     def estimated_start_time(self) -> _timestamp_pb2.Timestamp:
         """estimated_start_time is, while queued, when it is expected to start at the current throughput."""
+
+    @_builtins.property
+    def run_start_time(self) -> _timestamp_pb2.Timestamp:
+        """run_start_time is when the latest attempt's program started: its sandbox was ready and the code was
+        handed over. Unset until the attempt recorded its result, and for evaluations that never ran. The
+        executor measures it on its own clock as a time after the claim, and storage places it after
+        start_time, so every time of an evaluation is on the database's clock and they never go backwards.
+        """
+
+    @_builtins.property
+    def run_end_time(self) -> _timestamp_pb2.Timestamp:
+        """run_end_time is when the latest attempt's program ended (it exited or was killed), placed like
+        run_start_time; unset like it.
+        """
+
+    @_builtins.property
+    def output_stored_time(self) -> _timestamp_pb2.Timestamp:
+        """output_stored_time is when the output the latest attempt wrote was all stored, placed like
+        run_start_time: after the last batch written during the run, or end_time when the last bytes were
+        stored together with the result. Unset like run_start_time.
+        """
 
     def __init__(
         self,
@@ -579,10 +605,13 @@ class Evaluation(_message.Message):
         queue_position: _builtins.int | None = ...,
         estimated_start_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_requested: _builtins.bool = ...,
+        run_start_time: _timestamp_pb2.Timestamp | None = ...,
+        run_end_time: _timestamp_pb2.Timestamp | None = ...,
+        output_stored_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "applied_limits", b"applied_limits", "create_time", b"create_time", "end_time", b"end_time", "estimated_start_time", b"estimated_start_time", "queue_position", b"queue_position", "result", b"result", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "applied_limits", b"applied_limits", "create_time", b"create_time", "end_time", b"end_time", "estimated_start_time", b"estimated_start_time", "output_stored_time", b"output_stored_time", "queue_position", b"queue_position", "result", b"result", "run_end_time", b"run_end_time", "run_start_time", b"run_start_time", "spec", b"spec", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "applied_limits", b"applied_limits", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "estimated_start_time", b"estimated_start_time", "executor_id", b"executor_id", "id", b"id", "queue_position", b"queue_position", "request_id", b"request_id", "result", b"result", "runtime", b"runtime", "runtime_digest", b"runtime_digest", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position", "applied_limits", b"applied_limits", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "end_time", b"end_time", "estimated_start_time", b"estimated_start_time", "executor_id", b"executor_id", "id", b"id", "output_stored_time", b"output_stored_time", "queue_position", b"queue_position", "request_id", b"request_id", "result", b"result", "run_end_time", b"run_end_time", "run_start_time", b"run_start_time", "runtime", b"runtime", "runtime_digest", b"runtime_digest", "spec", b"spec", "start_time", b"start_time", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
     _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015

@@ -75,14 +75,18 @@ class EvaluationServiceServicer:
 
     def CreateEvaluation(self, request, context):
         """CreateEvaluation queues one evaluation. Repeating a request_id returns the same evaluation forever;
-        reusing it with a different spec fails with ALREADY_EXISTS.
+        reusing it with a different spec fails with ALREADY_EXISTS. A runtime that no healthy executor offers,
+        while some executor is healthy, fails at once with FAILED_PRECONDITION (ErrorInfo reason
+        RUNTIME_UNAVAILABLE, metadata "runtime" and "offered") and creates nothing; while no executor is
+        healthy at all, evaluations wait in the queue.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def BatchCreateEvaluations(self, request, context):
-        """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created.
+        """BatchCreateEvaluations queues many evaluations at once; all are validated (and their runtimes checked
+        as in CreateEvaluation) before any is created.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

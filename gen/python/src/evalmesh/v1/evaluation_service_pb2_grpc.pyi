@@ -37,10 +37,15 @@ class EvaluationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EvaluationServiceAsyncStub: ...
     CreateEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.CreateEvaluationRequest, _evaluation_service_pb2.CreateEvaluationResponse]
     """CreateEvaluation queues one evaluation. Repeating a request_id returns the same evaluation forever;
-    reusing it with a different spec fails with ALREADY_EXISTS.
+    reusing it with a different spec fails with ALREADY_EXISTS. A runtime that no healthy executor offers,
+    while some executor is healthy, fails at once with FAILED_PRECONDITION (ErrorInfo reason
+    RUNTIME_UNAVAILABLE, metadata "runtime" and "offered") and creates nothing; while no executor is
+    healthy at all, evaluations wait in the queue.
     """
     BatchCreateEvaluations: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.BatchCreateEvaluationsRequest, _evaluation_service_pb2.BatchCreateEvaluationsResponse]
-    """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created."""
+    """BatchCreateEvaluations queues many evaluations at once; all are validated (and their runtimes checked
+    as in CreateEvaluation) before any is created.
+    """
     GetEvaluation: _grpc.UnaryUnaryMultiCallable[_evaluation_service_pb2.GetEvaluationRequest, _evaluation_service_pb2.GetEvaluationResponse]
     """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
     QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
@@ -68,10 +73,15 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateEvaluation: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.CreateEvaluationRequest, _evaluation_service_pb2.CreateEvaluationResponse]  # type: ignore[assignment]
     """CreateEvaluation queues one evaluation. Repeating a request_id returns the same evaluation forever;
-    reusing it with a different spec fails with ALREADY_EXISTS.
+    reusing it with a different spec fails with ALREADY_EXISTS. A runtime that no healthy executor offers,
+    while some executor is healthy, fails at once with FAILED_PRECONDITION (ErrorInfo reason
+    RUNTIME_UNAVAILABLE, metadata "runtime" and "offered") and creates nothing; while no executor is
+    healthy at all, evaluations wait in the queue.
     """
     BatchCreateEvaluations: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.BatchCreateEvaluationsRequest, _evaluation_service_pb2.BatchCreateEvaluationsResponse]  # type: ignore[assignment]
-    """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created."""
+    """BatchCreateEvaluations queues many evaluations at once; all are validated (and their runtimes checked
+    as in CreateEvaluation) before any is created.
+    """
     GetEvaluation: _aio.UnaryUnaryMultiCallable[_evaluation_service_pb2.GetEvaluationRequest, _evaluation_service_pb2.GetEvaluationResponse]  # type: ignore[assignment]
     """GetEvaluation reads one evaluation. Another tenant's id answers NOT_FOUND, like a missing one. A
     QUEUED evaluation carries queue_position and estimated_start_time when the scheduler can estimate
@@ -102,7 +112,10 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_evaluation_service_pb2.CreateEvaluationResponse, _abc.Awaitable[_evaluation_service_pb2.CreateEvaluationResponse]]:
         """CreateEvaluation queues one evaluation. Repeating a request_id returns the same evaluation forever;
-        reusing it with a different spec fails with ALREADY_EXISTS.
+        reusing it with a different spec fails with ALREADY_EXISTS. A runtime that no healthy executor offers,
+        while some executor is healthy, fails at once with FAILED_PRECONDITION (ErrorInfo reason
+        RUNTIME_UNAVAILABLE, metadata "runtime" and "offered") and creates nothing; while no executor is
+        healthy at all, evaluations wait in the queue.
         """
 
     @_abc_1.abstractmethod
@@ -111,7 +124,9 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _evaluation_service_pb2.BatchCreateEvaluationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_evaluation_service_pb2.BatchCreateEvaluationsResponse, _abc.Awaitable[_evaluation_service_pb2.BatchCreateEvaluationsResponse]]:
-        """BatchCreateEvaluations queues many evaluations at once; all are validated before any is created."""
+        """BatchCreateEvaluations queues many evaluations at once; all are validated (and their runtimes checked
+        as in CreateEvaluation) before any is created.
+        """
 
     @_abc_1.abstractmethod
     def GetEvaluation(

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/v1/cluster.proto.
  */
 export const file_evalmesh_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("ChlldmFsbWVzaC92MS9jbHVzdGVyLnByb3RvEgtldmFsbWVzaC52MSJ4CgdSdW50aW1lEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEAoIbGFuZ3VhZ2UYAyABKAkSDwoHdmVyc2lvbhgEIAEoCRIPCgdkaWdlc3RzGAUgAygJEhYKDmV4ZWN1dG9yX2NvdW50GAYgASgFInwKElByaW9yaXR5UXVldWVTdGF0cxInCghwcmlvcml0eRgBIAEoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5Eg0KBWRlcHRoGAIgASgDEi4KC29sZGVzdF93YWl0GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKClN0YXRlQ291bnQSLAoFc3RhdGUYASABKA4yHS5ldmFsbWVzaC52MS5FdmFsdWF0aW9uLlN0YXRlEg0KBWNvdW50GAIgASgDIucBCgpRdWV1ZVN0YXRzEjMKCnByaW9yaXRpZXMYASADKAsyHy5ldmFsbWVzaC52MS5Qcmlvcml0eVF1ZXVlU3RhdHMSDwoHcnVubmluZxgCIAEoAxIcChRjb21wbGV0ZWRfcGVyX21pbnV0ZRgDIAEoARItCgxzdGF0ZV9jb3VudHMYBCADKAsyFy5ldmFsbWVzaC52MS5TdGF0ZUNvdW50EhQKDGRlYWRfbGV0dGVycxgFIAEoAxIwCgxvYnNlcnZlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqwCCghFeGVjdXRvchIKCgJpZBgBIAEoCRIMCgRob3N0GAIgASgJEg8KB2JhY2tlbmQYAyABKAkSDQoFc2xvdHMYBCABKAUSEgoKYnVzeV9zbG90cxgFIAEoBRIeChZydW5uaW5nX2V2YWx1YXRpb25faWRzGAYgAygJEhAKCHJ1bnRpbWVzGAcgAygJEg8KB2hlYWx0aHkYCCABKAgSGAoQdW5oZWFsdGh5X3JlYXNvbhgJIAEoCRIuCgpzdGFydF90aW1lGAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5oZWFydGJlYXRfdGltZRgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29tcGxldGVkGAwgASgDIsEBCgpEZWFkTGV0dGVyEhUKDWV2YWx1YXRpb25faWQYASABKAkSDgoGdGVuYW50GAIgASgJEicKCHByaW9yaXR5GAMgASgOMhUuZXZhbG1lc2gudjEuUHJpb3JpdHkSEgoKZGVsaXZlcmllcxgEIAEoAxIOCgZyZWFzb24YBSABKAkSLQoJZGVhZF90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghzZXF1ZW5jZRgHIAEoBGIGcHJvdG8z", [file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChlldmFsbWVzaC92MS9jbHVzdGVyLnByb3RvEgtldmFsbWVzaC52MSKnAQoHUnVudGltZRIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhAKCGxhbmd1YWdlGAMgASgJEg8KB3ZlcnNpb24YBCABKAkSDwoHZGlnZXN0cxgFIAMoCRIWCg5leGVjdXRvcl9jb3VudBgGIAEoBRItCghwYWNrYWdlcxgHIAMoCzIbLmV2YWxtZXNoLnYxLlJ1bnRpbWVQYWNrYWdlIi8KDlJ1bnRpbWVQYWNrYWdlEgwKBG5hbWUYASABKAkSDwoHdmVyc2lvbhgCIAEoCSJ8ChJQcmlvcml0eVF1ZXVlU3RhdHMSJwoIcHJpb3JpdHkYASABKA4yFS5ldmFsbWVzaC52MS5Qcmlvcml0eRINCgVkZXB0aBgCIAEoAxIuCgtvbGRlc3Rfd2FpdBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJJCgpTdGF0ZUNvdW50EiwKBXN0YXRlGAEgASgOMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvbi5TdGF0ZRINCgVjb3VudBgCIAEoAyLnAQoKUXVldWVTdGF0cxIzCgpwcmlvcml0aWVzGAEgAygLMh8uZXZhbG1lc2gudjEuUHJpb3JpdHlRdWV1ZVN0YXRzEg8KB3J1bm5pbmcYAiABKAMSHAoUY29tcGxldGVkX3Blcl9taW51dGUYAyABKAESLQoMc3RhdGVfY291bnRzGAQgAygLMhcuZXZhbG1lc2gudjEuU3RhdGVDb3VudBIUCgxkZWFkX2xldHRlcnMYBSABKAMSMAoMb2JzZXJ2ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK+AgoIRXhlY3V0b3ISCgoCaWQYASABKAkSDAoEaG9zdBgCIAEoCRIPCgdiYWNrZW5kGAMgASgJEg0KBXNsb3RzGAQgASgFEhIKCmJ1c3lfc2xvdHMYBSABKAUSHgoWcnVubmluZ19ldmFsdWF0aW9uX2lkcxgGIAMoCRIQCghydW50aW1lcxgHIAMoCRIPCgdoZWFsdGh5GAggASgIEhgKEHVuaGVhbHRoeV9yZWFzb24YCSABKAkSLgoKc3RhcnRfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOaGVhcnRiZWF0X3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCWNvbXBsZXRlZBgMIAEoAxIQCghkcmFpbmluZxgNIAEoCCLBAQoKRGVhZExldHRlchIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg4KBnRlbmFudBgCIAEoCRInCghwcmlvcml0eRgDIAEoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5EhIKCmRlbGl2ZXJpZXMYBCABKAMSDgoGcmVhc29uGAUgASgJEi0KCWRlYWRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIc2VxdWVuY2UYByABKAQivAEKC1dhaXRTdW1tYXJ5Eg0KBWNvdW50GAEgASgDEiYKA3A1MBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNwOTAYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJgoDcDk5GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA21heBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKMAQoOQWN0aXZpdHlCdWNrZXQSLgoKc3RhcnRfdGltZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJY29tcGxldGVkGAIgASgDEg8KB3N0YXJ0ZWQYAyABKAMSJgoEd2FpdBgEIAEoCzIYLmV2YWxtZXNoLnYxLldhaXRTdW1tYXJ5IpgCCg1RdWV1ZUFjdGl2aXR5Ei4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgxidWNrZXRfd2lkdGgYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLAoHYnVja2V0cxgEIAMoCzIbLmV2YWxtZXNoLnYxLkFjdGl2aXR5QnVja2V0EhEKCWNvbXBsZXRlZBgFIAEoAxIPCgdzdGFydGVkGAYgASgDEiYKBHdhaXQYByABKAsyGC5ldmFsbWVzaC52MS5XYWl0U3VtbWFyeWIGcHJvdG8z", [file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Runtime is a named sandbox image that executors can run evaluations in.
@@ -63,6 +63,14 @@ export type Runtime = Message<"evalmesh.v1.Runtime"> & {
    * @generated from field: int32 executor_count = 6;
    */
   executorCount: number;
+
+  /**
+   * packages are the Python distributions installed in the runtime beyond the standard library, by
+   * name, as the healthy executors offering it report them; empty for the standard-library runtime.
+   *
+   * @generated from field: repeated evalmesh.v1.RuntimePackage packages = 7;
+   */
+  packages: RuntimePackage[];
 };
 
 /**
@@ -71,6 +79,34 @@ export type Runtime = Message<"evalmesh.v1.Runtime"> & {
  */
 export const RuntimeSchema: GenMessage<Runtime> = /*@__PURE__*/
   messageDesc(file_evalmesh_v1_cluster, 0);
+
+/**
+ * RuntimePackage is one Python distribution installed in a runtime.
+ *
+ * @generated from message evalmesh.v1.RuntimePackage
+ */
+export type RuntimePackage = Message<"evalmesh.v1.RuntimePackage"> & {
+  /**
+   * name is the distribution's normalized name, e.g. "scikit-learn".
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * version is its exact version, e.g. "1.7.2".
+   *
+   * @generated from field: string version = 2;
+   */
+  version: string;
+};
+
+/**
+ * Describes the message evalmesh.v1.RuntimePackage.
+ * Use `create(RuntimePackageSchema)` to create a new message.
+ */
+export const RuntimePackageSchema: GenMessage<RuntimePackage> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster, 1);
 
 /**
  * PriorityQueueStats describes the backlog of one priority class.
@@ -105,7 +141,7 @@ export type PriorityQueueStats = Message<"evalmesh.v1.PriorityQueueStats"> & {
  * Use `create(PriorityQueueStatsSchema)` to create a new message.
  */
 export const PriorityQueueStatsSchema: GenMessage<PriorityQueueStats> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_cluster, 1);
+  messageDesc(file_evalmesh_v1_cluster, 2);
 
 /**
  * StateCount is how many evaluations are in one state.
@@ -133,7 +169,7 @@ export type StateCount = Message<"evalmesh.v1.StateCount"> & {
  * Use `create(StateCountSchema)` to create a new message.
  */
 export const StateCountSchema: GenMessage<StateCount> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_cluster, 2);
+  messageDesc(file_evalmesh_v1_cluster, 3);
 
 /**
  * QueueStats is a snapshot of the queue and of the work in flight.
@@ -189,7 +225,7 @@ export type QueueStats = Message<"evalmesh.v1.QueueStats"> & {
  * Use `create(QueueStatsSchema)` to create a new message.
  */
 export const QueueStatsSchema: GenMessage<QueueStats> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_cluster, 3);
+  messageDesc(file_evalmesh_v1_cluster, 4);
 
 /**
  * Executor is one executor-pool instance as the cluster sees it.
@@ -280,6 +316,15 @@ export type Executor = Message<"evalmesh.v1.Executor"> & {
    * @generated from field: int64 completed = 12;
    */
   completed: bigint;
+
+  /**
+   * draining is true once a drain began (ClusterService.DrainExecutor, or the instance shutting down): it
+   * takes no new work, lets its running evaluations finish within the drain's grace and gives back the
+   * rest. A drained instance stays so until it is restarted.
+   *
+   * @generated from field: bool draining = 13;
+   */
+  draining: boolean;
 };
 
 /**
@@ -287,7 +332,7 @@ export type Executor = Message<"evalmesh.v1.Executor"> & {
  * Use `create(ExecutorSchema)` to create a new message.
  */
 export const ExecutorSchema: GenMessage<Executor> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_cluster, 4);
+  messageDesc(file_evalmesh_v1_cluster, 5);
 
 /**
  * DeadLetter is a job that exhausted its deliveries and was set aside for inspection.
@@ -350,5 +395,163 @@ export type DeadLetter = Message<"evalmesh.v1.DeadLetter"> & {
  * Use `create(DeadLetterSchema)` to create a new message.
  */
 export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_cluster, 5);
+  messageDesc(file_evalmesh_v1_cluster, 6);
+
+/**
+ * WaitSummary is the distribution of queue waits: how long evaluations waited from their acceptance
+ * (create_time) to the claim that started their latest attempt (start_time).
+ *
+ * @generated from message evalmesh.v1.WaitSummary
+ */
+export type WaitSummary = Message<"evalmesh.v1.WaitSummary"> & {
+  /**
+   * count is how many waits the summary describes (see QueueActivity.started for how many there were).
+   *
+   * @generated from field: int64 count = 1;
+   */
+  count: bigint;
+
+  /**
+   * p50 is the median wait.
+   *
+   * @generated from field: google.protobuf.Duration p50 = 2;
+   */
+  p50?: Duration | undefined;
+
+  /**
+   * p90 is the wait that 90 % of the waits did not exceed.
+   *
+   * @generated from field: google.protobuf.Duration p90 = 3;
+   */
+  p90?: Duration | undefined;
+
+  /**
+   * p99 is the wait that 99 % of the waits did not exceed.
+   *
+   * @generated from field: google.protobuf.Duration p99 = 4;
+   */
+  p99?: Duration | undefined;
+
+  /**
+   * max is the longest wait.
+   *
+   * @generated from field: google.protobuf.Duration max = 5;
+   */
+  max?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.WaitSummary.
+ * Use `create(WaitSummarySchema)` to create a new message.
+ */
+export const WaitSummarySchema: GenMessage<WaitSummary> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster, 7);
+
+/**
+ * ActivityBucket is what happened in one interval of a QueueActivity window.
+ *
+ * @generated from message evalmesh.v1.ActivityBucket
+ */
+export type ActivityBucket = Message<"evalmesh.v1.ActivityBucket"> & {
+  /**
+   * start_time is the start of the interval; it lasts QueueActivity.bucket_width.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * completed is how many evaluations reached a terminal state in the interval.
+   *
+   * @generated from field: int64 completed = 2;
+   */
+  completed: bigint;
+
+  /**
+   * started is how many evaluations were claimed by an executor in the interval.
+   *
+   * @generated from field: int64 started = 3;
+   */
+  started: bigint;
+
+  /**
+   * wait summarizes the waits of the evaluations started in the interval; unset when none started.
+   *
+   * @generated from field: evalmesh.v1.WaitSummary wait = 4;
+   */
+  wait?: WaitSummary | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.ActivityBucket.
+ * Use `create(ActivityBucketSchema)` to create a new message.
+ */
+export const ActivityBucketSchema: GenMessage<ActivityBucket> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster, 8);
+
+/**
+ * QueueActivity is the cluster's throughput and queue waits over a recent window, computed by storage
+ * from the stored timestamps of every tenant's evaluations, so it covers the whole window whoever looked.
+ *
+ * @generated from message evalmesh.v1.QueueActivity
+ */
+export type QueueActivity = Message<"evalmesh.v1.QueueActivity"> & {
+  /**
+   * start_time is the start of the window.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 1;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * end_time is the end of the window: when storage computed it, on the database's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 2;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * bucket_width is the length of each bucket.
+   *
+   * @generated from field: google.protobuf.Duration bucket_width = 3;
+   */
+  bucketWidth?: Duration | undefined;
+
+  /**
+   * buckets split the window into equal consecutive intervals, oldest first.
+   *
+   * @generated from field: repeated evalmesh.v1.ActivityBucket buckets = 4;
+   */
+  buckets: ActivityBucket[];
+
+  /**
+   * completed is how many evaluations reached a terminal state in the window.
+   *
+   * @generated from field: int64 completed = 5;
+   */
+  completed: bigint;
+
+  /**
+   * started is how many evaluations were claimed by an executor in the window.
+   *
+   * @generated from field: int64 started = 6;
+   */
+  started: bigint;
+
+  /**
+   * wait summarizes the waits of the evaluations started in the window; unset when none started. When
+   * more than 100,000 started, it and the buckets' summaries describe the latest 100,000 (wait.count
+   * says how many); the counts are always exact.
+   *
+   * @generated from field: evalmesh.v1.WaitSummary wait = 7;
+   */
+  wait?: WaitSummary | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.QueueActivity.
+ * Use `create(QueueActivitySchema)` to create a new message.
+ */
+export const QueueActivitySchema: GenMessage<QueueActivity> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster, 9);
 

@@ -4,17 +4,19 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { DeadLetter, Executor, QueueStats, Runtime } from "./cluster_pb.js";
+import type { DeadLetter, Executor, QueueActivity, QueueStats, Runtime } from "./cluster_pb.js";
 import { file_evalmesh_v1_cluster } from "./cluster_pb.js";
 import type { Evaluation } from "./evaluation_pb.js";
 import { file_evalmesh_v1_evaluation } from "./evaluation_pb.js";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file evalmesh/v1/cluster_service.proto.
  */
 export const file_evalmesh_v1_cluster_service: GenFile = /*@__PURE__*/
-  fileDesc("CiFldmFsbWVzaC92MS9jbHVzdGVyX3NlcnZpY2UucHJvdG8SC2V2YWxtZXNoLnYxIhYKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0Ij8KFUdldFF1ZXVlU3RhdHNSZXNwb25zZRImCgVzdGF0cxgBIAEoCzIXLmV2YWxtZXNoLnYxLlF1ZXVlU3RhdHMiFgoUTGlzdEV4ZWN1dG9yc1JlcXVlc3QiQQoVTGlzdEV4ZWN1dG9yc1Jlc3BvbnNlEigKCWV4ZWN1dG9ycxgBIAMoCzIVLmV2YWxtZXNoLnYxLkV4ZWN1dG9yIhUKE0xpc3RSdW50aW1lc1JlcXVlc3QiPgoUTGlzdFJ1bnRpbWVzUmVzcG9uc2USJgoIcnVudGltZXMYASADKAsyFC5ldmFsbWVzaC52MS5SdW50aW1lIj8KFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZhbG1lc2gudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLAoYUmVkcml2ZURlYWRMZXR0ZXJSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgEIkgKGVJlZHJpdmVEZWFkTGV0dGVyUmVzcG9uc2USKwoKZXZhbHVhdGlvbhgBIAEoCzIXLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24y1wMKDkNsdXN0ZXJTZXJ2aWNlElYKDUdldFF1ZXVlU3RhdHMSIS5ldmFsbWVzaC52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBoiLmV2YWxtZXNoLnYxLkdldFF1ZXVlU3RhdHNSZXNwb25zZRJWCg1MaXN0RXhlY3V0b3JzEiEuZXZhbG1lc2gudjEuTGlzdEV4ZWN1dG9yc1JlcXVlc3QaIi5ldmFsbWVzaC52MS5MaXN0RXhlY3V0b3JzUmVzcG9uc2USUwoMTGlzdFJ1bnRpbWVzEiAuZXZhbG1lc2gudjEuTGlzdFJ1bnRpbWVzUmVxdWVzdBohLmV2YWxtZXNoLnYxLkxpc3RSdW50aW1lc1Jlc3BvbnNlElwKD0xpc3REZWFkTGV0dGVycxIjLmV2YWxtZXNoLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaJC5ldmFsbWVzaC52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZRJiChFSZWRyaXZlRGVhZExldHRlchIlLmV2YWxtZXNoLnYxLlJlZHJpdmVEZWFkTGV0dGVyUmVxdWVzdBomLmV2YWxtZXNoLnYxLlJlZHJpdmVEZWFkTGV0dGVyUmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation]);
+  fileDesc("CiFldmFsbWVzaC92MS9jbHVzdGVyX3NlcnZpY2UucHJvdG8SC2V2YWxtZXNoLnYxIhYKFEdldFF1ZXVlU3RhdHNSZXF1ZXN0Ij8KFUdldFF1ZXVlU3RhdHNSZXNwb25zZRImCgVzdGF0cxgBIAEoCzIXLmV2YWxtZXNoLnYxLlF1ZXVlU3RhdHMiFgoUTGlzdEV4ZWN1dG9yc1JlcXVlc3QiQQoVTGlzdEV4ZWN1dG9yc1Jlc3BvbnNlEigKCWV4ZWN1dG9ycxgBIAMoCzIVLmV2YWxtZXNoLnYxLkV4ZWN1dG9yIhUKE0xpc3RSdW50aW1lc1JlcXVlc3QiPgoUTGlzdFJ1bnRpbWVzUmVzcG9uc2USJgoIcnVudGltZXMYASADKAsyFC5ldmFsbWVzaC52MS5SdW50aW1lIj8KFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiYQoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USLQoMZGVhZF9sZXR0ZXJzGAEgAygLMhcuZXZhbG1lc2gudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiLAoYUmVkcml2ZURlYWRMZXR0ZXJSZXF1ZXN0EhAKCHNlcXVlbmNlGAEgASgEIkgKGVJlZHJpdmVEZWFkTGV0dGVyUmVzcG9uc2USKwoKZXZhbHVhdGlvbhgBIAEoCzIXLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24iKAoUR2V0RGVhZExldHRlclJlcXVlc3QSEAoIc2VxdWVuY2UYASABKAQicgoVR2V0RGVhZExldHRlclJlc3BvbnNlEiwKC2RlYWRfbGV0dGVyGAEgASgLMhcuZXZhbG1lc2gudjEuRGVhZExldHRlchIrCgpldmFsdWF0aW9uGAIgASgLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbiJMChREcmFpbkV4ZWN1dG9yUmVxdWVzdBIKCgJpZBgBIAEoCRIoCgVncmFjZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJAChVEcmFpbkV4ZWN1dG9yUmVzcG9uc2USJwoIZXhlY3V0b3IYASABKAsyFS5ldmFsbWVzaC52MS5FeGVjdXRvciJIChdQdXJnZUV2YWx1YXRpb25zUmVxdWVzdBItCgpvbGRlcl90aGFuGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uInEKGFB1cmdlRXZhbHVhdGlvbnNSZXNwb25zZRIOCgZwdXJnZWQYASABKAMSMwoPZW5kX3RpbWVfYmVmb3JlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghjb21wbGV0ZRgDIAEoCCJEChdHZXRRdWV1ZUFjdGl2aXR5UmVxdWVzdBIpCgZ3aW5kb3cYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iSAoYR2V0UXVldWVBY3Rpdml0eVJlc3BvbnNlEiwKCGFjdGl2aXR5GAEgASgLMhouZXZhbG1lc2gudjEuUXVldWVBY3Rpdml0eTLJBgoOQ2x1c3RlclNlcnZpY2USVgoNR2V0UXVldWVTdGF0cxIhLmV2YWxtZXNoLnYxLkdldFF1ZXVlU3RhdHNSZXF1ZXN0GiIuZXZhbG1lc2gudjEuR2V0UXVldWVTdGF0c1Jlc3BvbnNlElYKDUxpc3RFeGVjdXRvcnMSIS5ldmFsbWVzaC52MS5MaXN0RXhlY3V0b3JzUmVxdWVzdBoiLmV2YWxtZXNoLnYxLkxpc3RFeGVjdXRvcnNSZXNwb25zZRJTCgxMaXN0UnVudGltZXMSIC5ldmFsbWVzaC52MS5MaXN0UnVudGltZXNSZXF1ZXN0GiEuZXZhbG1lc2gudjEuTGlzdFJ1bnRpbWVzUmVzcG9uc2USXAoPTGlzdERlYWRMZXR0ZXJzEiMuZXZhbG1lc2gudjEuTGlzdERlYWRMZXR0ZXJzUmVxdWVzdBokLmV2YWxtZXNoLnYxLkxpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEmIKEVJlZHJpdmVEZWFkTGV0dGVyEiUuZXZhbG1lc2gudjEuUmVkcml2ZURlYWRMZXR0ZXJSZXF1ZXN0GiYuZXZhbG1lc2gudjEuUmVkcml2ZURlYWRMZXR0ZXJSZXNwb25zZRJWCg1HZXREZWFkTGV0dGVyEiEuZXZhbG1lc2gudjEuR2V0RGVhZExldHRlclJlcXVlc3QaIi5ldmFsbWVzaC52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2USVgoNRHJhaW5FeGVjdXRvchIhLmV2YWxtZXNoLnYxLkRyYWluRXhlY3V0b3JSZXF1ZXN0GiIuZXZhbG1lc2gudjEuRHJhaW5FeGVjdXRvclJlc3BvbnNlEl8KEFB1cmdlRXZhbHVhdGlvbnMSJC5ldmFsbWVzaC52MS5QdXJnZUV2YWx1YXRpb25zUmVxdWVzdBolLmV2YWxtZXNoLnYxLlB1cmdlRXZhbHVhdGlvbnNSZXNwb25zZRJfChBHZXRRdWV1ZUFjdGl2aXR5EiQuZXZhbG1lc2gudjEuR2V0UXVldWVBY3Rpdml0eVJlcXVlc3QaJS5ldmFsbWVzaC52MS5HZXRRdWV1ZUFjdGl2aXR5UmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * GetQueueStatsRequest asks for a queue snapshot.
@@ -223,8 +225,209 @@ export const RedriveDeadLetterResponseSchema: GenMessage<RedriveDeadLetterRespon
   messageDesc(file_evalmesh_v1_cluster_service, 9);
 
 /**
+ * GetDeadLetterRequest names a dead letter.
+ *
+ * @generated from message evalmesh.v1.GetDeadLetterRequest
+ */
+export type GetDeadLetterRequest = Message<"evalmesh.v1.GetDeadLetterRequest"> & {
+  /**
+   * sequence names the dead letter (DeadLetter.sequence).
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message evalmesh.v1.GetDeadLetterRequest.
+ * Use `create(GetDeadLetterRequestSchema)` to create a new message.
+ */
+export const GetDeadLetterRequestSchema: GenMessage<GetDeadLetterRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 10);
+
+/**
+ * GetDeadLetterResponse carries the dead letter and its evaluation.
+ *
+ * @generated from message evalmesh.v1.GetDeadLetterResponse
+ */
+export type GetDeadLetterResponse = Message<"evalmesh.v1.GetDeadLetterResponse"> & {
+  /**
+   * dead_letter is the letter.
+   *
+   * @generated from field: evalmesh.v1.DeadLetter dead_letter = 1;
+   */
+  deadLetter?: DeadLetter | undefined;
+
+  /**
+   * evaluation is the evaluation the job was for, in the BASIC view; unset if it was purged since.
+   *
+   * @generated from field: evalmesh.v1.Evaluation evaluation = 2;
+   */
+  evaluation?: Evaluation | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.GetDeadLetterResponse.
+ * Use `create(GetDeadLetterResponseSchema)` to create a new message.
+ */
+export const GetDeadLetterResponseSchema: GenMessage<GetDeadLetterResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 11);
+
+/**
+ * DrainExecutorRequest names the executor instance to drain.
+ *
+ * @generated from message evalmesh.v1.DrainExecutorRequest
+ */
+export type DrainExecutorRequest = Message<"evalmesh.v1.DrainExecutorRequest"> & {
+  /**
+   * id is the instance's identifier (Executor.id).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * grace is how long its running evaluations may take to finish before they are given back to the queue:
+   * 0 to 1 hour; unset means the instance's own configured grace.
+   *
+   * @generated from field: google.protobuf.Duration grace = 2;
+   */
+  grace?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.DrainExecutorRequest.
+ * Use `create(DrainExecutorRequestSchema)` to create a new message.
+ */
+export const DrainExecutorRequestSchema: GenMessage<DrainExecutorRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 12);
+
+/**
+ * DrainExecutorResponse carries the instance once its drain began.
+ *
+ * @generated from message evalmesh.v1.DrainExecutorResponse
+ */
+export type DrainExecutorResponse = Message<"evalmesh.v1.DrainExecutorResponse"> & {
+  /**
+   * executor is the instance as it reported itself once the drain began (draining, not healthy).
+   *
+   * @generated from field: evalmesh.v1.Executor executor = 1;
+   */
+  executor?: Executor | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.DrainExecutorResponse.
+ * Use `create(DrainExecutorResponseSchema)` to create a new message.
+ */
+export const DrainExecutorResponseSchema: GenMessage<DrainExecutorResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 13);
+
+/**
+ * PurgeEvaluationsRequest says which terminal evaluations to delete.
+ *
+ * @generated from message evalmesh.v1.PurgeEvaluationsRequest
+ */
+export type PurgeEvaluationsRequest = Message<"evalmesh.v1.PurgeEvaluationsRequest"> & {
+  /**
+   * older_than selects terminal evaluations that ended more than this long ago (0 or more); newer ones,
+   * and every QUEUED or RUNNING one, are kept.
+   *
+   * @generated from field: google.protobuf.Duration older_than = 1;
+   */
+  olderThan?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.PurgeEvaluationsRequest.
+ * Use `create(PurgeEvaluationsRequestSchema)` to create a new message.
+ */
+export const PurgeEvaluationsRequestSchema: GenMessage<PurgeEvaluationsRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 14);
+
+/**
+ * PurgeEvaluationsResponse reports what was deleted.
+ *
+ * @generated from message evalmesh.v1.PurgeEvaluationsResponse
+ */
+export type PurgeEvaluationsResponse = Message<"evalmesh.v1.PurgeEvaluationsResponse"> & {
+  /**
+   * purged is how many evaluations were deleted with their output.
+   *
+   * @generated from field: int64 purged = 1;
+   */
+  purged: bigint;
+
+  /**
+   * end_time_before is the cutoff applied: evaluations that ended before it were deleted.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time_before = 2;
+   */
+  endTimeBefore?: Timestamp | undefined;
+
+  /**
+   * complete is false when the call stopped before every selected evaluation was deleted (it deletes in
+   * batches for a bounded time); call again to continue.
+   *
+   * @generated from field: bool complete = 3;
+   */
+  complete: boolean;
+};
+
+/**
+ * Describes the message evalmesh.v1.PurgeEvaluationsResponse.
+ * Use `create(PurgeEvaluationsResponseSchema)` to create a new message.
+ */
+export const PurgeEvaluationsResponseSchema: GenMessage<PurgeEvaluationsResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 15);
+
+/**
+ * GetQueueActivityRequest asks for the recent throughput and waits.
+ *
+ * @generated from message evalmesh.v1.GetQueueActivityRequest
+ */
+export type GetQueueActivityRequest = Message<"evalmesh.v1.GetQueueActivityRequest"> & {
+  /**
+   * window is how far back from now to look: 1 minute to 24 hours; unset means 1 hour. It is split into
+   * 60 buckets.
+   *
+   * @generated from field: google.protobuf.Duration window = 1;
+   */
+  window?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.GetQueueActivityRequest.
+ * Use `create(GetQueueActivityRequestSchema)` to create a new message.
+ */
+export const GetQueueActivityRequestSchema: GenMessage<GetQueueActivityRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 16);
+
+/**
+ * GetQueueActivityResponse carries the activity.
+ *
+ * @generated from message evalmesh.v1.GetQueueActivityResponse
+ */
+export type GetQueueActivityResponse = Message<"evalmesh.v1.GetQueueActivityResponse"> & {
+  /**
+   * activity is the throughput and waits over the window.
+   *
+   * @generated from field: evalmesh.v1.QueueActivity activity = 1;
+   */
+  activity?: QueueActivity | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.GetQueueActivityResponse.
+ * Use `create(GetQueueActivityResponseSchema)` to create a new message.
+ */
+export const GetQueueActivityResponseSchema: GenMessage<GetQueueActivityResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_cluster_service, 17);
+
+/**
  * ClusterService shows the queue, the executor pool and the runtimes, and lets admins handle dead
- * letters. ListRuntimes is open to every key; the rest needs an admin key (PERMISSION_DENIED otherwise).
+ * letters, drain executors and purge old evaluations. ListRuntimes is open to every key; the rest needs
+ * an admin key (PERMISSION_DENIED otherwise).
  *
  * @generated from service evalmesh.v1.ClusterService
  */
@@ -250,7 +453,9 @@ export const ClusterService: GenService<{
     output: typeof ListExecutorsResponseSchema;
   },
   /**
-   * ListRuntimes returns the runtimes that at least one healthy executor offers.
+   * ListRuntimes returns the runtimes the API accepts and any others a healthy executor offers, with
+   * what the executors offering them report (version, digests, packages). executor_count 0 means none
+   * offers it now: a submit for it then fails (see EvaluationService.CreateEvaluation).
    *
    * @generated from rpc evalmesh.v1.ClusterService.ListRuntimes
    */
@@ -278,6 +483,52 @@ export const ClusterService: GenService<{
     methodKind: "unary";
     input: typeof RedriveDeadLetterRequestSchema;
     output: typeof RedriveDeadLetterResponseSchema;
+  },
+  /**
+   * GetDeadLetter returns one dead letter and the evaluation it was for. A letter that was redriven or
+   * aged out answers NOT_FOUND (reason DEAD_LETTER_NOT_FOUND).
+   *
+   * @generated from rpc evalmesh.v1.ClusterService.GetDeadLetter
+   */
+  getDeadLetter: {
+    methodKind: "unary";
+    input: typeof GetDeadLetterRequestSchema;
+    output: typeof GetDeadLetterResponseSchema;
+  },
+  /**
+   * DrainExecutor makes one executor instance stop taking work: its running evaluations may finish within
+   * the grace, the rest are given back to the queue, and it stays drained until it is restarted. It
+   * answers as soon as the drain began; ListExecutors shows its progress (busy_slots falls to 0). An id
+   * that no live executor has answers NOT_FOUND (reason EXECUTOR_NOT_FOUND).
+   *
+   * @generated from rpc evalmesh.v1.ClusterService.DrainExecutor
+   */
+  drainExecutor: {
+    methodKind: "unary";
+    input: typeof DrainExecutorRequestSchema;
+    output: typeof DrainExecutorResponseSchema;
+  },
+  /**
+   * PurgeEvaluations deletes the terminal evaluations of every tenant that ended before a cutoff, with their
+   * output. The scheduler also does this on a schedule (its retention age, 30 days by default).
+   *
+   * @generated from rpc evalmesh.v1.ClusterService.PurgeEvaluations
+   */
+  purgeEvaluations: {
+    methodKind: "unary";
+    input: typeof PurgeEvaluationsRequestSchema;
+    output: typeof PurgeEvaluationsResponseSchema;
+  },
+  /**
+   * GetQueueActivity returns throughput and queue wait percentiles over a recent window, from the stored
+   * timestamps of every tenant's evaluations.
+   *
+   * @generated from rpc evalmesh.v1.ClusterService.GetQueueActivity
+   */
+  getQueueActivity: {
+    methodKind: "unary";
+    input: typeof GetQueueActivityRequestSchema;
+    output: typeof GetQueueActivityResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_evalmesh_v1_cluster_service, 0);

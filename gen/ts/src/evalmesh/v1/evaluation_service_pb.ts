@@ -400,7 +400,10 @@ export const WatchEvaluationResponseSchema: GenMessage<WatchEvaluationResponse> 
 export const EvaluationService: GenService<{
   /**
    * CreateEvaluation queues one evaluation. Repeating a request_id returns the same evaluation forever;
-   * reusing it with a different spec fails with ALREADY_EXISTS.
+   * reusing it with a different spec fails with ALREADY_EXISTS. A runtime that no healthy executor offers,
+   * while some executor is healthy, fails at once with FAILED_PRECONDITION (ErrorInfo reason
+   * RUNTIME_UNAVAILABLE, metadata "runtime" and "offered") and creates nothing; while no executor is
+   * healthy at all, evaluations wait in the queue.
    *
    * @generated from rpc evalmesh.v1.EvaluationService.CreateEvaluation
    */
@@ -410,7 +413,8 @@ export const EvaluationService: GenService<{
     output: typeof CreateEvaluationResponseSchema;
   },
   /**
-   * BatchCreateEvaluations queues many evaluations at once; all are validated before any is created.
+   * BatchCreateEvaluations queues many evaluations at once; all are validated (and their runtimes checked
+   * as in CreateEvaluation) before any is created.
    *
    * @generated from rpc evalmesh.v1.EvaluationService.BatchCreateEvaluations
    */

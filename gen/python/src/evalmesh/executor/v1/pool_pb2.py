@@ -22,23 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from evalmesh.v1 import cluster_pb2 as evalmesh_dot_v1_dot_cluster__pb2
 from evalmesh.v1 import evaluation_pb2 as evalmesh_dot_v1_dot_evaluation__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65valmesh/executor/v1/pool.proto\x12\x14\x65valmesh.executor.v1\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n\x0bRuntimeInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06\x64igest\x18\x02 \x01(\tR\x06\x64igest\x12\x18\n\x07version\x18\x03 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\"\x97\x01\n\x03Run\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x16\n\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"\xd6\x03\n\nPoolStatus\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x12\n\x04host\x18\x02 \x01(\tR\x04host\x12\x18\n\x07\x62\x61\x63kend\x18\x03 \x01(\tR\x07\x62\x61\x63kend\x12\x14\n\x05slots\x18\x04 \x01(\x05R\x05slots\x12-\n\x04runs\x18\x05 \x03(\x0b\x32\x19.evalmesh.executor.v1.RunR\x04runs\x12=\n\x08runtimes\x18\x06 \x03(\x0b\x32!.evalmesh.executor.v1.RuntimeInfoR\x08runtimes\x12\x18\n\x07healthy\x18\x07 \x01(\x08R\x07healthy\x12)\n\x10unhealthy_reason\x18\x08 \x01(\tR\x0funhealthyReason\x12\x1a\n\x08\x64raining\x18\t \x01(\x08R\x08\x64raining\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12;\n\x0breport_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nreportTime\x12\x1c\n\tcompleted\x18\x0c \x01(\x03R\tcompleted\"\xf6\x01\n\x08RunEvent\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x32\n\x06output\x18\x03 \x01(\x0b\x32\x18.evalmesh.v1.OutputChunkH\x00R\x06output\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32\x1d.evalmesh.v1.Evaluation.StateH\x00R\x05state\x12\x37\n\nevaluation\x18\x05 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluationB\x07\n\x05\x65ventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65valmesh/executor/v1/pool.proto\x12\x14\x65valmesh.executor.v1\x1a\x19\x65valmesh/v1/cluster.proto\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x01\n\x0bRuntimeInfo\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n\x06\x64igest\x18\x02 \x01(\tR\x06\x64igest\x12\x18\n\x07version\x18\x03 \x01(\tR\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x37\n\x08packages\x18\x05 \x03(\x0b\x32\x1b.evalmesh.v1.RuntimePackageR\x08packages\"\x97\x01\n\x03Run\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x16\n\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x39\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\"\xd6\x03\n\nPoolStatus\x12\x1f\n\x0binstance_id\x18\x01 \x01(\tR\ninstanceId\x12\x12\n\x04host\x18\x02 \x01(\tR\x04host\x12\x18\n\x07\x62\x61\x63kend\x18\x03 \x01(\tR\x07\x62\x61\x63kend\x12\x14\n\x05slots\x18\x04 \x01(\x05R\x05slots\x12-\n\x04runs\x18\x05 \x03(\x0b\x32\x19.evalmesh.executor.v1.RunR\x04runs\x12=\n\x08runtimes\x18\x06 \x03(\x0b\x32!.evalmesh.executor.v1.RuntimeInfoR\x08runtimes\x12\x18\n\x07healthy\x18\x07 \x01(\x08R\x07healthy\x12)\n\x10unhealthy_reason\x18\x08 \x01(\tR\x0funhealthyReason\x12\x1a\n\x08\x64raining\x18\t \x01(\x08R\x08\x64raining\x12\x39\n\nstart_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tstartTime\x12;\n\x0breport_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nreportTime\x12\x1c\n\tcompleted\x18\x0c \x01(\x03R\tcompleted\"\xf6\x01\n\x08RunEvent\x12#\n\revaluation_id\x18\x01 \x01(\tR\x0c\x65valuationId\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05R\x07\x61ttempt\x12\x32\n\x06output\x18\x03 \x01(\x0b\x32\x18.evalmesh.v1.OutputChunkH\x00R\x06output\x12\x35\n\x05state\x18\x04 \x01(\x0e\x32\x1d.evalmesh.v1.Evaluation.StateH\x00R\x05state\x12\x37\n\nevaluation\x18\x05 \x01(\x0b\x32\x17.evalmesh.v1.EvaluationR\nevaluationB\x07\n\x05\x65ventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'evalmesh.executor.v1.pool_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTIMEINFO']._serialized_start=120
-  _globals['_RUNTIMEINFO']._serialized_end=237
-  _globals['_RUN']._serialized_start=240
-  _globals['_RUN']._serialized_end=391
-  _globals['_POOLSTATUS']._serialized_start=394
-  _globals['_POOLSTATUS']._serialized_end=864
-  _globals['_RUNEVENT']._serialized_start=867
-  _globals['_RUNEVENT']._serialized_end=1113
+  _globals['_RUNTIMEINFO']._serialized_start=148
+  _globals['_RUNTIMEINFO']._serialized_end=322
+  _globals['_RUN']._serialized_start=325
+  _globals['_RUN']._serialized_end=476
+  _globals['_POOLSTATUS']._serialized_start=479
+  _globals['_POOLSTATUS']._serialized_end=949
+  _globals['_RUNEVENT']._serialized_start=952
+  _globals['_RUNEVENT']._serialized_end=1198
 # @@protoc_insertion_point(module_scope)

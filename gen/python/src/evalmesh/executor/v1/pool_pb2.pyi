@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from evalmesh.v1 import cluster_pb2 as _cluster_pb2
 from evalmesh.v1 import evaluation_pb2 as _evaluation_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -30,6 +31,7 @@ class RuntimeInfo(_message.Message):
     DIGEST_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PACKAGES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """name is the runtime's name, e.g. "python"."""
     digest: _builtins.str
@@ -38,6 +40,10 @@ class RuntimeInfo(_message.Message):
     """version is the interpreter version."""
     description: _builtins.str
     """description says what the runtime contains."""
+    @_builtins.property
+    def packages(self) -> _containers.RepeatedCompositeFieldContainer[_cluster_pb2.RuntimePackage]:
+        """packages are the Python distributions installed beyond the standard library, by name."""
+
     def __init__(
         self,
         *,
@@ -45,10 +51,11 @@ class RuntimeInfo(_message.Message):
         digest: _builtins.str = ...,
         version: _builtins.str = ...,
         description: _builtins.str = ...,
+        packages: _abc.Iterable[_cluster_pb2.RuntimePackage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "digest", b"digest", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "digest", b"digest", "name", b"name", "packages", b"packages", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from evalmesh.storage.v1 import record_pb2 as _record_pb2
 from evalmesh.v1 import cluster_pb2 as _cluster_pb2
 from evalmesh.v1 import evaluation_pb2 as _evaluation_pb2
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -323,6 +324,47 @@ class ListExecutorsResponse(_message.Message):
 Global___ListExecutorsResponse: _TypeAlias = ListExecutorsResponse  # noqa: Y015
 
 @_typing.final
+class ListRuntimesRequest(_message.Message):
+    """ListRuntimesRequest asks for the runtimes the pool offers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRuntimesRequest: _TypeAlias = ListRuntimesRequest  # noqa: Y015
+
+@_typing.final
+class ListRuntimesResponse(_message.Message):
+    """ListRuntimesResponse lists them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNTIMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def runtimes(self) -> _containers.RepeatedCompositeFieldContainer[_cluster_pb2.Runtime]:
+        """runtimes are the runtimes at least one healthy executor offers, ordered by name."""
+
+    def __init__(
+        self,
+        *,
+        runtimes: _abc.Iterable[_cluster_pb2.Runtime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["runtimes", b"runtimes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRuntimesResponse: _TypeAlias = ListRuntimesResponse  # noqa: Y015
+
+@_typing.final
 class ListDeadLettersRequest(_message.Message):
     """ListDeadLettersRequest pages through dead letters."""
 
@@ -421,3 +463,151 @@ class RedriveDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RedriveDeadLetterResponse: _TypeAlias = RedriveDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class GetDeadLetterRequest(_message.Message):
+    """GetDeadLetterRequest names a dead letter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """sequence names the dead letter."""
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sequence", b"sequence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeadLetterRequest: _TypeAlias = GetDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class GetDeadLetterResponse(_message.Message):
+    """GetDeadLetterResponse carries the dead letter."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dead_letter(self) -> _cluster_pb2.DeadLetter:
+        """dead_letter is the letter."""
+
+    def __init__(
+        self,
+        *,
+        dead_letter: _cluster_pb2.DeadLetter | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dead_letter", b"dead_letter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter", b"dead_letter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeadLetterResponse: _TypeAlias = GetDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class DrainExecutorRequest(_message.Message):
+    """DrainExecutorRequest names an executor instance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    GRACE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """id is the instance's identifier, as in its heartbeat."""
+    @_builtins.property
+    def grace(self) -> _duration_pb2.Duration:
+        """grace is how long its running evaluations may take to finish; unset means the instance's own default."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        grace: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace", b"grace", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainExecutorRequest: _TypeAlias = DrainExecutorRequest  # noqa: Y015
+
+@_typing.final
+class DrainExecutorResponse(_message.Message):
+    """DrainExecutorResponse carries the instance once its drain began."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def executor(self) -> _cluster_pb2.Executor:
+        """executor is the instance as it reported itself in its answer."""
+
+    def __init__(
+        self,
+        *,
+        executor: _cluster_pb2.Executor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["executor", b"executor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainExecutorResponse: _TypeAlias = DrainExecutorResponse  # noqa: Y015
+
+@_typing.final
+class PurgeEvaluationsRequest(_message.Message):
+    """PurgeEvaluationsRequest selects what to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    END_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def end_time_before(self) -> _timestamp_pb2.Timestamp:
+        """end_time_before deletes terminal evaluations that ended before this time; required."""
+
+    def __init__(
+        self,
+        *,
+        end_time_before: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time_before", b"end_time_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time_before", b"end_time_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeEvaluationsRequest: _TypeAlias = PurgeEvaluationsRequest  # noqa: Y015
+
+@_typing.final
+class PurgeEvaluationsResponse(_message.Message):
+    """PurgeEvaluationsResponse reports what was deleted."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_FIELD_NUMBER: _builtins.int
+    COMPLETE_FIELD_NUMBER: _builtins.int
+    purged: _builtins.int
+    """purged is how many evaluations were deleted."""
+    complete: _builtins.bool
+    """complete is false when the time budget ran out before every selected evaluation was deleted."""
+    def __init__(
+        self,
+        *,
+        purged: _builtins.int = ...,
+        complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete", b"complete", "purged", b"purged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeEvaluationsResponse: _TypeAlias = PurgeEvaluationsResponse  # noqa: Y015

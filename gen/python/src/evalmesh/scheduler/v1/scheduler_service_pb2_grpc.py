@@ -67,6 +67,11 @@ class SchedulerServiceStub:
                 request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.FromString,
                 _registered_method=True)
+        self.ListRuntimes = channel.unary_unary(
+                '/evalmesh.scheduler.v1.SchedulerService/ListRuntimes',
+                request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesResponse.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/evalmesh.scheduler.v1.SchedulerService/ListDeadLetters',
                 request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListDeadLettersRequest.SerializeToString,
@@ -76,6 +81,21 @@ class SchedulerServiceStub:
                 '/evalmesh.scheduler.v1.SchedulerService/RedriveDeadLetter',
                 request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/evalmesh.scheduler.v1.SchedulerService/GetDeadLetter',
+                request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.DrainExecutor = channel.unary_unary(
+                '/evalmesh.scheduler.v1.SchedulerService/DrainExecutor',
+                request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorResponse.FromString,
+                _registered_method=True)
+        self.PurgeEvaluations = channel.unary_unary(
+                '/evalmesh.scheduler.v1.SchedulerService/PurgeEvaluations',
+                request_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsResponse.FromString,
                 _registered_method=True)
 
 
@@ -87,7 +107,9 @@ class SchedulerServiceServicer:
 
     def SubmitEvaluation(self, request, context):
         """SubmitEvaluation stores a QUEUED evaluation (idempotent on tenant and request_id) and publishes
-        its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created.
+        its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created. A runtime that
+        no healthy executor offers while others are healthy answers FAILED_PRECONDITION (reason
+        RUNTIME_UNAVAILABLE) and nothing is created; with no healthy executor at all the evaluation waits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -128,6 +150,13 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuntimes(self, request, context):
+        """ListRuntimes reports the runtimes the healthy executor instances offer, from their heartbeats.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeadLetters(self, request, context):
         """ListDeadLetters pages through the dead-letter stream.
         """
@@ -137,6 +166,28 @@ class SchedulerServiceServicer:
 
     def RedriveDeadLetter(self, request, context):
         """RedriveDeadLetter submits a dead letter's spec again as a new evaluation and removes the letter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """GetDeadLetter reads one dead letter by its sequence; NOT_FOUND (DEAD_LETTER_NOT_FOUND) once gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DrainExecutor(self, request, context):
+        """DrainExecutor asks one live executor instance, over NATS, to drain, and answers once the drain began.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeEvaluations(self, request, context):
+        """PurgeEvaluations deletes terminal evaluations that ended before a time, with their output, in storage
+        batches, for a bounded time (the same work the leader's retention pass does on a schedule).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -175,6 +226,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListExecutorsRequest.FromString,
                     response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListExecutorsResponse.SerializeToString,
             ),
+            'ListRuntimes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuntimes,
+                    request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesRequest.FromString,
+                    response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesResponse.SerializeToString,
+            ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
                     request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListDeadLettersRequest.FromString,
@@ -184,6 +240,21 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.RedriveDeadLetter,
                     request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterRequest.FromString,
                     response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterRequest.FromString,
+                    response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterResponse.SerializeToString,
+            ),
+            'DrainExecutor': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainExecutor,
+                    request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorRequest.FromString,
+                    response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorResponse.SerializeToString,
+            ),
+            'PurgeEvaluations': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeEvaluations,
+                    request_deserializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsRequest.FromString,
+                    response_serializer=evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -362,6 +433,33 @@ class SchedulerService:
             _registered_method=True)
 
     @staticmethod
+    def ListRuntimes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.scheduler.v1.SchedulerService/ListRuntimes',
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesRequest.SerializeToString,
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRuntimesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListDeadLetters(request,
             target,
             options=(),
@@ -405,6 +503,87 @@ class SchedulerService:
             '/evalmesh.scheduler.v1.SchedulerService/RedriveDeadLetter',
             evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterRequest.SerializeToString,
             evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RedriveDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.scheduler.v1.SchedulerService/GetDeadLetter',
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterRequest.SerializeToString,
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainExecutor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.scheduler.v1.SchedulerService/DrainExecutor',
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorRequest.SerializeToString,
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DrainExecutorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeEvaluations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.scheduler.v1.SchedulerService/PurgeEvaluations',
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsRequest.SerializeToString,
+            evalmesh_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PurgeEvaluationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

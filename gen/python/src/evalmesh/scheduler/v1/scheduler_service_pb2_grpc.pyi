@@ -38,7 +38,9 @@ class SchedulerServiceStub:
     def __new__(cls, channel: _aio.Channel) -> SchedulerServiceAsyncStub: ...
     SubmitEvaluation: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.SubmitEvaluationRequest, _scheduler_service_pb2.SubmitEvaluationResponse]
     """SubmitEvaluation stores a QUEUED evaluation (idempotent on tenant and request_id) and publishes
-    its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created.
+    its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created. A runtime that
+    no healthy executor offers while others are healthy answers FAILED_PRECONDITION (reason
+    RUNTIME_UNAVAILABLE) and nothing is created; with no healthy executor at all the evaluation waits.
     """
     BatchSubmitEvaluations: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.BatchSubmitEvaluationsRequest, _scheduler_service_pb2.BatchSubmitEvaluationsResponse]
     """BatchSubmitEvaluations submits many evaluations with one storage round trip and batched publishes."""
@@ -50,10 +52,20 @@ class SchedulerServiceStub:
     """GetQueueStats reports queue depth per priority, running work and throughput."""
     ListExecutors: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListExecutorsRequest, _scheduler_service_pb2.ListExecutorsResponse]
     """ListExecutors reports the live executor instances from their heartbeats."""
+    ListRuntimes: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListRuntimesRequest, _scheduler_service_pb2.ListRuntimesResponse]
+    """ListRuntimes reports the runtimes the healthy executor instances offer, from their heartbeats."""
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListDeadLettersRequest, _scheduler_service_pb2.ListDeadLettersResponse]
     """ListDeadLetters pages through the dead-letter stream."""
     RedriveDeadLetter: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.RedriveDeadLetterRequest, _scheduler_service_pb2.RedriveDeadLetterResponse]
     """RedriveDeadLetter submits a dead letter's spec again as a new evaluation and removes the letter."""
+    GetDeadLetter: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.GetDeadLetterRequest, _scheduler_service_pb2.GetDeadLetterResponse]
+    """GetDeadLetter reads one dead letter by its sequence; NOT_FOUND (DEAD_LETTER_NOT_FOUND) once gone."""
+    DrainExecutor: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.DrainExecutorRequest, _scheduler_service_pb2.DrainExecutorResponse]
+    """DrainExecutor asks one live executor instance, over NATS, to drain, and answers once the drain began."""
+    PurgeEvaluations: _grpc.UnaryUnaryMultiCallable[_scheduler_service_pb2.PurgeEvaluationsRequest, _scheduler_service_pb2.PurgeEvaluationsResponse]
+    """PurgeEvaluations deletes terminal evaluations that ended before a time, with their output, in storage
+    batches, for a bounded time (the same work the leader's retention pass does on a schedule).
+    """
 
 @_typing.type_check_only
 class SchedulerServiceAsyncStub(SchedulerServiceStub):
@@ -65,7 +77,9 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SubmitEvaluation: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.SubmitEvaluationRequest, _scheduler_service_pb2.SubmitEvaluationResponse]  # type: ignore[assignment]
     """SubmitEvaluation stores a QUEUED evaluation (idempotent on tenant and request_id) and publishes
-    its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created.
+    its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created. A runtime that
+    no healthy executor offers while others are healthy answers FAILED_PRECONDITION (reason
+    RUNTIME_UNAVAILABLE) and nothing is created; with no healthy executor at all the evaluation waits.
     """
     BatchSubmitEvaluations: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.BatchSubmitEvaluationsRequest, _scheduler_service_pb2.BatchSubmitEvaluationsResponse]  # type: ignore[assignment]
     """BatchSubmitEvaluations submits many evaluations with one storage round trip and batched publishes."""
@@ -77,10 +91,20 @@ class SchedulerServiceAsyncStub(SchedulerServiceStub):
     """GetQueueStats reports queue depth per priority, running work and throughput."""
     ListExecutors: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListExecutorsRequest, _scheduler_service_pb2.ListExecutorsResponse]  # type: ignore[assignment]
     """ListExecutors reports the live executor instances from their heartbeats."""
+    ListRuntimes: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListRuntimesRequest, _scheduler_service_pb2.ListRuntimesResponse]  # type: ignore[assignment]
+    """ListRuntimes reports the runtimes the healthy executor instances offer, from their heartbeats."""
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.ListDeadLettersRequest, _scheduler_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """ListDeadLetters pages through the dead-letter stream."""
     RedriveDeadLetter: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.RedriveDeadLetterRequest, _scheduler_service_pb2.RedriveDeadLetterResponse]  # type: ignore[assignment]
     """RedriveDeadLetter submits a dead letter's spec again as a new evaluation and removes the letter."""
+    GetDeadLetter: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.GetDeadLetterRequest, _scheduler_service_pb2.GetDeadLetterResponse]  # type: ignore[assignment]
+    """GetDeadLetter reads one dead letter by its sequence; NOT_FOUND (DEAD_LETTER_NOT_FOUND) once gone."""
+    DrainExecutor: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.DrainExecutorRequest, _scheduler_service_pb2.DrainExecutorResponse]  # type: ignore[assignment]
+    """DrainExecutor asks one live executor instance, over NATS, to drain, and answers once the drain began."""
+    PurgeEvaluations: _aio.UnaryUnaryMultiCallable[_scheduler_service_pb2.PurgeEvaluationsRequest, _scheduler_service_pb2.PurgeEvaluationsResponse]  # type: ignore[assignment]
+    """PurgeEvaluations deletes terminal evaluations that ended before a time, with their output, in storage
+    batches, for a bounded time (the same work the leader's retention pass does on a schedule).
+    """
 
 class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
     """SchedulerService is the control plane: it stores and queues evaluations, cancels them, and reports
@@ -95,7 +119,9 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_service_pb2.SubmitEvaluationResponse, _abc.Awaitable[_scheduler_service_pb2.SubmitEvaluationResponse]]:
         """SubmitEvaluation stores a QUEUED evaluation (idempotent on tenant and request_id) and publishes
-        its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created.
+        its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created. A runtime that
+        no healthy executor offers while others are healthy answers FAILED_PRECONDITION (reason
+        RUNTIME_UNAVAILABLE) and nothing is created; with no healthy executor at all the evaluation waits.
         """
 
     @_abc_1.abstractmethod
@@ -139,6 +165,14 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         """ListExecutors reports the live executor instances from their heartbeats."""
 
     @_abc_1.abstractmethod
+    def ListRuntimes(
+        self,
+        request: _scheduler_service_pb2.ListRuntimesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_service_pb2.ListRuntimesResponse, _abc.Awaitable[_scheduler_service_pb2.ListRuntimesResponse]]:
+        """ListRuntimes reports the runtimes the healthy executor instances offer, from their heartbeats."""
+
+    @_abc_1.abstractmethod
     def ListDeadLetters(
         self,
         request: _scheduler_service_pb2.ListDeadLettersRequest,
@@ -153,5 +187,31 @@ class SchedulerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_service_pb2.RedriveDeadLetterResponse, _abc.Awaitable[_scheduler_service_pb2.RedriveDeadLetterResponse]]:
         """RedriveDeadLetter submits a dead letter's spec again as a new evaluation and removes the letter."""
+
+    @_abc_1.abstractmethod
+    def GetDeadLetter(
+        self,
+        request: _scheduler_service_pb2.GetDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_service_pb2.GetDeadLetterResponse, _abc.Awaitable[_scheduler_service_pb2.GetDeadLetterResponse]]:
+        """GetDeadLetter reads one dead letter by its sequence; NOT_FOUND (DEAD_LETTER_NOT_FOUND) once gone."""
+
+    @_abc_1.abstractmethod
+    def DrainExecutor(
+        self,
+        request: _scheduler_service_pb2.DrainExecutorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_service_pb2.DrainExecutorResponse, _abc.Awaitable[_scheduler_service_pb2.DrainExecutorResponse]]:
+        """DrainExecutor asks one live executor instance, over NATS, to drain, and answers once the drain began."""
+
+    @_abc_1.abstractmethod
+    def PurgeEvaluations(
+        self,
+        request: _scheduler_service_pb2.PurgeEvaluationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_service_pb2.PurgeEvaluationsResponse, _abc.Awaitable[_scheduler_service_pb2.PurgeEvaluationsResponse]]:
+        """PurgeEvaluations deletes terminal evaluations that ended before a time, with their output, in storage
+        batches, for a bounded time (the same work the leader's retention pass does on a schedule).
+        """
 
 def add_SchedulerServiceServicer_to_server(servicer: SchedulerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -600,6 +600,7 @@ class CompleteEvaluationRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     CHUNKS_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """id is the running evaluation."""
     attempt: _builtins.int
@@ -616,6 +617,12 @@ class CompleteEvaluationRequest(_message.Message):
         the same transaction as the result, so a short run needs one write instead of two.
         """
 
+    @_builtins.property
+    def timings(self) -> Global___RunTimings:
+        """timings are the moments of the run the executor measured; storage turns them into the evaluation's
+        run_start_time, run_end_time and output_stored_time. Unset (an older executor): those stay unset.
+        """
+
     def __init__(
         self,
         *,
@@ -624,14 +631,58 @@ class CompleteEvaluationRequest(_message.Message):
         state: _evaluation_pb2.Evaluation.State.ValueType = ...,
         result: _evaluation_pb2.EvaluationResult | None = ...,
         chunks: _abc.Iterable[_evaluation_pb2.OutputChunk] | None = ...,
+        timings: Global___RunTimings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunks", b"chunks", "id", b"id", "result", b"result", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "chunks", b"chunks", "id", b"id", "result", b"result", "state", b"state", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteEvaluationRequest: _TypeAlias = CompleteEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class RunTimings(_message.Message):
+    """RunTimings are moments of one attempt, each measured by its executor on its own monotonic clock as the
+    time since the claim's answer arrived. Storage adds them to the claim's start_time and keeps them in
+    order and no later than end_time, so they land on the database's clock: no executor's wall clock, and
+    no clock skew between hosts, enters the record. The claim's answer travels for a moment after
+    start_time, so each lands that moment early; the last stage (recording the result) absorbs it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SANDBOX_READY_FIELD_NUMBER: _builtins.int
+    PROGRAM_ENDED_FIELD_NUMBER: _builtins.int
+    OUTPUT_STORED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sandbox_ready(self) -> _duration_pb2.Duration:
+        """sandbox_ready is when the program started: the sandbox was ready and the code handed over."""
+
+    @_builtins.property
+    def program_ended(self) -> _duration_pb2.Duration:
+        """program_ended is when the program ended (exited or killed)."""
+
+    @_builtins.property
+    def output_stored(self) -> _duration_pb2.Duration:
+        """output_stored is when every output batch written during the run was stored; unset when the last
+        bytes travel in this request's chunks (they are stored with the result, at end_time).
+        """
+
+    def __init__(
+        self,
+        *,
+        sandbox_ready: _duration_pb2.Duration | None = ...,
+        program_ended: _duration_pb2.Duration | None = ...,
+        output_stored: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["output_stored", b"output_stored", "program_ended", b"program_ended", "sandbox_ready", b"sandbox_ready"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["output_stored", b"output_stored", "program_ended", b"program_ended", "sandbox_ready", b"sandbox_ready"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunTimings: _TypeAlias = RunTimings  # noqa: Y015
 
 @_typing.final
 class CompleteEvaluationResponse(_message.Message):
@@ -1130,6 +1181,60 @@ class PurgeEvaluationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PurgeEvaluationsResponse: _TypeAlias = PurgeEvaluationsResponse  # noqa: Y015
+
+@_typing.final
+class GetActivityRequest(_message.Message):
+    """GetActivityRequest selects the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    buckets: _builtins.int
+    """buckets is how many equal intervals to split the window into: 1 to 1440; 0 means 60."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """window is how far back from now (on the database's clock) to look: 1 minute to 24 hours; unset means
+        1 hour.
+        """
+
+    def __init__(
+        self,
+        *,
+        window: _duration_pb2.Duration | None = ...,
+        buckets: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivityRequest: _TypeAlias = GetActivityRequest  # noqa: Y015
+
+@_typing.final
+class GetActivityResponse(_message.Message):
+    """GetActivityResponse carries the activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def activity(self) -> _cluster_pb2.QueueActivity:
+        """activity is the throughput and waits over the window."""
+
+    def __init__(
+        self,
+        *,
+        activity: _cluster_pb2.QueueActivity | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity", b"activity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetActivityResponse: _TypeAlias = GetActivityResponse  # noqa: Y015
 
 @_typing.final
 class CreateApiKeyRequest(_message.Message):

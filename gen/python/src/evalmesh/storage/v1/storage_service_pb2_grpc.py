@@ -127,6 +127,11 @@ class StorageServiceStub:
                 request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsResponse.FromString,
                 _registered_method=True)
+        self.GetActivity = channel.unary_unary(
+                '/evalmesh.storage.v1.StorageService/GetActivity',
+                request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityResponse.FromString,
+                _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/evalmesh.storage.v1.StorageService/CreateApiKey',
                 request_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.CreateApiKeyRequest.SerializeToString,
@@ -288,6 +293,14 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetActivity(self, request, context):
+        """GetActivity computes throughput and queue wait percentiles over a window from the stored timestamps
+        of every tenant's evaluations (claims by start_time, completions by end_time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApiKey(self, request, context):
         """CreateApiKey stores a new key's hash and returns its secret once.
         """
@@ -408,6 +421,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.PurgeEvaluations,
                     request_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsRequest.FromString,
                     response_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsResponse.SerializeToString,
+            ),
+            'GetActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetActivity,
+                    request_deserializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityRequest.FromString,
+                    response_serializer=evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -919,6 +937,33 @@ class StorageService:
             '/evalmesh.storage.v1.StorageService/PurgeEvaluations',
             evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsRequest.SerializeToString,
             evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.PurgeEvaluationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/evalmesh.storage.v1.StorageService/GetActivity',
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityRequest.SerializeToString,
+            evalmesh_dot_storage_dot_v1_dot_storage__service__pb2.GetActivityResponse.FromString,
             options,
             channel_credentials,
             insecure,

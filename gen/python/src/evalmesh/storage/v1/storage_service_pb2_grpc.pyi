@@ -84,6 +84,10 @@ class StorageServiceStub:
     """GetStats counts evaluations per state and priority."""
     PurgeEvaluations: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.PurgeEvaluationsRequest, _storage_service_pb2.PurgeEvaluationsResponse]
     """PurgeEvaluations deletes terminal evaluations, and their output, that ended before a time."""
+    GetActivity: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.GetActivityRequest, _storage_service_pb2.GetActivityResponse]
+    """GetActivity computes throughput and queue wait percentiles over a window from the stored timestamps
+    of every tenant's evaluations (claims by start_time, completions by end_time).
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.CreateApiKeyRequest, _storage_service_pb2.CreateApiKeyResponse]
     """CreateApiKey stores a new key's hash and returns its secret once."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_storage_service_pb2.ListApiKeysRequest, _storage_service_pb2.ListApiKeysResponse]
@@ -149,6 +153,10 @@ class StorageServiceAsyncStub(StorageServiceStub):
     """GetStats counts evaluations per state and priority."""
     PurgeEvaluations: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.PurgeEvaluationsRequest, _storage_service_pb2.PurgeEvaluationsResponse]  # type: ignore[assignment]
     """PurgeEvaluations deletes terminal evaluations, and their output, that ended before a time."""
+    GetActivity: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.GetActivityRequest, _storage_service_pb2.GetActivityResponse]  # type: ignore[assignment]
+    """GetActivity computes throughput and queue wait percentiles over a window from the stored timestamps
+    of every tenant's evaluations (claims by start_time, completions by end_time).
+    """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.CreateApiKeyRequest, _storage_service_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """CreateApiKey stores a new key's hash and returns its secret once."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_storage_service_pb2.ListApiKeysRequest, _storage_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
@@ -319,6 +327,16 @@ class StorageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_storage_service_pb2.PurgeEvaluationsResponse, _abc.Awaitable[_storage_service_pb2.PurgeEvaluationsResponse]]:
         """PurgeEvaluations deletes terminal evaluations, and their output, that ended before a time."""
+
+    @_abc_1.abstractmethod
+    def GetActivity(
+        self,
+        request: _storage_service_pb2.GetActivityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_storage_service_pb2.GetActivityResponse, _abc.Awaitable[_storage_service_pb2.GetActivityResponse]]:
+        """GetActivity computes throughput and queue wait percentiles over a window from the stored timestamps
+        of every tenant's evaluations (claims by start_time, completions by end_time).
+        """
 
     @_abc_1.abstractmethod
     def CreateApiKey(

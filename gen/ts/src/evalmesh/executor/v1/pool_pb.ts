@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { RuntimePackage } from "../../v1/cluster_pb.js";
+import { file_evalmesh_v1_cluster } from "../../v1/cluster_pb.js";
 import type { Evaluation, Evaluation_State, OutputChunk } from "../../v1/evaluation_pb.js";
 import { file_evalmesh_v1_evaluation } from "../../v1/evaluation_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/executor/v1/pool.proto.
  */
 export const file_evalmesh_executor_v1_pool: GenFile = /*@__PURE__*/
-  fileDesc("Ch9ldmFsbWVzaC9leGVjdXRvci92MS9wb29sLnByb3RvEhRldmFsbWVzaC5leGVjdXRvci52MSJRCgtSdW50aW1lSW5mbxIMCgRuYW1lGAEgASgJEg4KBmRpZ2VzdBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEhMKC2Rlc2NyaXB0aW9uGAQgASgJIm0KA1J1bhIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDgoGdGVuYW50GAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIt4CCgpQb29sU3RhdHVzEhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGhvc3QYAiABKAkSDwoHYmFja2VuZBgDIAEoCRINCgVzbG90cxgEIAEoBRInCgRydW5zGAUgAygLMhkuZXZhbG1lc2guZXhlY3V0b3IudjEuUnVuEjMKCHJ1bnRpbWVzGAYgAygLMiEuZXZhbG1lc2guZXhlY3V0b3IudjEuUnVudGltZUluZm8SDwoHaGVhbHRoeRgHIAEoCBIYChB1bmhlYWx0aHlfcmVhc29uGAggASgJEhAKCGRyYWluaW5nGAkgASgIEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JlcG9ydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb21wbGV0ZWQYDCABKAMixAEKCFJ1bkV2ZW50EhUKDWV2YWx1YXRpb25faWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIqCgZvdXRwdXQYAyABKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVua0gAEi4KBXN0YXRlGAQgASgOMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvbi5TdGF0ZUgAEisKCmV2YWx1YXRpb24YBSABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uQgcKBWV2ZW50YgZwcm90bzM", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
+  fileDesc("Ch9ldmFsbWVzaC9leGVjdXRvci92MS9wb29sLnByb3RvEhRldmFsbWVzaC5leGVjdXRvci52MSKAAQoLUnVudGltZUluZm8SDAoEbmFtZRgBIAEoCRIOCgZkaWdlc3QYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRItCghwYWNrYWdlcxgFIAMoCzIbLmV2YWxtZXNoLnYxLlJ1bnRpbWVQYWNrYWdlIm0KA1J1bhIVCg1ldmFsdWF0aW9uX2lkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDgoGdGVuYW50GAMgASgJEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIt4CCgpQb29sU3RhdHVzEhMKC2luc3RhbmNlX2lkGAEgASgJEgwKBGhvc3QYAiABKAkSDwoHYmFja2VuZBgDIAEoCRINCgVzbG90cxgEIAEoBRInCgRydW5zGAUgAygLMhkuZXZhbG1lc2guZXhlY3V0b3IudjEuUnVuEjMKCHJ1bnRpbWVzGAYgAygLMiEuZXZhbG1lc2guZXhlY3V0b3IudjEuUnVudGltZUluZm8SDwoHaGVhbHRoeRgHIAEoCBIYChB1bmhlYWx0aHlfcmVhc29uGAggASgJEhAKCGRyYWluaW5nGAkgASgIEi4KCnN0YXJ0X3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3JlcG9ydF90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCgljb21wbGV0ZWQYDCABKAMixAEKCFJ1bkV2ZW50EhUKDWV2YWx1YXRpb25faWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIqCgZvdXRwdXQYAyABKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVua0gAEi4KBXN0YXRlGAQgASgOMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvbi5TdGF0ZUgAEisKCmV2YWx1YXRpb24YBSABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uQgcKBWV2ZW50YgZwcm90bzM", [file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
 
 /**
  * RuntimeInfo is a runtime an executor instance can run.
@@ -49,6 +51,13 @@ export type RuntimeInfo = Message<"evalmesh.executor.v1.RuntimeInfo"> & {
    * @generated from field: string description = 4;
    */
   description: string;
+
+  /**
+   * packages are the Python distributions installed beyond the standard library, by name.
+   *
+   * @generated from field: repeated evalmesh.v1.RuntimePackage packages = 5;
+   */
+  packages: RuntimePackage[];
 };
 
 /**

@@ -6,19 +6,19 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { EvaluationRecord } from "../../storage/v1/record_pb.js";
 import { file_evalmesh_storage_v1_record } from "../../storage/v1/record_pb.js";
-import type { DeadLetter, Executor, QueueStats } from "../../v1/cluster_pb.js";
+import type { DeadLetter, Executor, QueueStats, Runtime } from "../../v1/cluster_pb.js";
 import { file_evalmesh_v1_cluster } from "../../v1/cluster_pb.js";
 import type { EvaluationSpec } from "../../v1/evaluation_pb.js";
 import { file_evalmesh_v1_evaluation } from "../../v1/evaluation_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file evalmesh/scheduler/v1/scheduler_service.proto.
  */
 export const file_evalmesh_scheduler_v1_scheduler_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci1ldmFsbWVzaC9zY2hlZHVsZXIvdjEvc2NoZWR1bGVyX3NlcnZpY2UucHJvdG8SFWV2YWxtZXNoLnNjaGVkdWxlci52MSJoChdTdWJtaXRFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYU3VibWl0RXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIImEKHUJhdGNoU3VibWl0RXZhbHVhdGlvbnNSZXF1ZXN0EkAKCHJlcXVlc3RzGAEgAygLMi4uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXF1ZXN0ImQKHkJhdGNoU3VibWl0RXZhbHVhdGlvbnNSZXNwb25zZRJCCglyZXNwb25zZXMYASADKAsyLy5ldmFsbWVzaC5zY2hlZHVsZXIudjEuU3VibWl0RXZhbHVhdGlvblJlc3BvbnNlIkUKF0NhbmNlbEV2YWx1YXRpb25SZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIKCgJpZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiUQoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCI1ChdHZXRRdWV1ZVBvc2l0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkieAoYR2V0UXVldWVQb3NpdGlvblJlc3BvbnNlEhUKCHBvc2l0aW9uGAEgASgDSACIAQESOAoUZXN0aW1hdGVkX3N0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgsKCV9wb3NpdGlvbiIWChRHZXRRdWV1ZVN0YXRzUmVxdWVzdCI/ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USJgoFc3RhdHMYASABKAsyFy5ldmFsbWVzaC52MS5RdWV1ZVN0YXRzIhYKFExpc3RFeGVjdXRvcnNSZXF1ZXN0IkEKFUxpc3RFeGVjdXRvcnNSZXNwb25zZRIoCglleGVjdXRvcnMYASADKAsyFS5ldmFsbWVzaC52MS5FeGVjdXRvciI/ChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImEKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEi0KDGRlYWRfbGV0dGVycxgBIAMoCzIXLmV2YWxtZXNoLnYxLkRlYWRMZXR0ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKGFJlZHJpdmVEZWFkTGV0dGVyUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBCJSChlSZWRyaXZlRGVhZExldHRlclJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZDK7BwoQU2NoZWR1bGVyU2VydmljZRJzChBTdWJtaXRFdmFsdWF0aW9uEi4uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXF1ZXN0Gi8uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXNwb25zZRKFAQoWQmF0Y2hTdWJtaXRFdmFsdWF0aW9ucxI0LmV2YWxtZXNoLnNjaGVkdWxlci52MS5CYXRjaFN1Ym1pdEV2YWx1YXRpb25zUmVxdWVzdBo1LmV2YWxtZXNoLnNjaGVkdWxlci52MS5CYXRjaFN1Ym1pdEV2YWx1YXRpb25zUmVzcG9uc2UScwoQQ2FuY2VsRXZhbHVhdGlvbhIuLmV2YWxtZXNoLnNjaGVkdWxlci52MS5DYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnNjaGVkdWxlci52MS5DYW5jZWxFdmFsdWF0aW9uUmVzcG9uc2UScwoQR2V0UXVldWVQb3NpdGlvbhIuLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVBvc2l0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVBvc2l0aW9uUmVzcG9uc2USagoNR2V0UXVldWVTdGF0cxIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVN0YXRzUmVzcG9uc2USagoNTGlzdEV4ZWN1dG9ycxIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5MaXN0RXhlY3V0b3JzUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5MaXN0RXhlY3V0b3JzUmVzcG9uc2UScAoPTGlzdERlYWRMZXR0ZXJzEi0uZXZhbG1lc2guc2NoZWR1bGVyLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaLi5ldmFsbWVzaC5zY2hlZHVsZXIudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USdgoRUmVkcml2ZURlYWRMZXR0ZXISLy5ldmFsbWVzaC5zY2hlZHVsZXIudjEuUmVkcml2ZURlYWRMZXR0ZXJSZXF1ZXN0GjAuZXZhbG1lc2guc2NoZWR1bGVyLnYxLlJlZHJpdmVEZWFkTGV0dGVyUmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_storage_v1_record, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
+  fileDesc("Ci1ldmFsbWVzaC9zY2hlZHVsZXIvdjEvc2NoZWR1bGVyX3NlcnZpY2UucHJvdG8SFWV2YWxtZXNoLnNjaGVkdWxlci52MSJoChdTdWJtaXRFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYU3VibWl0RXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIImEKHUJhdGNoU3VibWl0RXZhbHVhdGlvbnNSZXF1ZXN0EkAKCHJlcXVlc3RzGAEgAygLMi4uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXF1ZXN0ImQKHkJhdGNoU3VibWl0RXZhbHVhdGlvbnNSZXNwb25zZRJCCglyZXNwb25zZXMYASADKAsyLy5ldmFsbWVzaC5zY2hlZHVsZXIudjEuU3VibWl0RXZhbHVhdGlvblJlc3BvbnNlIkUKF0NhbmNlbEV2YWx1YXRpb25SZXF1ZXN0Eg4KBnRlbmFudBgBIAEoCRIKCgJpZBgCIAEoCRIOCgZyZWFzb24YAyABKAkiUQoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCI1ChdHZXRRdWV1ZVBvc2l0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkieAoYR2V0UXVldWVQb3NpdGlvblJlc3BvbnNlEhUKCHBvc2l0aW9uGAEgASgDSACIAQESOAoUZXN0aW1hdGVkX3N0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQgsKCV9wb3NpdGlvbiIWChRHZXRRdWV1ZVN0YXRzUmVxdWVzdCI/ChVHZXRRdWV1ZVN0YXRzUmVzcG9uc2USJgoFc3RhdHMYASABKAsyFy5ldmFsbWVzaC52MS5RdWV1ZVN0YXRzIhYKFExpc3RFeGVjdXRvcnNSZXF1ZXN0IkEKFUxpc3RFeGVjdXRvcnNSZXNwb25zZRIoCglleGVjdXRvcnMYASADKAsyFS5ldmFsbWVzaC52MS5FeGVjdXRvciIVChNMaXN0UnVudGltZXNSZXF1ZXN0Ij4KFExpc3RSdW50aW1lc1Jlc3BvbnNlEiYKCHJ1bnRpbWVzGAEgAygLMhQuZXZhbG1lc2gudjEuUnVudGltZSI/ChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJImEKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEi0KDGRlYWRfbGV0dGVycxgBIAMoCzIXLmV2YWxtZXNoLnYxLkRlYWRMZXR0ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiwKGFJlZHJpdmVEZWFkTGV0dGVyUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBCJSChlSZWRyaXZlRGVhZExldHRlclJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCIoChRHZXREZWFkTGV0dGVyUmVxdWVzdBIQCghzZXF1ZW5jZRgBIAEoBCJFChVHZXREZWFkTGV0dGVyUmVzcG9uc2USLAoLZGVhZF9sZXR0ZXIYASABKAsyFy5ldmFsbWVzaC52MS5EZWFkTGV0dGVyIkwKFERyYWluRXhlY3V0b3JSZXF1ZXN0EgoKAmlkGAEgASgJEigKBWdyYWNlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkAKFURyYWluRXhlY3V0b3JSZXNwb25zZRInCghleGVjdXRvchgBIAEoCzIVLmV2YWxtZXNoLnYxLkV4ZWN1dG9yIk4KF1B1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0EjMKD2VuZF90aW1lX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiPAoYUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEg4KBnB1cmdlZBgBIAEoAxIQCghjb21wbGV0ZRgCIAEoCDLxCgoQU2NoZWR1bGVyU2VydmljZRJzChBTdWJtaXRFdmFsdWF0aW9uEi4uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXF1ZXN0Gi8uZXZhbG1lc2guc2NoZWR1bGVyLnYxLlN1Ym1pdEV2YWx1YXRpb25SZXNwb25zZRKFAQoWQmF0Y2hTdWJtaXRFdmFsdWF0aW9ucxI0LmV2YWxtZXNoLnNjaGVkdWxlci52MS5CYXRjaFN1Ym1pdEV2YWx1YXRpb25zUmVxdWVzdBo1LmV2YWxtZXNoLnNjaGVkdWxlci52MS5CYXRjaFN1Ym1pdEV2YWx1YXRpb25zUmVzcG9uc2UScwoQQ2FuY2VsRXZhbHVhdGlvbhIuLmV2YWxtZXNoLnNjaGVkdWxlci52MS5DYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnNjaGVkdWxlci52MS5DYW5jZWxFdmFsdWF0aW9uUmVzcG9uc2UScwoQR2V0UXVldWVQb3NpdGlvbhIuLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVBvc2l0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVBvc2l0aW9uUmVzcG9uc2USagoNR2V0UXVldWVTdGF0cxIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVN0YXRzUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXRRdWV1ZVN0YXRzUmVzcG9uc2USagoNTGlzdEV4ZWN1dG9ycxIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5MaXN0RXhlY3V0b3JzUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5MaXN0RXhlY3V0b3JzUmVzcG9uc2USZwoMTGlzdFJ1bnRpbWVzEiouZXZhbG1lc2guc2NoZWR1bGVyLnYxLkxpc3RSdW50aW1lc1JlcXVlc3QaKy5ldmFsbWVzaC5zY2hlZHVsZXIudjEuTGlzdFJ1bnRpbWVzUmVzcG9uc2UScAoPTGlzdERlYWRMZXR0ZXJzEi0uZXZhbG1lc2guc2NoZWR1bGVyLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaLi5ldmFsbWVzaC5zY2hlZHVsZXIudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USdgoRUmVkcml2ZURlYWRMZXR0ZXISLy5ldmFsbWVzaC5zY2hlZHVsZXIudjEuUmVkcml2ZURlYWRMZXR0ZXJSZXF1ZXN0GjAuZXZhbG1lc2guc2NoZWR1bGVyLnYxLlJlZHJpdmVEZWFkTGV0dGVyUmVzcG9uc2USagoNR2V0RGVhZExldHRlchIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXREZWFkTGV0dGVyUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5HZXREZWFkTGV0dGVyUmVzcG9uc2USagoNRHJhaW5FeGVjdXRvchIrLmV2YWxtZXNoLnNjaGVkdWxlci52MS5EcmFpbkV4ZWN1dG9yUmVxdWVzdBosLmV2YWxtZXNoLnNjaGVkdWxlci52MS5EcmFpbkV4ZWN1dG9yUmVzcG9uc2UScwoQUHVyZ2VFdmFsdWF0aW9ucxIuLmV2YWxtZXNoLnNjaGVkdWxlci52MS5QdXJnZUV2YWx1YXRpb25zUmVxdWVzdBovLmV2YWxtZXNoLnNjaGVkdWxlci52MS5QdXJnZUV2YWx1YXRpb25zUmVzcG9uc2ViBnByb3RvMw", [file_evalmesh_storage_v1_record, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * SubmitEvaluationRequest describes one evaluation to queue.
@@ -310,6 +310,42 @@ export const ListExecutorsResponseSchema: GenMessage<ListExecutorsResponse> = /*
   messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 11);
 
 /**
+ * ListRuntimesRequest asks for the runtimes the pool offers.
+ *
+ * @generated from message evalmesh.scheduler.v1.ListRuntimesRequest
+ */
+export type ListRuntimesRequest = Message<"evalmesh.scheduler.v1.ListRuntimesRequest"> & {
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.ListRuntimesRequest.
+ * Use `create(ListRuntimesRequestSchema)` to create a new message.
+ */
+export const ListRuntimesRequestSchema: GenMessage<ListRuntimesRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 12);
+
+/**
+ * ListRuntimesResponse lists them.
+ *
+ * @generated from message evalmesh.scheduler.v1.ListRuntimesResponse
+ */
+export type ListRuntimesResponse = Message<"evalmesh.scheduler.v1.ListRuntimesResponse"> & {
+  /**
+   * runtimes are the runtimes at least one healthy executor offers, ordered by name.
+   *
+   * @generated from field: repeated evalmesh.v1.Runtime runtimes = 1;
+   */
+  runtimes: Runtime[];
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.ListRuntimesResponse.
+ * Use `create(ListRuntimesResponseSchema)` to create a new message.
+ */
+export const ListRuntimesResponseSchema: GenMessage<ListRuntimesResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 13);
+
+/**
  * ListDeadLettersRequest pages through dead letters.
  *
  * @generated from message evalmesh.scheduler.v1.ListDeadLettersRequest
@@ -335,7 +371,7 @@ export type ListDeadLettersRequest = Message<"evalmesh.scheduler.v1.ListDeadLett
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 12);
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 14);
 
 /**
  * ListDeadLettersResponse is one page of dead letters.
@@ -363,7 +399,7 @@ export type ListDeadLettersResponse = Message<"evalmesh.scheduler.v1.ListDeadLet
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 13);
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 15);
 
 /**
  * RedriveDeadLetterRequest names a dead letter.
@@ -384,7 +420,7 @@ export type RedriveDeadLetterRequest = Message<"evalmesh.scheduler.v1.RedriveDea
  * Use `create(RedriveDeadLetterRequestSchema)` to create a new message.
  */
 export const RedriveDeadLetterRequestSchema: GenMessage<RedriveDeadLetterRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 14);
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 16);
 
 /**
  * RedriveDeadLetterResponse carries the new evaluation.
@@ -405,7 +441,147 @@ export type RedriveDeadLetterResponse = Message<"evalmesh.scheduler.v1.RedriveDe
  * Use `create(RedriveDeadLetterResponseSchema)` to create a new message.
  */
 export const RedriveDeadLetterResponseSchema: GenMessage<RedriveDeadLetterResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 15);
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 17);
+
+/**
+ * GetDeadLetterRequest names a dead letter.
+ *
+ * @generated from message evalmesh.scheduler.v1.GetDeadLetterRequest
+ */
+export type GetDeadLetterRequest = Message<"evalmesh.scheduler.v1.GetDeadLetterRequest"> & {
+  /**
+   * sequence names the dead letter.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.GetDeadLetterRequest.
+ * Use `create(GetDeadLetterRequestSchema)` to create a new message.
+ */
+export const GetDeadLetterRequestSchema: GenMessage<GetDeadLetterRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 18);
+
+/**
+ * GetDeadLetterResponse carries the dead letter.
+ *
+ * @generated from message evalmesh.scheduler.v1.GetDeadLetterResponse
+ */
+export type GetDeadLetterResponse = Message<"evalmesh.scheduler.v1.GetDeadLetterResponse"> & {
+  /**
+   * dead_letter is the letter.
+   *
+   * @generated from field: evalmesh.v1.DeadLetter dead_letter = 1;
+   */
+  deadLetter?: DeadLetter | undefined;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.GetDeadLetterResponse.
+ * Use `create(GetDeadLetterResponseSchema)` to create a new message.
+ */
+export const GetDeadLetterResponseSchema: GenMessage<GetDeadLetterResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 19);
+
+/**
+ * DrainExecutorRequest names an executor instance.
+ *
+ * @generated from message evalmesh.scheduler.v1.DrainExecutorRequest
+ */
+export type DrainExecutorRequest = Message<"evalmesh.scheduler.v1.DrainExecutorRequest"> & {
+  /**
+   * id is the instance's identifier, as in its heartbeat.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * grace is how long its running evaluations may take to finish; unset means the instance's own default.
+   *
+   * @generated from field: google.protobuf.Duration grace = 2;
+   */
+  grace?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.DrainExecutorRequest.
+ * Use `create(DrainExecutorRequestSchema)` to create a new message.
+ */
+export const DrainExecutorRequestSchema: GenMessage<DrainExecutorRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 20);
+
+/**
+ * DrainExecutorResponse carries the instance once its drain began.
+ *
+ * @generated from message evalmesh.scheduler.v1.DrainExecutorResponse
+ */
+export type DrainExecutorResponse = Message<"evalmesh.scheduler.v1.DrainExecutorResponse"> & {
+  /**
+   * executor is the instance as it reported itself in its answer.
+   *
+   * @generated from field: evalmesh.v1.Executor executor = 1;
+   */
+  executor?: Executor | undefined;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.DrainExecutorResponse.
+ * Use `create(DrainExecutorResponseSchema)` to create a new message.
+ */
+export const DrainExecutorResponseSchema: GenMessage<DrainExecutorResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 21);
+
+/**
+ * PurgeEvaluationsRequest selects what to delete.
+ *
+ * @generated from message evalmesh.scheduler.v1.PurgeEvaluationsRequest
+ */
+export type PurgeEvaluationsRequest = Message<"evalmesh.scheduler.v1.PurgeEvaluationsRequest"> & {
+  /**
+   * end_time_before deletes terminal evaluations that ended before this time; required.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time_before = 1;
+   */
+  endTimeBefore?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.PurgeEvaluationsRequest.
+ * Use `create(PurgeEvaluationsRequestSchema)` to create a new message.
+ */
+export const PurgeEvaluationsRequestSchema: GenMessage<PurgeEvaluationsRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 22);
+
+/**
+ * PurgeEvaluationsResponse reports what was deleted.
+ *
+ * @generated from message evalmesh.scheduler.v1.PurgeEvaluationsResponse
+ */
+export type PurgeEvaluationsResponse = Message<"evalmesh.scheduler.v1.PurgeEvaluationsResponse"> & {
+  /**
+   * purged is how many evaluations were deleted.
+   *
+   * @generated from field: int64 purged = 1;
+   */
+  purged: bigint;
+
+  /**
+   * complete is false when the time budget ran out before every selected evaluation was deleted.
+   *
+   * @generated from field: bool complete = 2;
+   */
+  complete: boolean;
+};
+
+/**
+ * Describes the message evalmesh.scheduler.v1.PurgeEvaluationsResponse.
+ * Use `create(PurgeEvaluationsResponseSchema)` to create a new message.
+ */
+export const PurgeEvaluationsResponseSchema: GenMessage<PurgeEvaluationsResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_scheduler_v1_scheduler_service, 23);
 
 /**
  * SchedulerService is the control plane: it stores and queues evaluations, cancels them, and reports
@@ -417,7 +593,9 @@ export const RedriveDeadLetterResponseSchema: GenMessage<RedriveDeadLetterRespon
 export const SchedulerService: GenService<{
   /**
    * SubmitEvaluation stores a QUEUED evaluation (idempotent on tenant and request_id) and publishes
-   * its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created.
+   * its job. A full queue answers RESOURCE_EXHAUSTED and the evaluation is not created. A runtime that
+   * no healthy executor offers while others are healthy answers FAILED_PRECONDITION (reason
+   * RUNTIME_UNAVAILABLE) and nothing is created; with no healthy executor at all the evaluation waits.
    *
    * @generated from rpc evalmesh.scheduler.v1.SchedulerService.SubmitEvaluation
    */
@@ -477,6 +655,16 @@ export const SchedulerService: GenService<{
     output: typeof ListExecutorsResponseSchema;
   },
   /**
+   * ListRuntimes reports the runtimes the healthy executor instances offer, from their heartbeats.
+   *
+   * @generated from rpc evalmesh.scheduler.v1.SchedulerService.ListRuntimes
+   */
+  listRuntimes: {
+    methodKind: "unary";
+    input: typeof ListRuntimesRequestSchema;
+    output: typeof ListRuntimesResponseSchema;
+  },
+  /**
    * ListDeadLetters pages through the dead-letter stream.
    *
    * @generated from rpc evalmesh.scheduler.v1.SchedulerService.ListDeadLetters
@@ -495,6 +683,37 @@ export const SchedulerService: GenService<{
     methodKind: "unary";
     input: typeof RedriveDeadLetterRequestSchema;
     output: typeof RedriveDeadLetterResponseSchema;
+  },
+  /**
+   * GetDeadLetter reads one dead letter by its sequence; NOT_FOUND (DEAD_LETTER_NOT_FOUND) once gone.
+   *
+   * @generated from rpc evalmesh.scheduler.v1.SchedulerService.GetDeadLetter
+   */
+  getDeadLetter: {
+    methodKind: "unary";
+    input: typeof GetDeadLetterRequestSchema;
+    output: typeof GetDeadLetterResponseSchema;
+  },
+  /**
+   * DrainExecutor asks one live executor instance, over NATS, to drain, and answers once the drain began.
+   *
+   * @generated from rpc evalmesh.scheduler.v1.SchedulerService.DrainExecutor
+   */
+  drainExecutor: {
+    methodKind: "unary";
+    input: typeof DrainExecutorRequestSchema;
+    output: typeof DrainExecutorResponseSchema;
+  },
+  /**
+   * PurgeEvaluations deletes terminal evaluations that ended before a time, with their output, in storage
+   * batches, for a bounded time (the same work the leader's retention pass does on a schedule).
+   *
+   * @generated from rpc evalmesh.scheduler.v1.SchedulerService.PurgeEvaluations
+   */
+  purgeEvaluations: {
+    methodKind: "unary";
+    input: typeof PurgeEvaluationsRequestSchema;
+    output: typeof PurgeEvaluationsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_evalmesh_scheduler_v1_scheduler_service, 0);

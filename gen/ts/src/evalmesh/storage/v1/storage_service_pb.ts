@@ -8,7 +8,7 @@ import type { EvaluationRecord, OutputProgress } from "./record_pb.js";
 import { file_evalmesh_storage_v1_record } from "./record_pb.js";
 import type { ApiKey, Role } from "../../v1/api_key_pb.js";
 import { file_evalmesh_v1_api_key } from "../../v1/api_key_pb.js";
-import type { PriorityQueueStats, StateCount } from "../../v1/cluster_pb.js";
+import type { PriorityQueueStats, QueueActivity, StateCount } from "../../v1/cluster_pb.js";
 import { file_evalmesh_v1_cluster } from "../../v1/cluster_pb.js";
 import type { AppliedLimits, Evaluation_State, EvaluationResult, EvaluationSpec, EvaluationView, OutputChunk, OutputStream, Priority } from "../../v1/evaluation_pb.js";
 import { file_evalmesh_v1_evaluation } from "../../v1/evaluation_pb.js";
@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/storage/v1/storage_service.proto.
  */
 export const file_evalmesh_storage_v1_storage_service: GenFile = /*@__PURE__*/
-  fileDesc("CilldmFsbWVzaC9zdG9yYWdlL3YxL3N0b3JhZ2Vfc2VydmljZS5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSJoChdDcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIIl8KHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0Ej4KCHJlcXVlc3RzGAEgAygLMiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdCJiCh5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USQAoJcmVzcG9uc2VzGAEgAygLMi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2UifQoUR2V0RXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBHZpZXcYAyABKA4yGy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uVmlldxIeChZpbmNsdWRlX3F1ZXVlX3Bvc2l0aW9uGAQgASgIIk4KFUdldEV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiuwMKFkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi0KBnN0YXRlcxgEIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgFIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5EkcKBmxhYmVscxgGIAMoCzI3LmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV2YWx1YXRpb25zUmVxdWVzdC5MYWJlbHNFbnRyeRI1ChFjcmVhdGVfdGltZV9hZnRlchgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgR2aWV3GAkgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChdMaXN0RXZhbHVhdGlvbnNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLwAQoWQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5ydW50aW1lX2RpZ2VzdBgEIAEoCRIyCg5hcHBsaWVkX2xpbWl0cxgFIAEoCzIaLmV2YWxtZXNoLnYxLkFwcGxpZWRMaW1pdHMSNgoMdGVuYW50X3NoYXJlGAYgASgLMiAuZXZhbG1lc2guc3RvcmFnZS52MS5UZW5hbnRTaGFyZSI4CgtUZW5hbnRTaGFyZRITCgttYXhfcnVubmluZxgBIAEoBRIUCgxmYWlyX3J1bm5pbmcYAiABKAUiUAoXQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkImMKEVJlbmV3TGVhc2VSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSMQoObGVhc2VfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZQoSUmVuZXdMZWFzZVJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIlwKE0FwcGVuZE91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIoCgZjaHVua3MYAyADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuayJNChRBcHBlbmRPdXRwdXRSZXNwb25zZRI1Cghwcm9ncmVzcxgBIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MifQoRUmVhZE91dHB1dFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBnN0cmVhbRgDIAEoDjIZLmV2YWxtZXNoLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAMSEQoJbWF4X2J5dGVzGAUgASgDInUKElJlYWRPdXRwdXRSZXNwb25zZRIoCgZjaHVua3MYASADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuaxI1Cghwcm9ncmVzcxgCIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MivwEKGUNvbXBsZXRlRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIsCgVzdGF0ZRgDIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSLQoGcmVzdWx0GAQgASgLMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvblJlc3VsdBIoCgZjaHVua3MYBSADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuayJTChpDb21wbGV0ZUV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiRQoXQ2FuY2VsRXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEg4KBnJlYXNvbhgDIAEoCSKIAQoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBI1Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUiRwoYUmVxdWV1ZUV2YWx1YXRpb25SZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSDgoGcmVhc29uGAMgASgJIlIKGVJlcXVldWVFdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIigKGVJlY29yZFB1YmxpY2F0aW9uc1JlcXVlc3QSCwoDaWRzGAEgAygJIi4KGlJlY29yZFB1YmxpY2F0aW9uc1Jlc3BvbnNlEhAKCHJlY29yZGVkGAEgASgFIl0KFkxpc3RVbnB1Ymxpc2hlZFJlcXVlc3QSNAoQcHVibGlzaGVkX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiUQoXTGlzdFVucHVibGlzaGVkUmVzcG9uc2USNgoHcmVjb3JkcxgBIAMoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCIpChhMaXN0RXhwaXJlZExlYXNlc1JlcXVlc3QSDQoFbGltaXQYASABKAUiUwoZTGlzdEV4cGlyZWRMZWFzZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkInAKEUxpc3RRdWV1ZWRSZXF1ZXN0EjQKEHB1Ymxpc2hlZF9iZWZvcmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImUKEkxpc3RRdWV1ZWRSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI3ChFMaXN0TGVhc2VzUmVxdWVzdBITCgtleGVjdXRvcl9pZBgBIAEoCRINCgVsaW1pdBgCIAEoBSJMChJMaXN0TGVhc2VzUmVzcG9uc2USNgoHcmVjb3JkcxgBIAMoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCIhCg9HZXRTdGF0c1JlcXVlc3QSDgoGdGVuYW50GAEgASgJIpEBChBHZXRTdGF0c1Jlc3BvbnNlEi0KDHN0YXRlX2NvdW50cxgBIAMoCzIXLmV2YWxtZXNoLnYxLlN0YXRlQ291bnQSLwoGcXVldWVkGAIgAygLMh8uZXZhbG1lc2gudjEuUHJpb3JpdHlRdWV1ZVN0YXRzEh0KFWNvbXBsZXRlZF9sYXN0X21pbnV0ZRgDIAEoAyJdChdQdXJnZUV2YWx1YXRpb25zUmVxdWVzdBIzCg9lbmRfdGltZV9iZWZvcmUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg0KBWxpbWl0GAIgASgFIioKGFB1cmdlRXZhbHVhdGlvbnNSZXNwb25zZRIOCgZwdXJnZWQYASABKAUiXAoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSHwoEcm9sZRgCIAEoDjIRLmV2YWxtZXNoLnYxLlJvbGUSFAoMZGlzcGxheV9uYW1lGAMgASgJIkwKFENyZWF0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJImQKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAQgASgIIlUKE0xpc3RBcGlLZXlzUmVzcG9uc2USJQoIYXBpX2tleXMYASADKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKE1Jldm9rZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiPAoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJAoHYXBpX2tleRgBIAEoCzITLmV2YWxtZXNoLnYxLkFwaUtleSIrChlBdXRoZW50aWNhdGVBcGlLZXlSZXF1ZXN0Eg4KBnNlY3JldBgBIAEoCSJCChpBdXRoZW50aWNhdGVBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuZXZhbG1lc2gudjEuQXBpS2V5MswSCg5TdG9yYWdlU2VydmljZRJvChBDcmVhdGVFdmFsdWF0aW9uEiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEoEBChZCYXRjaENyZWF0ZUV2YWx1YXRpb25zEjIuZXZhbG1lc2guc3RvcmFnZS52MS5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVxdWVzdBozLmV2YWxtZXNoLnN0b3JhZ2UudjEuQmF0Y2hDcmVhdGVFdmFsdWF0aW9uc1Jlc3BvbnNlEmYKDUdldEV2YWx1YXRpb24SKS5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldEV2YWx1YXRpb25SZXF1ZXN0GiouZXZhbG1lc2guc3RvcmFnZS52MS5HZXRFdmFsdWF0aW9uUmVzcG9uc2USbAoPTGlzdEV2YWx1YXRpb25zEisuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXZhbHVhdGlvbnNSZXF1ZXN0GiwuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXZhbHVhdGlvbnNSZXNwb25zZRJsCg9DbGFpbUV2YWx1YXRpb24SKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkNsYWltRXZhbHVhdGlvblJlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkNsYWltRXZhbHVhdGlvblJlc3BvbnNlEl0KClJlbmV3TGVhc2USJi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlbmV3TGVhc2VSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5SZW5ld0xlYXNlUmVzcG9uc2USYwoMQXBwZW5kT3V0cHV0EiguZXZhbG1lc2guc3RvcmFnZS52MS5BcHBlbmRPdXRwdXRSZXF1ZXN0GikuZXZhbG1lc2guc3RvcmFnZS52MS5BcHBlbmRPdXRwdXRSZXNwb25zZRJdCgpSZWFkT3V0cHV0EiYuZXZhbG1lc2guc3RvcmFnZS52MS5SZWFkT3V0cHV0UmVxdWVzdBonLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVhZE91dHB1dFJlc3BvbnNlEnUKEkNvbXBsZXRlRXZhbHVhdGlvbhIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ29tcGxldGVFdmFsdWF0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ29tcGxldGVFdmFsdWF0aW9uUmVzcG9uc2USbwoQQ2FuY2VsRXZhbHVhdGlvbhIsLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2FuY2VsRXZhbHVhdGlvblJlcXVlc3QaLS5ldmFsbWVzaC5zdG9yYWdlLnYxLkNhbmNlbEV2YWx1YXRpb25SZXNwb25zZRJyChFSZXF1ZXVlRXZhbHVhdGlvbhItLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVxdWV1ZUV2YWx1YXRpb25SZXF1ZXN0Gi4uZXZhbG1lc2guc3RvcmFnZS52MS5SZXF1ZXVlRXZhbHVhdGlvblJlc3BvbnNlEnUKElJlY29yZFB1YmxpY2F0aW9ucxIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVjb3JkUHVibGljYXRpb25zUmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVjb3JkUHVibGljYXRpb25zUmVzcG9uc2USbAoPTGlzdFVucHVibGlzaGVkEisuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0VW5wdWJsaXNoZWRSZXF1ZXN0GiwuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0VW5wdWJsaXNoZWRSZXNwb25zZRJyChFMaXN0RXhwaXJlZExlYXNlcxItLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV4cGlyZWRMZWFzZXNSZXF1ZXN0Gi4uZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXhwaXJlZExlYXNlc1Jlc3BvbnNlEl0KCkxpc3RRdWV1ZWQSJi5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RRdWV1ZWRSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0UXVldWVkUmVzcG9uc2USXQoKTGlzdExlYXNlcxImLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdExlYXNlc1JlcXVlc3QaJy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJXCghHZXRTdGF0cxIkLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0U3RhdHNSZXF1ZXN0GiUuZXZhbG1lc2guc3RvcmFnZS52MS5HZXRTdGF0c1Jlc3BvbnNlEm8KEFB1cmdlRXZhbHVhdGlvbnMSLC5ldmFsbWVzaC5zdG9yYWdlLnYxLlB1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0Gi0uZXZhbG1lc2guc3RvcmFnZS52MS5QdXJnZUV2YWx1YXRpb25zUmVzcG9uc2USYwoMQ3JlYXRlQXBpS2V5EiguZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVBcGlLZXlSZXF1ZXN0GikuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVBcGlLZXlSZXNwb25zZRJgCgtMaXN0QXBpS2V5cxInLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEFwaUtleXNSZXF1ZXN0GiguZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0QXBpS2V5c1Jlc3BvbnNlEmMKDFJldm9rZUFwaUtleRIoLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmV2b2tlQXBpS2V5UmVxdWVzdBopLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmV2b2tlQXBpS2V5UmVzcG9uc2USdQoSQXV0aGVudGljYXRlQXBpS2V5Ei4uZXZhbG1lc2guc3RvcmFnZS52MS5BdXRoZW50aWNhdGVBcGlLZXlSZXF1ZXN0Gi8uZXZhbG1lc2guc3RvcmFnZS52MS5BdXRoZW50aWNhdGVBcGlLZXlSZXNwb25zZWIGcHJvdG8z", [file_evalmesh_storage_v1_record, file_evalmesh_v1_api_key, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("CilldmFsbWVzaC9zdG9yYWdlL3YxL3N0b3JhZ2Vfc2VydmljZS5wcm90bxITZXZhbG1lc2guc3RvcmFnZS52MSJoChdDcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSEgoKcmVxdWVzdF9pZBgCIAEoCRIpCgRzcGVjGAMgASgLMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblNwZWMiYgoYQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZBIPCgdjcmVhdGVkGAIgASgIIl8KHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0Ej4KCHJlcXVlc3RzGAEgAygLMiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdCJiCh5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVzcG9uc2USQAoJcmVzcG9uc2VzGAEgAygLMi0uZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2UifQoUR2V0RXZhbHVhdGlvblJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBHZpZXcYAyABKA4yGy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uVmlldxIeChZpbmNsdWRlX3F1ZXVlX3Bvc2l0aW9uGAQgASgIIk4KFUdldEV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiuwMKFkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QSDgoGdGVuYW50GAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJEi0KBnN0YXRlcxgEIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgFIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5EkcKBmxhYmVscxgGIAMoCzI3LmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV2YWx1YXRpb25zUmVxdWVzdC5MYWJlbHNFbnRyeRI1ChFjcmVhdGVfdGltZV9hZnRlchgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNgoSY3JlYXRlX3RpbWVfYmVmb3JlGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgR2aWV3GAkgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXcaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJqChdMaXN0RXZhbHVhdGlvbnNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSLwAQoWQ2xhaW1FdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRITCgtleGVjdXRvcl9pZBgCIAEoCRIxCg5sZWFzZV9kdXJhdGlvbhgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIWCg5ydW50aW1lX2RpZ2VzdBgEIAEoCRIyCg5hcHBsaWVkX2xpbWl0cxgFIAEoCzIaLmV2YWxtZXNoLnYxLkFwcGxpZWRMaW1pdHMSNgoMdGVuYW50X3NoYXJlGAYgASgLMiAuZXZhbG1lc2guc3RvcmFnZS52MS5UZW5hbnRTaGFyZSI4CgtUZW5hbnRTaGFyZRITCgttYXhfcnVubmluZxgBIAEoBRIUCgxmYWlyX3J1bm5pbmcYAiABKAUiUAoXQ2xhaW1FdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkImMKEVJlbmV3TGVhc2VSZXF1ZXN0EgoKAmlkGAEgASgJEg8KB2F0dGVtcHQYAiABKAUSMQoObGVhc2VfZHVyYXRpb24YAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iZQoSUmVuZXdMZWFzZVJlc3BvbnNlEjUKEWxlYXNlX2V4cGlyZV90aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjYW5jZWxfcmVxdWVzdGVkGAIgASgIIlwKE0FwcGVuZE91dHB1dFJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIoCgZjaHVua3MYAyADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuayJNChRBcHBlbmRPdXRwdXRSZXNwb25zZRI1Cghwcm9ncmVzcxgBIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3MifQoRUmVhZE91dHB1dFJlcXVlc3QSDgoGdGVuYW50GAEgASgJEgoKAmlkGAIgASgJEikKBnN0cmVhbRgDIAEoDjIZLmV2YWxtZXNoLnYxLk91dHB1dFN0cmVhbRIOCgZvZmZzZXQYBCABKAMSEQoJbWF4X2J5dGVzGAUgASgDInUKElJlYWRPdXRwdXRSZXNwb25zZRIoCgZjaHVua3MYASADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuaxI1Cghwcm9ncmVzcxgCIAEoCzIjLmV2YWxtZXNoLnN0b3JhZ2UudjEuT3V0cHV0UHJvZ3Jlc3Mi8QEKGUNvbXBsZXRlRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIsCgVzdGF0ZRgDIAEoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSLQoGcmVzdWx0GAQgASgLMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvblJlc3VsdBIoCgZjaHVua3MYBSADKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVuaxIwCgd0aW1pbmdzGAYgASgLMh8uZXZhbG1lc2guc3RvcmFnZS52MS5SdW5UaW1pbmdzIqIBCgpSdW5UaW1pbmdzEjAKDXNhbmRib3hfcmVhZHkYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SMAoNcHJvZ3JhbV9lbmRlZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIwCg1vdXRwdXRfc3RvcmVkGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlMKGkNvbXBsZXRlRXZhbHVhdGlvblJlc3BvbnNlEjUKBnJlY29yZBgBIAEoCzIlLmV2YWxtZXNoLnN0b3JhZ2UudjEuRXZhbHVhdGlvblJlY29yZCJFChdDYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSCgoCaWQYAiABKAkSDgoGcmVhc29uGAMgASgJIogBChhDYW5jZWxFdmFsdWF0aW9uUmVzcG9uc2USNQoGcmVjb3JkGAEgASgLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkEjUKDnByZXZpb3VzX3N0YXRlGAIgASgOMh0uZXZhbG1lc2gudjEuRXZhbHVhdGlvbi5TdGF0ZSJHChhSZXF1ZXVlRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSDwoHYXR0ZW1wdBgCIAEoBRIOCgZyZWFzb24YAyABKAkiUgoZUmVxdWV1ZUV2YWx1YXRpb25SZXNwb25zZRI1CgZyZWNvcmQYASABKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQiKAoZUmVjb3JkUHVibGljYXRpb25zUmVxdWVzdBILCgNpZHMYASADKAkiLgoaUmVjb3JkUHVibGljYXRpb25zUmVzcG9uc2USEAoIcmVjb3JkZWQYASABKAUiXQoWTGlzdFVucHVibGlzaGVkUmVxdWVzdBI0ChBwdWJsaXNoZWRfYmVmb3JlGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVsaW1pdBgCIAEoBSJRChdMaXN0VW5wdWJsaXNoZWRSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIikKGExpc3RFeHBpcmVkTGVhc2VzUmVxdWVzdBINCgVsaW1pdBgBIAEoBSJTChlMaXN0RXhwaXJlZExlYXNlc1Jlc3BvbnNlEjYKB3JlY29yZHMYASADKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQicAoRTGlzdFF1ZXVlZFJlcXVlc3QSNAoQcHVibGlzaGVkX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiZQoSTGlzdFF1ZXVlZFJlc3BvbnNlEjYKB3JlY29yZHMYASADKAsyJS5ldmFsbWVzaC5zdG9yYWdlLnYxLkV2YWx1YXRpb25SZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjcKEUxpc3RMZWFzZXNSZXF1ZXN0EhMKC2V4ZWN1dG9yX2lkGAEgASgJEg0KBWxpbWl0GAIgASgFIkwKEkxpc3RMZWFzZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUuZXZhbG1lc2guc3RvcmFnZS52MS5FdmFsdWF0aW9uUmVjb3JkIiEKD0dldFN0YXRzUmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkikQEKEEdldFN0YXRzUmVzcG9uc2USLQoMc3RhdGVfY291bnRzGAEgAygLMhcuZXZhbG1lc2gudjEuU3RhdGVDb3VudBIvCgZxdWV1ZWQYAiADKAsyHy5ldmFsbWVzaC52MS5Qcmlvcml0eVF1ZXVlU3RhdHMSHQoVY29tcGxldGVkX2xhc3RfbWludXRlGAMgASgDIl0KF1B1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0EjMKD2VuZF90aW1lX2JlZm9yZRgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFbGltaXQYAiABKAUiKgoYUHVyZ2VFdmFsdWF0aW9uc1Jlc3BvbnNlEg4KBnB1cmdlZBgBIAEoBSJQChJHZXRBY3Rpdml0eVJlcXVlc3QSKQoGd2luZG93GAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2J1Y2tldHMYAiABKAUiQwoTR2V0QWN0aXZpdHlSZXNwb25zZRIsCghhY3Rpdml0eRgBIAEoCzIaLmV2YWxtZXNoLnYxLlF1ZXVlQWN0aXZpdHkiXAoTQ3JlYXRlQXBpS2V5UmVxdWVzdBIOCgZ0ZW5hbnQYASABKAkSHwoEcm9sZRgCIAEoDjIRLmV2YWxtZXNoLnYxLlJvbGUSFAoMZGlzcGxheV9uYW1lGAMgASgJIkwKFENyZWF0ZUFwaUtleVJlc3BvbnNlEiQKB2FwaV9rZXkYASABKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkSDgoGc2VjcmV0GAIgASgJImQKEkxpc3RBcGlLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRIOCgZ0ZW5hbnQYAyABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAQgASgIIlUKE0xpc3RBcGlLZXlzUmVzcG9uc2USJQoIYXBpX2tleXMYASADKAsyEy5ldmFsbWVzaC52MS5BcGlLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKE1Jldm9rZUFwaUtleVJlcXVlc3QSCgoCaWQYASABKAkiPAoUUmV2b2tlQXBpS2V5UmVzcG9uc2USJAoHYXBpX2tleRgBIAEoCzITLmV2YWxtZXNoLnYxLkFwaUtleSIrChlBdXRoZW50aWNhdGVBcGlLZXlSZXF1ZXN0Eg4KBnNlY3JldBgBIAEoCSJCChpBdXRoZW50aWNhdGVBcGlLZXlSZXNwb25zZRIkCgdhcGlfa2V5GAEgASgLMhMuZXZhbG1lc2gudjEuQXBpS2V5Mq4TCg5TdG9yYWdlU2VydmljZRJvChBDcmVhdGVFdmFsdWF0aW9uEiwuZXZhbG1lc2guc3RvcmFnZS52MS5DcmVhdGVFdmFsdWF0aW9uUmVxdWVzdBotLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEoEBChZCYXRjaENyZWF0ZUV2YWx1YXRpb25zEjIuZXZhbG1lc2guc3RvcmFnZS52MS5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVxdWVzdBozLmV2YWxtZXNoLnN0b3JhZ2UudjEuQmF0Y2hDcmVhdGVFdmFsdWF0aW9uc1Jlc3BvbnNlEmYKDUdldEV2YWx1YXRpb24SKS5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldEV2YWx1YXRpb25SZXF1ZXN0GiouZXZhbG1lc2guc3RvcmFnZS52MS5HZXRFdmFsdWF0aW9uUmVzcG9uc2USbAoPTGlzdEV2YWx1YXRpb25zEisuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXZhbHVhdGlvbnNSZXF1ZXN0GiwuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXZhbHVhdGlvbnNSZXNwb25zZRJsCg9DbGFpbUV2YWx1YXRpb24SKy5ldmFsbWVzaC5zdG9yYWdlLnYxLkNsYWltRXZhbHVhdGlvblJlcXVlc3QaLC5ldmFsbWVzaC5zdG9yYWdlLnYxLkNsYWltRXZhbHVhdGlvblJlc3BvbnNlEl0KClJlbmV3TGVhc2USJi5ldmFsbWVzaC5zdG9yYWdlLnYxLlJlbmV3TGVhc2VSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5SZW5ld0xlYXNlUmVzcG9uc2USYwoMQXBwZW5kT3V0cHV0EiguZXZhbG1lc2guc3RvcmFnZS52MS5BcHBlbmRPdXRwdXRSZXF1ZXN0GikuZXZhbG1lc2guc3RvcmFnZS52MS5BcHBlbmRPdXRwdXRSZXNwb25zZRJdCgpSZWFkT3V0cHV0EiYuZXZhbG1lc2guc3RvcmFnZS52MS5SZWFkT3V0cHV0UmVxdWVzdBonLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVhZE91dHB1dFJlc3BvbnNlEnUKEkNvbXBsZXRlRXZhbHVhdGlvbhIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ29tcGxldGVFdmFsdWF0aW9uUmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ29tcGxldGVFdmFsdWF0aW9uUmVzcG9uc2USbwoQQ2FuY2VsRXZhbHVhdGlvbhIsLmV2YWxtZXNoLnN0b3JhZ2UudjEuQ2FuY2VsRXZhbHVhdGlvblJlcXVlc3QaLS5ldmFsbWVzaC5zdG9yYWdlLnYxLkNhbmNlbEV2YWx1YXRpb25SZXNwb25zZRJyChFSZXF1ZXVlRXZhbHVhdGlvbhItLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVxdWV1ZUV2YWx1YXRpb25SZXF1ZXN0Gi4uZXZhbG1lc2guc3RvcmFnZS52MS5SZXF1ZXVlRXZhbHVhdGlvblJlc3BvbnNlEnUKElJlY29yZFB1YmxpY2F0aW9ucxIuLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVjb3JkUHVibGljYXRpb25zUmVxdWVzdBovLmV2YWxtZXNoLnN0b3JhZ2UudjEuUmVjb3JkUHVibGljYXRpb25zUmVzcG9uc2USbAoPTGlzdFVucHVibGlzaGVkEisuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0VW5wdWJsaXNoZWRSZXF1ZXN0GiwuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0VW5wdWJsaXNoZWRSZXNwb25zZRJyChFMaXN0RXhwaXJlZExlYXNlcxItLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdEV4cGlyZWRMZWFzZXNSZXF1ZXN0Gi4uZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0RXhwaXJlZExlYXNlc1Jlc3BvbnNlEl0KCkxpc3RRdWV1ZWQSJi5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RRdWV1ZWRSZXF1ZXN0GicuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0UXVldWVkUmVzcG9uc2USXQoKTGlzdExlYXNlcxImLmV2YWxtZXNoLnN0b3JhZ2UudjEuTGlzdExlYXNlc1JlcXVlc3QaJy5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RMZWFzZXNSZXNwb25zZRJXCghHZXRTdGF0cxIkLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0U3RhdHNSZXF1ZXN0GiUuZXZhbG1lc2guc3RvcmFnZS52MS5HZXRTdGF0c1Jlc3BvbnNlEm8KEFB1cmdlRXZhbHVhdGlvbnMSLC5ldmFsbWVzaC5zdG9yYWdlLnYxLlB1cmdlRXZhbHVhdGlvbnNSZXF1ZXN0Gi0uZXZhbG1lc2guc3RvcmFnZS52MS5QdXJnZUV2YWx1YXRpb25zUmVzcG9uc2USYAoLR2V0QWN0aXZpdHkSJy5ldmFsbWVzaC5zdG9yYWdlLnYxLkdldEFjdGl2aXR5UmVxdWVzdBooLmV2YWxtZXNoLnN0b3JhZ2UudjEuR2V0QWN0aXZpdHlSZXNwb25zZRJjCgxDcmVhdGVBcGlLZXkSKC5ldmFsbWVzaC5zdG9yYWdlLnYxLkNyZWF0ZUFwaUtleVJlcXVlc3QaKS5ldmFsbWVzaC5zdG9yYWdlLnYxLkNyZWF0ZUFwaUtleVJlc3BvbnNlEmAKC0xpc3RBcGlLZXlzEicuZXZhbG1lc2guc3RvcmFnZS52MS5MaXN0QXBpS2V5c1JlcXVlc3QaKC5ldmFsbWVzaC5zdG9yYWdlLnYxLkxpc3RBcGlLZXlzUmVzcG9uc2USYwoMUmV2b2tlQXBpS2V5EiguZXZhbG1lc2guc3RvcmFnZS52MS5SZXZva2VBcGlLZXlSZXF1ZXN0GikuZXZhbG1lc2guc3RvcmFnZS52MS5SZXZva2VBcGlLZXlSZXNwb25zZRJ1ChJBdXRoZW50aWNhdGVBcGlLZXkSLi5ldmFsbWVzaC5zdG9yYWdlLnYxLkF1dGhlbnRpY2F0ZUFwaUtleVJlcXVlc3QaLy5ldmFsbWVzaC5zdG9yYWdlLnYxLkF1dGhlbnRpY2F0ZUFwaUtleVJlc3BvbnNlYgZwcm90bzM", [file_evalmesh_storage_v1_record, file_evalmesh_v1_api_key, file_evalmesh_v1_cluster, file_evalmesh_v1_evaluation, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * CreateEvaluationRequest describes one evaluation to store.
@@ -640,6 +640,14 @@ export type CompleteEvaluationRequest = Message<"evalmesh.storage.v1.CompleteEva
    * @generated from field: repeated evalmesh.v1.OutputChunk chunks = 5;
    */
   chunks: OutputChunk[];
+
+  /**
+   * timings are the moments of the run the executor measured; storage turns them into the evaluation's
+   * run_start_time, run_end_time and output_stored_time. Unset (an older executor): those stay unset.
+   *
+   * @generated from field: evalmesh.storage.v1.RunTimings timings = 6;
+   */
+  timings?: RunTimings | undefined;
 };
 
 /**
@@ -648,6 +656,46 @@ export type CompleteEvaluationRequest = Message<"evalmesh.storage.v1.CompleteEva
  */
 export const CompleteEvaluationRequestSchema: GenMessage<CompleteEvaluationRequest> = /*@__PURE__*/
   messageDesc(file_evalmesh_storage_v1_storage_service, 17);
+
+/**
+ * RunTimings are moments of one attempt, each measured by its executor on its own monotonic clock as the
+ * time since the claim's answer arrived. Storage adds them to the claim's start_time and keeps them in
+ * order and no later than end_time, so they land on the database's clock: no executor's wall clock, and
+ * no clock skew between hosts, enters the record. The claim's answer travels for a moment after
+ * start_time, so each lands that moment early; the last stage (recording the result) absorbs it.
+ *
+ * @generated from message evalmesh.storage.v1.RunTimings
+ */
+export type RunTimings = Message<"evalmesh.storage.v1.RunTimings"> & {
+  /**
+   * sandbox_ready is when the program started: the sandbox was ready and the code handed over.
+   *
+   * @generated from field: google.protobuf.Duration sandbox_ready = 1;
+   */
+  sandboxReady?: Duration | undefined;
+
+  /**
+   * program_ended is when the program ended (exited or killed).
+   *
+   * @generated from field: google.protobuf.Duration program_ended = 2;
+   */
+  programEnded?: Duration | undefined;
+
+  /**
+   * output_stored is when every output batch written during the run was stored; unset when the last
+   * bytes travel in this request's chunks (they are stored with the result, at end_time).
+   *
+   * @generated from field: google.protobuf.Duration output_stored = 3;
+   */
+  outputStored?: Duration | undefined;
+};
+
+/**
+ * Describes the message evalmesh.storage.v1.RunTimings.
+ * Use `create(RunTimingsSchema)` to create a new message.
+ */
+export const RunTimingsSchema: GenMessage<RunTimings> = /*@__PURE__*/
+  messageDesc(file_evalmesh_storage_v1_storage_service, 18);
 
 /**
  * CompleteEvaluationResponse carries the terminal evaluation.
@@ -668,7 +716,7 @@ export type CompleteEvaluationResponse = Message<"evalmesh.storage.v1.CompleteEv
  * Use `create(CompleteEvaluationResponseSchema)` to create a new message.
  */
 export const CompleteEvaluationResponseSchema: GenMessage<CompleteEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 18);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 19);
 
 /**
  * CancelEvaluationRequest asks to cancel.
@@ -703,7 +751,7 @@ export type CancelEvaluationRequest = Message<"evalmesh.storage.v1.CancelEvaluat
  * Use `create(CancelEvaluationRequestSchema)` to create a new message.
  */
 export const CancelEvaluationRequestSchema: GenMessage<CancelEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 19);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 20);
 
 /**
  * CancelEvaluationResponse carries the evaluation after the request.
@@ -731,7 +779,7 @@ export type CancelEvaluationResponse = Message<"evalmesh.storage.v1.CancelEvalua
  * Use `create(CancelEvaluationResponseSchema)` to create a new message.
  */
 export const CancelEvaluationResponseSchema: GenMessage<CancelEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 20);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 21);
 
 /**
  * RequeueEvaluationRequest returns an evaluation with an expired lease to the queue.
@@ -766,7 +814,7 @@ export type RequeueEvaluationRequest = Message<"evalmesh.storage.v1.RequeueEvalu
  * Use `create(RequeueEvaluationRequestSchema)` to create a new message.
  */
 export const RequeueEvaluationRequestSchema: GenMessage<RequeueEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 21);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 22);
 
 /**
  * RequeueEvaluationResponse carries the requeued evaluation.
@@ -787,7 +835,7 @@ export type RequeueEvaluationResponse = Message<"evalmesh.storage.v1.RequeueEval
  * Use `create(RequeueEvaluationResponseSchema)` to create a new message.
  */
 export const RequeueEvaluationResponseSchema: GenMessage<RequeueEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 22);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 23);
 
 /**
  * RecordPublicationsRequest notes publications.
@@ -808,7 +856,7 @@ export type RecordPublicationsRequest = Message<"evalmesh.storage.v1.RecordPubli
  * Use `create(RecordPublicationsRequestSchema)` to create a new message.
  */
 export const RecordPublicationsRequestSchema: GenMessage<RecordPublicationsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 23);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 24);
 
 /**
  * RecordPublicationsResponse acknowledges the publications.
@@ -829,7 +877,7 @@ export type RecordPublicationsResponse = Message<"evalmesh.storage.v1.RecordPubl
  * Use `create(RecordPublicationsResponseSchema)` to create a new message.
  */
 export const RecordPublicationsResponseSchema: GenMessage<RecordPublicationsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 24);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 25);
 
 /**
  * ListUnpublishedRequest asks for jobs that need publishing.
@@ -857,7 +905,7 @@ export type ListUnpublishedRequest = Message<"evalmesh.storage.v1.ListUnpublishe
  * Use `create(ListUnpublishedRequestSchema)` to create a new message.
  */
 export const ListUnpublishedRequestSchema: GenMessage<ListUnpublishedRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 25);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 26);
 
 /**
  * ListUnpublishedResponse lists jobs that need publishing.
@@ -878,7 +926,7 @@ export type ListUnpublishedResponse = Message<"evalmesh.storage.v1.ListUnpublish
  * Use `create(ListUnpublishedResponseSchema)` to create a new message.
  */
 export const ListUnpublishedResponseSchema: GenMessage<ListUnpublishedResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 26);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 27);
 
 /**
  * ListExpiredLeasesRequest asks for lost attempts.
@@ -899,7 +947,7 @@ export type ListExpiredLeasesRequest = Message<"evalmesh.storage.v1.ListExpiredL
  * Use `create(ListExpiredLeasesRequestSchema)` to create a new message.
  */
 export const ListExpiredLeasesRequestSchema: GenMessage<ListExpiredLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 27);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 28);
 
 /**
  * ListExpiredLeasesResponse lists lost attempts.
@@ -920,7 +968,7 @@ export type ListExpiredLeasesResponse = Message<"evalmesh.storage.v1.ListExpired
  * Use `create(ListExpiredLeasesResponseSchema)` to create a new message.
  */
 export const ListExpiredLeasesResponseSchema: GenMessage<ListExpiredLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 28);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 29);
 
 /**
  * ListQueuedRequest asks for one page of published, QUEUED evaluations.
@@ -956,7 +1004,7 @@ export type ListQueuedRequest = Message<"evalmesh.storage.v1.ListQueuedRequest">
  * Use `create(ListQueuedRequestSchema)` to create a new message.
  */
 export const ListQueuedRequestSchema: GenMessage<ListQueuedRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 29);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 30);
 
 /**
  * ListQueuedResponse is one page of QUEUED evaluations.
@@ -984,7 +1032,7 @@ export type ListQueuedResponse = Message<"evalmesh.storage.v1.ListQueuedResponse
  * Use `create(ListQueuedResponseSchema)` to create a new message.
  */
 export const ListQueuedResponseSchema: GenMessage<ListQueuedResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 30);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 31);
 
 /**
  * ListLeasesRequest names the executor whose RUNNING evaluations to list.
@@ -1012,7 +1060,7 @@ export type ListLeasesRequest = Message<"evalmesh.storage.v1.ListLeasesRequest">
  * Use `create(ListLeasesRequestSchema)` to create a new message.
  */
 export const ListLeasesRequestSchema: GenMessage<ListLeasesRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 31);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 32);
 
 /**
  * ListLeasesResponse lists the evaluations an executor holds.
@@ -1033,7 +1081,7 @@ export type ListLeasesResponse = Message<"evalmesh.storage.v1.ListLeasesResponse
  * Use `create(ListLeasesResponseSchema)` to create a new message.
  */
 export const ListLeasesResponseSchema: GenMessage<ListLeasesResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 32);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 33);
 
 /**
  * GetStatsRequest asks for counts.
@@ -1054,7 +1102,7 @@ export type GetStatsRequest = Message<"evalmesh.storage.v1.GetStatsRequest"> & {
  * Use `create(GetStatsRequestSchema)` to create a new message.
  */
 export const GetStatsRequestSchema: GenMessage<GetStatsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 33);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 34);
 
 /**
  * GetStatsResponse carries counts.
@@ -1089,7 +1137,7 @@ export type GetStatsResponse = Message<"evalmesh.storage.v1.GetStatsResponse"> &
  * Use `create(GetStatsResponseSchema)` to create a new message.
  */
 export const GetStatsResponseSchema: GenMessage<GetStatsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 34);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 35);
 
 /**
  * PurgeEvaluationsRequest deletes old terminal evaluations.
@@ -1117,7 +1165,7 @@ export type PurgeEvaluationsRequest = Message<"evalmesh.storage.v1.PurgeEvaluati
  * Use `create(PurgeEvaluationsRequestSchema)` to create a new message.
  */
 export const PurgeEvaluationsRequestSchema: GenMessage<PurgeEvaluationsRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 35);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 36);
 
 /**
  * PurgeEvaluationsResponse reports what was deleted.
@@ -1138,7 +1186,57 @@ export type PurgeEvaluationsResponse = Message<"evalmesh.storage.v1.PurgeEvaluat
  * Use `create(PurgeEvaluationsResponseSchema)` to create a new message.
  */
 export const PurgeEvaluationsResponseSchema: GenMessage<PurgeEvaluationsResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 36);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 37);
+
+/**
+ * GetActivityRequest selects the window.
+ *
+ * @generated from message evalmesh.storage.v1.GetActivityRequest
+ */
+export type GetActivityRequest = Message<"evalmesh.storage.v1.GetActivityRequest"> & {
+  /**
+   * window is how far back from now (on the database's clock) to look: 1 minute to 24 hours; unset means
+   * 1 hour.
+   *
+   * @generated from field: google.protobuf.Duration window = 1;
+   */
+  window?: Duration | undefined;
+
+  /**
+   * buckets is how many equal intervals to split the window into: 1 to 1440; 0 means 60.
+   *
+   * @generated from field: int32 buckets = 2;
+   */
+  buckets: number;
+};
+
+/**
+ * Describes the message evalmesh.storage.v1.GetActivityRequest.
+ * Use `create(GetActivityRequestSchema)` to create a new message.
+ */
+export const GetActivityRequestSchema: GenMessage<GetActivityRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_storage_v1_storage_service, 38);
+
+/**
+ * GetActivityResponse carries the activity.
+ *
+ * @generated from message evalmesh.storage.v1.GetActivityResponse
+ */
+export type GetActivityResponse = Message<"evalmesh.storage.v1.GetActivityResponse"> & {
+  /**
+   * activity is the throughput and waits over the window.
+   *
+   * @generated from field: evalmesh.v1.QueueActivity activity = 1;
+   */
+  activity?: QueueActivity | undefined;
+};
+
+/**
+ * Describes the message evalmesh.storage.v1.GetActivityResponse.
+ * Use `create(GetActivityResponseSchema)` to create a new message.
+ */
+export const GetActivityResponseSchema: GenMessage<GetActivityResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_storage_v1_storage_service, 39);
 
 /**
  * CreateApiKeyRequest describes a key.
@@ -1173,7 +1271,7 @@ export type CreateApiKeyRequest = Message<"evalmesh.storage.v1.CreateApiKeyReque
  * Use `create(CreateApiKeyRequestSchema)` to create a new message.
  */
 export const CreateApiKeyRequestSchema: GenMessage<CreateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 37);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 40);
 
 /**
  * CreateApiKeyResponse carries the key and its secret.
@@ -1201,7 +1299,7 @@ export type CreateApiKeyResponse = Message<"evalmesh.storage.v1.CreateApiKeyResp
  * Use `create(CreateApiKeyResponseSchema)` to create a new message.
  */
 export const CreateApiKeyResponseSchema: GenMessage<CreateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 38);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 41);
 
 /**
  * ListApiKeysRequest pages through keys.
@@ -1243,7 +1341,7 @@ export type ListApiKeysRequest = Message<"evalmesh.storage.v1.ListApiKeysRequest
  * Use `create(ListApiKeysRequestSchema)` to create a new message.
  */
 export const ListApiKeysRequestSchema: GenMessage<ListApiKeysRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 39);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 42);
 
 /**
  * ListApiKeysResponse is one page of keys.
@@ -1271,7 +1369,7 @@ export type ListApiKeysResponse = Message<"evalmesh.storage.v1.ListApiKeysRespon
  * Use `create(ListApiKeysResponseSchema)` to create a new message.
  */
 export const ListApiKeysResponseSchema: GenMessage<ListApiKeysResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 40);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 43);
 
 /**
  * RevokeApiKeyRequest names a key.
@@ -1292,7 +1390,7 @@ export type RevokeApiKeyRequest = Message<"evalmesh.storage.v1.RevokeApiKeyReque
  * Use `create(RevokeApiKeyRequestSchema)` to create a new message.
  */
 export const RevokeApiKeyRequestSchema: GenMessage<RevokeApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 41);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 44);
 
 /**
  * RevokeApiKeyResponse carries the revoked key.
@@ -1313,7 +1411,7 @@ export type RevokeApiKeyResponse = Message<"evalmesh.storage.v1.RevokeApiKeyResp
  * Use `create(RevokeApiKeyResponseSchema)` to create a new message.
  */
 export const RevokeApiKeyResponseSchema: GenMessage<RevokeApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 42);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 45);
 
 /**
  * AuthenticateApiKeyRequest carries a presented secret.
@@ -1334,7 +1432,7 @@ export type AuthenticateApiKeyRequest = Message<"evalmesh.storage.v1.Authenticat
  * Use `create(AuthenticateApiKeyRequestSchema)` to create a new message.
  */
 export const AuthenticateApiKeyRequestSchema: GenMessage<AuthenticateApiKeyRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 43);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 46);
 
 /**
  * AuthenticateApiKeyResponse carries the key the secret belongs to.
@@ -1355,7 +1453,7 @@ export type AuthenticateApiKeyResponse = Message<"evalmesh.storage.v1.Authentica
  * Use `create(AuthenticateApiKeyResponseSchema)` to create a new message.
  */
 export const AuthenticateApiKeyResponseSchema: GenMessage<AuthenticateApiKeyResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_storage_v1_storage_service, 44);
+  messageDesc(file_evalmesh_storage_v1_storage_service, 47);
 
 /**
  * StorageService owns the database, the system of record for evaluations, their output and API keys.
@@ -1551,6 +1649,17 @@ export const StorageService: GenService<{
     methodKind: "unary";
     input: typeof PurgeEvaluationsRequestSchema;
     output: typeof PurgeEvaluationsResponseSchema;
+  },
+  /**
+   * GetActivity computes throughput and queue wait percentiles over a window from the stored timestamps
+   * of every tenant's evaluations (claims by start_time, completions by end_time).
+   *
+   * @generated from rpc evalmesh.storage.v1.StorageService.GetActivity
+   */
+  getActivity: {
+    methodKind: "unary";
+    input: typeof GetActivityRequestSchema;
+    output: typeof GetActivityResponseSchema;
   },
   /**
    * CreateApiKey stores a new key's hash and returns its secret once.
