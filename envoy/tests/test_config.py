@@ -51,10 +51,11 @@ def test_rendered_config_passes_envoy_validation(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_filters_run_grpc_web_then_cors_then_body_cap_then_router() -> None:
+def test_filters_run_headers_then_grpc_web_then_cors_then_body_cap_then_router() -> None:
     manager = _manager(_load())
     names = [f["name"] for f in manager["httpFilters"]]
     assert names == [
+        "envoy.filters.http.header_mutation",
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.cors",
         "envoy.filters.http.buffer",

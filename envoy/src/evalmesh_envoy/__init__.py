@@ -1,5 +1,5 @@
 """Envoy edge configuration for evalmesh."""
 
-from evalmesh_envoy.config import EdgeSettings, build_bootstrap, render_yaml
+from evalmesh_envoy.config import HSTS, EdgeSettings, build_bootstrap, render_yaml, security_headers
 
-__all__ = ["EdgeSettings", "build_bootstrap", "render_yaml"]
+__all__ = ["HSTS", "EdgeSettings", "build_bootstrap", "render_yaml", "security_headers"]

@@ -4,11 +4,18 @@ With a static directory (the browser UI's production build), the edge also serve
 origin as the API: every top-level file and folder of the build gets a route answered by Envoy's
 file server filter, and any other GET is answered with index.html (the single-page-app fallback).
 gRPC-web calls are POSTs to the ``/evalmesh.v1.`` routes, which never reach the file server.
+
+With a certificate (``tls_cert_file``/``tls_key_file``) the listener speaks TLS (HTTP/2 and
+HTTP/1.1 by ALPN, TLS 1.2 at least), a second listener on ``http_redirect_port`` answers every
+plain-HTTP request with a permanent redirect to HTTPS, and responses carry HSTS. Every response
+carries the security headers of ``security_headers`` (a strict Content-Security-Policy, nosniff,
+frame denial, no referrer), set by the first filter so the file server's answers get them too.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any as AnyValue
@@ -16,13 +23,16 @@ from typing import Any as AnyValue
 import yaml
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as Mutation
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     DataSource,
     HeaderValue,
     HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     Http2ProtocolOptions,
     SocketAddress,
+    TransportSocket,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import (
     ClusterLoadAssignment,
@@ -34,6 +44,8 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
+    RedirectAction,
+    RedirectActionRedirectResponseCode,
     Route,
     RouteAction,
     RouteActionMaxStreamDuration,
@@ -53,11 +65,22 @@ from envoy_data_plane.envoy.extensions.filters.http.file_server.v3 import (
     FileServerConfigPathMapping,
 )
 from envoy_data_plane.envoy.extensions.filters.http.grpc_web.v3 import GrpcWeb
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
+    HeaderMutation,
+    Mutations,
+)
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
     HttpConnectionManagerCodecType,
     HttpFilter,
+)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CommonTlsContext,
+    DownstreamTlsContext,
+    TlsCertificate,
+    TlsParameters,
+    TlsParametersTlsProtocol,
 )
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
@@ -66,7 +89,7 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Any
 
-__all__ = ["EdgeSettings", "build_bootstrap", "render_yaml"]
+__all__ = ["HSTS", "EdgeSettings", "build_bootstrap", "render_yaml", "security_headers"]
 
 GATEWAY_CLUSTER = "gateway"
 # Headers a gRPC-web client sends and must be allowed to send cross-origin.
@@ -105,6 +128,46 @@ CONTENT_TYPES = {
 }
 
 
+# The UI loads only its own scripts, styles, images and fonts, talks only to its own origin
+# (gRPC-web), may not be framed, and no plugin, <base> or form may point elsewhere. Styles may
+# also be inline: the code editor (CodeMirror 6) injects its theme as <style> elements, and a
+# static file server cannot stamp a per-response nonce on them. Scripts stay 'self' only.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "object-src 'none'",
+    ]
+)
+# Two years, subdomains included: the HSTS preload list's minimum.
+HSTS = "max-age=63072000; includeSubDomains"
+FILTER_HEADERS = "envoy.filters.http.header_mutation"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+HTTPS_DEFAULT_PORT = 443
+
+
+def security_headers(tls: bool) -> dict[str, str]:
+    """The headers every response of the edge carries (HSTS only over TLS)."""
+    headers = {
+        "content-security-policy": CONTENT_SECURITY_POLICY,
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+        "cross-origin-opener-policy": "same-origin",
+    }
+    if tls:
+        headers["strict-transport-security"] = HSTS
+    return headers
+
+
 @dataclasses.dataclass(frozen=True)
 class EdgeSettings:
     """EdgeSettings are the few facts the edge needs; everything else is fixed policy."""
@@ -120,6 +183,25 @@ class EdgeSettings:
     connect_timeout: timedelta = timedelta(seconds=2)
     # static_dir is the UI build (holding index.html) to serve beside the API; None serves no files.
     static_dir: Path | None = None
+    # tls_cert_file and tls_key_file (PEM) make the listener HTTPS; both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # http_redirect_port opens a plain-HTTP listener (same host) that redirects to HTTPS.
+    http_redirect_port: int | None = None
+    # public_https_port is the port redirects point at (what clients dial: a published port
+    # may differ from listen_port); None means listen_port. 443 is left out of the URL.
+    public_https_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.http_redirect_port is not None and not self.tls:
+            raise ValueError("http_redirect_port needs TLS (tls_cert_file and tls_key_file)")
+
+    @property
+    def tls(self) -> bool:
+        """True when the listener speaks TLS."""
+        return self.tls_cert_file is not None
 
 
 def _socket(host: str, port: int) -> Address:
@@ -172,6 +254,22 @@ def _file_server(static_dir: Path) -> FileServerConfig:
 
 def _header(key: str, value: str) -> HeaderValueOption:
     return HeaderValueOption(header=HeaderValue(key=key, value=value))
+
+
+def _set_header(key: str, value: str) -> HeaderValueOption:
+    return HeaderValueOption(
+        header=HeaderValue(key=key, value=value),
+        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def _security_filter(tls: bool) -> HttpFilter:
+    mutations = [
+        Mutation(append=_set_header(key, value)) for key, value in security_headers(tls).items()
+    ]
+    return _typed_filter(
+        FILTER_HEADERS, HeaderMutation(mutations=Mutations(response_mutations=mutations))
+    )
 
 
 def _static_route(match: RouteMatch, file_server: FileServerConfig) -> Route:
@@ -244,6 +342,8 @@ def _route_config(settings: EdgeSettings) -> RouteConfiguration:
 
 def _http_filters(settings: EdgeSettings) -> list[HttpFilter]:
     filters = [
+        # First, so every response passes it on the way out, the file server's included.
+        _security_filter(settings.tls),
         _typed_filter("envoy.filters.http.grpc_web", GrpcWeb()),
         _typed_filter("envoy.filters.http.cors", Cors()),
         _typed_filter(
@@ -267,16 +367,75 @@ def _connection_manager(settings: EdgeSettings) -> HttpConnectionManager:
     )
 
 
-def _listener(settings: EdgeSettings) -> Listener:
-    manager = Filter(
-        name="envoy.filters.network.http_connection_manager",
-        typed_config=Any.pack(_connection_manager(settings)),
+def _tls_socket(settings: EdgeSettings) -> TransportSocket:
+    certificate = TlsCertificate(
+        certificate_chain=DataSource(filename=str(settings.tls_cert_file)),
+        private_key=DataSource(filename=str(settings.tls_key_file)),
     )
+    context = DownstreamTlsContext(
+        common_tls_context=CommonTlsContext(
+            tls_certificates=[certificate],
+            # h2 for gRPC clients and browsers, http/1.1 for gRPC-web over HTTP/1.1.
+            alpn_protocols=["h2", "http/1.1"],
+            tls_params=TlsParameters(tls_minimum_protocol_version=TlsParametersTlsProtocol.TLSv1_2),
+        )
+    )
+    return TransportSocket(name=TLS_SOCKET, typed_config=Any.pack(context))
+
+
+def _manager_filter(manager: HttpConnectionManager) -> Filter:
+    return Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager)
+    )
+
+
+def _listener(settings: EdgeSettings) -> Listener:
+    chain = FilterChain(filters=[_manager_filter(_connection_manager(settings))])
+    if settings.tls:
+        chain.transport_socket = _tls_socket(settings)
     return Listener(
         name="edge",
         address=_socket(settings.listen_host, settings.listen_port),
-        filter_chains=[FilterChain(filters=[manager])],
+        filter_chains=[chain],
     )
+
+
+def _redirect_listener(settings: EdgeSettings, port: int) -> Listener:
+    """Plain HTTP on ``port``: every request is redirected, permanently, to the HTTPS edge."""
+    https_port = settings.public_https_port or settings.listen_port
+    redirect = RedirectAction(
+        https_redirect=True,
+        response_code=RedirectActionRedirectResponseCode.PERMANENT_REDIRECT,
+    )
+    if https_port != HTTPS_DEFAULT_PORT:  # for 443 Envoy drops the request's :80 by itself
+        redirect.port_redirect = https_port
+    host = VirtualHost(
+        name="redirect",
+        domains=["*"],
+        routes=[Route(match=RouteMatch(prefix="/"), redirect=redirect)],
+    )
+    manager = HttpConnectionManager(
+        stat_prefix="edge_redirect",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        route_config=RouteConfiguration(name="redirect", virtual_hosts=[host]),
+        http_filters=[
+            _security_filter(False),
+            _typed_filter("envoy.filters.http.router", Router()),
+        ],
+    )
+    return Listener(
+        name="edge_redirect",
+        address=_socket(settings.listen_host, port),
+        filter_chains=[FilterChain(filters=[_manager_filter(manager)])],
+    )
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _gateway_cluster(settings: EdgeSettings) -> Cluster:
@@ -289,7 +448,10 @@ def _gateway_cluster(settings: EdgeSettings) -> Cluster:
     )
     return Cluster(
         name=GATEWAY_CLUSTER,
-        type=ClusterDiscoveryType.STATIC,
+        # An address is used as it is; a name (a compose service) is resolved and re-resolved.
+        type=ClusterDiscoveryType.STATIC
+        if _is_address(settings.gateway_host)
+        else ClusterDiscoveryType.STRICT_DNS,
         connect_timeout=settings.connect_timeout,
         load_assignment=ClusterLoadAssignment(
             cluster_name=GATEWAY_CLUSTER,
@@ -301,12 +463,19 @@ def _gateway_cluster(settings: EdgeSettings) -> Cluster:
     )
 
 
+def _listeners(settings: EdgeSettings) -> list[Listener]:
+    listeners = [_listener(settings)]
+    if settings.http_redirect_port is not None:
+        listeners.append(_redirect_listener(settings, settings.http_redirect_port))
+    return listeners
+
+
 def build_bootstrap(settings: EdgeSettings) -> Bootstrap:
     """Return the complete Envoy bootstrap for the edge described by ``settings``."""
     return Bootstrap(
         admin=Admin(address=_socket(settings.admin_host, settings.admin_port)),
         static_resources=BootstrapStaticResources(
-            listeners=[_listener(settings)],
+            listeners=_listeners(settings),
             clusters=[_gateway_cluster(settings)],
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evalmesh_common import ServerConfig, env_field, env_group
+from evalmesh_common.tls import UpstreamTls
 from evalmesh_gateway.validation import Bounds
 
 __all__ = ["GatewayConfig"]
@@ -18,6 +19,8 @@ class GatewayConfig:
     """Where the gateway listens, where its upstreams are, and its per-tenant protections."""
 
     server: ServerConfig = env_group(ServerConfig)
+    # How storage and the scheduler are dialled (TLS, mutual TLS) when the mesh asks for it.
+    upstream_tls: UpstreamTls = env_group(UpstreamTls)
     nats_url: str = env_field("EVALMESH_NATS_URL")
     storage_address: str = env_field("EVALMESH_STORAGE_ADDRESS")
     scheduler_address: str = env_field("EVALMESH_SCHEDULER_ADDRESS")

@@ -80,6 +80,7 @@ class ServiceApp:
         self._hooks = ShutdownHooks(self.config.hook_timeout)
         self._server: grpc.aio.Server | None = None
         self._port: int | None = None
+        self._plaintext_port: int | None = None
         self._probe_task: asyncio.Task[None] | None = None
         self._stop_requested = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
@@ -106,6 +107,11 @@ class ServiceApp:
         if self._port is None:
             raise RuntimeError(f"{self.name} has not started")
         return self._port
+
+    @property
+    def plaintext_port(self) -> int | None:
+        """The internal plaintext listener's port, when TLS is on and one was asked for."""
+        return self._plaintext_port
 
     @property
     def address(self) -> str:
@@ -147,7 +153,12 @@ class ServiceApp:
         await server.start()
         self._write_port_files(port)
         self._probe_task = asyncio.create_task(self._probe_loop().run(), name="health-probes")
-        extra = {"port": port, "metrics_port": self.metrics_port}
+        extra = {
+            "port": port,
+            "tls": self._credentials is not None or self.config.tls.enabled,
+            "plaintext_port": self._plaintext_port,
+            "metrics_port": self.metrics_port,
+        }
         logger.info("%s listening on %s", self.name, self.address, extra=extra)
         return port
 
@@ -196,12 +207,20 @@ class ServiceApp:
 
     def _bind(self, server: grpc.aio.Server) -> int:
         address = self.config.listen_address
-        if self._credentials is None:
+        tls = self.config.tls
+        credentials = self._credentials
+        if credentials is None and tls.enabled:
+            credentials = tls.credentials()
+        if credentials is None:
             port = server.add_insecure_port(address)
         else:
-            port = server.add_secure_port(address, self._credentials)
+            port = server.add_secure_port(address, credentials)
         if not port:  # older grpc versions return 0 instead of raising
             raise OSError(f"{self.name} could not bind {address}")
+        if tls.plaintext_listen_address is not None:
+            self._plaintext_port = server.add_insecure_port(tls.plaintext_listen_address)
+            if not self._plaintext_port:
+                raise OSError(f"{self.name} could not bind {tls.plaintext_listen_address}")
         return port
 
     def _start_metrics(self) -> None:
@@ -217,6 +236,9 @@ class ServiceApp:
         metrics_port = self.metrics_port
         if self.config.metrics_port_file and metrics_port is not None:
             write_port_file(self.config.metrics_port_file, metrics_port)
+        tls = self.config.tls
+        if tls.plaintext_port_file and self._plaintext_port is not None:
+            write_port_file(tls.plaintext_port_file, self._plaintext_port)
         if self.config.port_file:
             write_port_file(self.config.port_file, port)
 
@@ -225,6 +247,8 @@ class ServiceApp:
             return
         if self.config.port_file:
             remove_port_file(self.config.port_file)
+        if self.config.tls.plaintext_port_file and self._plaintext_port is not None:
+            remove_port_file(self.config.tls.plaintext_port_file)
         if self.config.metrics_port_file and self.config.metrics_port is not None:
             remove_port_file(self.config.metrics_port_file)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from evalmesh_common.config import Seconds, env_field
+from evalmesh_common.config import Seconds, env_field, env_group
+from evalmesh_common.tls import ServerTls
 
 __all__ = ["MIB", "ServerConfig"]
 
@@ -54,6 +55,8 @@ class ServerConfig:
     min_client_ping_interval: Seconds = env_field(
         "EVALMESH_MIN_CLIENT_PING_INTERVAL", default=Seconds(10.0)
     )
+    # TLS (and mutual TLS) on the listener; see evalmesh_common.tls.
+    tls: ServerTls = env_group(ServerTls)
 
     def __post_init__(self) -> None:
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):

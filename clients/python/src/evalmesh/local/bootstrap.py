@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import grpc
+from evalmesh.deploy.admin_key import FIRST_TENANT
+from evalmesh.deploy.admin_key import create_admin_key as _create_admin_key
 
-from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
-from evalmesh.v1 import api_key_pb2
-
-__all__ = ["create_admin_key"]
-
-FIRST_TENANT = "default"
+__all__ = ["FIRST_TENANT", "create_admin_key"]
 
 
 def create_admin_key(storage_address: str) -> str:
     """Store a new admin key for the first tenant and return its secret (shown only now)."""
-    request = storage_service_pb2.CreateApiKeyRequest(
-        tenant=FIRST_TENANT,
-        role=api_key_pb2.ROLE_ADMIN,
-        display_name="first admin key, made by scripts/up",
-    )
-    with grpc.insecure_channel(storage_address) as channel:
-        stub = storage_service_pb2_grpc.StorageServiceStub(channel)
-        reply: storage_service_pb2.CreateApiKeyResponse = stub.CreateApiKey(request, timeout=10)
-    return reply.secret
+    return _create_admin_key(storage_address, display_name="first admin key, made by scripts/up")

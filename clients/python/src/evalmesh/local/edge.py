@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from evalmesh.deploy.certs import TlsFiles
 from evalmesh.local.processes import ManagedProcess, StartupError
 from evalmesh_envoy import EdgeSettings, render_yaml
 
@@ -45,11 +46,13 @@ def start_edge(
     timeout: float = 20.0,
     static_dir: Path | None = None,
     started: Callable[[ManagedProcess], None] = lambda process: None,
+    tls: TlsFiles | None = None,
 ) -> tuple[ManagedProcess, int]:
     """Start Envoy in front of the gateway on ``port`` (0 = free), serving ``static_dir`` (the UI
     build) beside the API when given; return it and its port. ``started`` is called with the
-    process as soon as it runs, before it is ready."""
-    origins = (f"http://127.0.0.1:{port}", f"http://localhost:{port}") if port else ()
+    process as soon as it runs, before it is ready. With ``tls`` the edge serves HTTPS."""
+    scheme = "https" if tls else "http"
+    origins = (f"{scheme}://127.0.0.1:{port}", f"{scheme}://localhost:{port}") if port else ()
     settings = EdgeSettings(
         listen_host="127.0.0.1",
         listen_port=port,
@@ -57,6 +60,8 @@ def start_edge(
         gateway_port=gateway_port,
         allowed_origins=origins,
         static_dir=static_dir.resolve() if static_dir is not None else None,
+        tls_cert_file=tls.cert if tls else None,
+        tls_key_file=tls.key if tls else None,
     )
     config = state_dir / "envoy.yaml"
     config.write_text(render_yaml(settings))
