@@ -40,6 +40,7 @@ __all__ = [
     "CACHE_ROOT",
     "ML_IMAGE",
     "PYTHON_IMAGE",
+    "SERVICE",
     "Engine",
     "assert_no_containers_left",
     "build_runtime_image",

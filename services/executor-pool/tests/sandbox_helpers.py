@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from evalmesh_executor.sandbox import BwrapSandbox, OutputChunk, SandboxLimits, SandboxResult
+from evalmesh_executor.sandbox import (
+    PYTHON,
+    BwrapSandbox,
+    OutputChunk,
+    Runtime,
+    SandboxLimits,
+    SandboxResult,
+)
+from evalmesh_executor.sandbox.runtime import python_with_tree
+from evalmesh_executor.sandbox.tree import load_tree
 
 MiB = 1024 * 1024
 
@@ -158,3 +167,20 @@ async def assert_teardown_complete(sandbox: BwrapSandbox, parent_name: str) -> N
             left = (sandbox.live_jobs(), processes_in_cgroups(parent_name))
             pytest.fail(f"left behind: {left}")
         await asyncio.sleep(0.02)
+
+
+# The python-ml package tree scripts/setup builds (evalmesh_executor.treebuild).
+ML_TREE = Path(__file__).resolve().parents[3] / "build" / "runtimes" / "python-ml"
+
+
+def python_ml_tree_path() -> Path:
+    """The built python-ml tree, or a skip saying how to build it."""
+    if not (ML_TREE / "manifest.json").is_file():
+        pytest.skip(f"the python-ml tree is not built ({ML_TREE}): run scripts/setup")
+    return ML_TREE
+
+
+def python_ml_runtimes() -> dict[str, Runtime]:
+    """The standard-library runtime and python-ml with the built tree (skips without it)."""
+    tree = load_tree(python_ml_tree_path(), "python-ml")
+    return {"python": PYTHON, "python-ml": python_with_tree(tree)}

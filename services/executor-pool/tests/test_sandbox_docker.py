@@ -22,7 +22,14 @@ import docker
 import pytest
 import requests
 import urllib3
-from docker_helpers import ML_IMAGE, PYTHON_IMAGE, Engine, docker_sandbox
+from docker_helpers import (
+    ML_IMAGE,
+    PYTHON_IMAGE,
+    SERVICE,
+    Engine,
+    build_runtime_image,
+    docker_sandbox,
+)
 from sandbox_helpers import SMALL, job_processes, wait_for_job_processes
 
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest, SandboxUnavailableError
@@ -326,12 +333,12 @@ async def _eventually(condition: Any, within_s: float) -> bool:
 
 @pytest.mark.slow
 async def test_the_python_ml_runtime_has_numpy_pandas_and_scikit_learn(
-    docker_engine: Engine, api: docker.APIClient
+    docker_engine: Engine,
 ) -> None:
     try:
-        api.inspect_image(ML_IMAGE)
-    except docker.errors.ImageNotFound:
-        pytest.skip(f"{ML_IMAGE} is not built (images/build-offline python-ml)")
+        build_runtime_image(docker_engine, "python-ml")  # a no-op once this recipe is built
+    except RuntimeError as exc:
+        pytest.skip(f"{ML_IMAGE} cannot be built here: {exc}")
     code = dedent("""
         import numpy, pandas, sklearn
         from sklearn.linear_model import LinearRegression
@@ -341,9 +348,14 @@ async def test_the_python_ml_runtime_has_numpy_pandas_and_scikit_learn(
     limits = replace(SMALL, memory_bytes=512 * 1024 * 1024, wall_timeout=60)
     async with docker_sandbox(docker_engine, images={"python-ml": ML_IMAGE}) as box:
         result = await box.run(SandboxRequest(code, runtime="python-ml", limits=limits))
+        packages = {p.name: p.version for p in box.runtime_details["python-ml"].packages}
     assert result.outcome is SandboxOutcome.EXITED, result.stderr
     assert result.stdout == b"2.0 1.0\n"
     assert result.runtime_identity.startswith("python-ml 3.")
+    requirements = SERVICE / "images" / "python-ml" / "requirements.txt"
+    lines = (line.split("#")[0].strip() for line in requirements.read_text().splitlines())
+    pins = dict(line.split("==") for line in lines if line)
+    assert {name: packages.get(name) for name in pins} == pins, "the probe lists the pins"
 
 
 # ---------------------------------------------------------------------- no engine needed

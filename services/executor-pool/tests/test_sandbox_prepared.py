@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,13 @@ from textwrap import dedent
 from typing import Any
 
 import pytest
-from sandbox_helpers import SMALL, MiB, assert_teardown_complete, processes_in_cgroups
+from sandbox_helpers import (
+    SMALL,
+    MiB,
+    assert_teardown_complete,
+    processes_in_cgroups,
+    python_ml_runtimes,
+)
 
 from evalmesh_executor.sandbox import (
     BwrapConfig,
@@ -61,8 +68,10 @@ PROBE = dedent("""
 """).encode()
 
 
-def _request(code: bytes, stdin: bytes = b"", **limits: Any) -> SandboxRequest:
-    return SandboxRequest(code, stdin, limits=replace(SMALL, **limits))
+def _request(
+    code: bytes, stdin: bytes = b"", runtime: str = "python", **limits: Any
+) -> SandboxRequest:
+    return SandboxRequest(code, stdin, runtime, limits=replace(SMALL, **limits))
 
 
 async def _eventually(condition: Callable[[], bool], within_s: float, what: str) -> None:
@@ -135,6 +144,32 @@ async def test_a_prepared_sandbox_is_the_same_sandbox_as_one_prepared_on_demand(
     assert pool_limits == demand_limits == _small_cgroup_limits()
 
 
+async def test_a_prepared_python_ml_sandbox_is_the_same_as_one_prepared_on_demand(
+    parent: str,
+) -> None:
+    runtimes = python_ml_runtimes()
+    stdin = b"the job's stdin"
+    pooled_config = BwrapConfig(
+        cgroup_parent=parent, prepared=1, prepared_limits=SMALL, runtimes=runtimes
+    )
+    async with BwrapSandbox(pooled_config) as pooled:
+        await _eventually(lambda: pooled.prepared_waiting() == 2, 20, "the pool never filled")
+        from_pool, pool_limits = await _probe_with_host_limits(pooled, stdin, "python-ml")
+        await _eventually(lambda: pooled.prepared_waiting() == 2, 20, "the pool did not refill")
+    await _assert_nothing_left(pooled, parent)
+    fresh_config = BwrapConfig(cgroup_parent=parent + "-b", runtimes=runtimes)
+    async with BwrapSandbox(fresh_config) as fresh:
+        on_demand, demand_limits = await _probe_with_host_limits(fresh, stdin, "python-ml")
+        await assert_teardown_complete(fresh, parent + "-b")
+    for directory in fresh.cgroups.parents:
+        directory.rmdir()
+    assert from_pool == on_demand, "the job sees the same python-ml sandbox"
+    site_dir = runtimes["python-ml"].tree.site_dir  # type: ignore[union-attr]
+    mounted = re.search(rf"mount {site_dir} \S+ ro,".encode(), from_pool)
+    assert mounted, "the tree is mounted read-only (the overlay's superblock is ro)"
+    assert pool_limits == demand_limits == _small_cgroup_limits()
+
+
 def _small_cgroup_limits() -> dict[str, str]:
     return {
         "memory.limit_in_bytes": str(SMALL.memory_bytes),
@@ -143,7 +178,9 @@ def _small_cgroup_limits() -> dict[str, str]:
     }
 
 
-async def _probe_with_host_limits(box: BwrapSandbox, stdin: bytes) -> tuple[bytes, dict[str, str]]:
+async def _probe_with_host_limits(
+    box: BwrapSandbox, stdin: bytes, runtime: str = "python"
+) -> tuple[bytes, dict[str, str]]:
     """Run the probe (then a sleep), read the job's cgroup limits from the host, cancel."""
     printed = bytearray()
     done = asyncio.Event()
@@ -155,7 +192,8 @@ async def _probe_with_host_limits(box: BwrapSandbox, stdin: bytes) -> tuple[byte
 
     cancel = asyncio.Event()
     sleeper = PROBE + b"\nimport time\ntime.sleep(30)"
-    task = asyncio.ensure_future(box.run(_request(sleeper, stdin), on_output, cancel=cancel))
+    request = _request(sleeper, stdin, runtime)
+    task = asyncio.ensure_future(box.run(request, on_output, cancel=cancel))
     await asyncio.wait_for(done.wait(), 20)
     limits = _host_limits(box)
     cancel.set()

@@ -24,7 +24,10 @@ async def _consumers(js: JetStreamContext) -> int:
 
 
 def _status(instance_id: str, slots: int = 4) -> bytes:
-    status = pool_pb2.PoolStatus(instance_id=instance_id, slots=slots, healthy=True)
+    runtimes = [pool_pb2.RuntimeInfo(name="python")]  # what the submits below ask for
+    status = pool_pb2.PoolStatus(
+        instance_id=instance_id, slots=slots, healthy=True, runtimes=runtimes
+    )
     return status.SerializeToString()
 
 

@@ -167,6 +167,15 @@ class BucketView:
             del self._entries[key]
         return [value for value, _ in self._entries.values()]
 
+    def current(self) -> list[bytes] | None:
+        """The view as it is, without waiting or asking the server anything: None until the
+        first snapshot is in. For hot paths that can act on a view a few milliseconds old."""
+        self.start()
+        if not self._ready.is_set():
+            return None
+        now = time.monotonic()
+        return [value for value, expires in self._entries.values() if expires > now]
+
     async def _catch_up(self) -> None:
         try:
             last = await self._last_sequence()

@@ -17,15 +17,26 @@ from evalmesh.v1 import evaluation_pb2
 from evalmesh_executor.config import ExecutorConfig
 from evalmesh_executor.limits import sandbox_limits
 from evalmesh_executor.sandbox import (
+    DEFAULT_RUNTIMES,
     BwrapConfig,
     BwrapSandbox,
     OutputCallback,
+    Runtime,
     SandboxRequest,
     SandboxResult,
     SandboxUnavailableError,
 )
+from evalmesh_executor.sandbox.runtime import python_with_tree
+from evalmesh_executor.sandbox.tree import RuntimeDetails, load_tree
 
-__all__ = ["Backend", "BackendFactory", "SandboxBackend", "choose_backend", "factories"]
+__all__ = [
+    "Backend",
+    "BackendFactory",
+    "SandboxBackend",
+    "bwrap_runtimes",
+    "choose_backend",
+    "factories",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +53,11 @@ class SandboxBackend(Protocol):
     @property
     def runtimes(self) -> Mapping[str, str]:
         """Runtime names and exact identities (``<name> <version> <digest>``), after prepare."""
+        ...
+
+    @property
+    def runtime_details(self) -> Mapping[str, RuntimeDetails]:
+        """Description and installed packages of each runtime, after prepare."""
         ...
 
     async def run(
@@ -73,11 +89,29 @@ class Backend:
 BackendFactory = Callable[[ExecutorConfig], SandboxBackend]
 
 
+def bwrap_runtimes(trees: Mapping[str, str]) -> dict[str, Runtime]:
+    """The standard-library runtime, plus one runtime per package tree that can be used; a tree
+    that cannot is left out with the reason in the log."""
+    runtimes = dict(DEFAULT_RUNTIMES)
+    if not trees:
+        logger.info(
+            "bwrap: no package trees configured (EVALMESH_BWRAP_RUNTIME_TREES), so only the "
+            "standard-library runtime; scripts/setup builds python-ml and scripts/up passes it"
+        )
+    for name, path in trees.items():
+        try:
+            runtimes[name] = python_with_tree(load_tree(path, name))
+        except SandboxUnavailableError as exc:
+            logger.warning("bwrap: runtime %s is not offered: %s", name, exc)
+    return runtimes
+
+
 def _bwrap(config: ExecutorConfig) -> SandboxBackend:
     # Sandboxes started ahead for requests that leave every limit to the defaults.
     prepared = config.slots if config.bwrap_prepared is None else config.bwrap_prepared
     return BwrapSandbox(
         BwrapConfig(
+            runtimes=bwrap_runtimes(config.bwrap_tree_paths()),
             prepared=prepared,
             prepared_limits=sandbox_limits(evaluation_pb2.Limits(), config.limits),
         )

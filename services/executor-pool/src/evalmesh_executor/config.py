@@ -176,6 +176,10 @@ class ExecutorConfig:
     # bwrap sandboxes kept started ahead, per runtime, waiting for a job (each serves one).
     # Unset: one per slot; 0: every run starts its own (the same way, on the critical path).
     bwrap_prepared: int | None = env_field("EVALMESH_BWRAP_PREPARED", default=None)
+    # Package trees (built by scripts/setup: evalmesh_executor.treebuild) as comma-separated
+    # runtime=directory pairs; each adds that runtime to the bwrap backend. Unset: none, and
+    # bwrap offers the standard-library runtime only.
+    bwrap_trees: str = env_field("EVALMESH_BWRAP_RUNTIME_TREES", default="")
     instance_id: str = env_field("EVALMESH_INSTANCE_ID", default="")
     # The claim's lease; heartbeats renew it (and call in_progress) every third of it.
     lease: Seconds = env_field("EVALMESH_EXECUTOR_LEASE", default=Seconds(30))
@@ -199,6 +203,7 @@ class ExecutorConfig:
             raise ValueError("slots must be at least 1")
         if self.bwrap_prepared is not None and self.bwrap_prepared < 0:
             raise ValueError("EVALMESH_BWRAP_PREPARED must not be negative")
+        self.bwrap_tree_paths()  # fails on a malformed list
         if self.instance_id and _KEY_UNSAFE.search(self.instance_id):
             raise ValueError("instance_id may hold letters, digits and - _ = . only")
         for name in ("lease", "storage_timeout", "status_interval", "self_check_interval"):
@@ -209,3 +214,15 @@ class ExecutorConfig:
                 f"drain_grace must be at least 0 and end {_GIVE_BACK_TIME:g} s before "
                 "EVALMESH_SHUTDOWN_HOOK_TIMEOUT, so the runs left can still be given back"
             )
+
+    def bwrap_tree_paths(self) -> dict[str, str]:
+        """The runtime -> tree directory pairs of EVALMESH_BWRAP_RUNTIME_TREES."""
+        pairs = {}
+        for item in filter(None, (part.strip() for part in self.bwrap_trees.split(","))):
+            runtime, equals, path = (half.strip() for half in item.partition("="))
+            if not runtime or not equals or not path.startswith("/"):
+                raise ValueError(
+                    f"EVALMESH_BWRAP_RUNTIME_TREES: {item!r} is not runtime=/absolute/directory"
+                )
+            pairs[runtime] = path
+        return pairs

@@ -184,10 +184,12 @@ async def test_an_undecodable_job_is_never_run_and_stops_at_max_deliveries(
 async def test_a_job_no_executor_can_run_ends_error_after_max_deliveries(
     make_mesh: MakeMesh,
 ) -> None:
+    # Submitted while no executor is up, so the scheduler cannot refuse it (with a healthy pool
+    # it would: RUNTIME_UNAVAILABLE); the executor that comes lacks the runtime.
     mesh = make_mesh({"EVALMESH_QUEUE_MAX_DELIVER": "3"})
-    mesh.executor({"EVALMESH_PASS_ON_DELAY": "0.2"})
     async with Driver(mesh) as driver:
         evaluation_id = await driver.submit("print(1)", runtime="python-ml")
+        mesh.executor({"EVALMESH_PASS_ON_DELAY": "0.2", "EVALMESH_BWRAP_RUNTIME_TREES": ""})
         evaluation = await driver.wait_terminal(evaluation_id, within=30)
     assert evaluation.state == State.STATE_ERROR
     assert evaluation.result.cause == evaluation_pb2.TERMINATION_CAUSE_MAX_ATTEMPTS

@@ -29,6 +29,7 @@ from evalmesh_executor.sandbox import (
     SandboxRequest,
     SandboxResult,
 )
+from evalmesh_executor.sandbox.tree import RuntimeDetails
 from evalmesh_executor.selfcheck import SelfCheck
 from evalmesh_executor.status import InstanceInfo, StatusReporter
 
@@ -130,6 +131,10 @@ class CannedBackend:
 
     @property
     def runtimes(self) -> Mapping[str, str]:
+        return {}
+
+    @property
+    def runtime_details(self) -> Mapping[str, RuntimeDetails]:
         return {}
 
     async def run(

@@ -2,10 +2,12 @@
 
 Submit is admission, commit, publish, record:
 
-1. Admission: the work queue must have room (and the tenant must be under its queued cap), else
-   RESOURCE_EXHAUSTED and nothing is created. Checking before the commit is what makes "a full
-   queue creates nothing" true; storage has no delete, so the alternative (create, fail to
-   publish, undo) would leave a CANCELLED record that a retry with the same request_id returns.
+1. Admission: a healthy executor must offer the runtime (``runtimes``: else FAILED_PRECONDITION,
+   RUNTIME_UNAVAILABLE), and the work queue must have room (and the tenant must be under its
+   queued cap), else RESOURCE_EXHAUSTED; either way nothing is created. Checking before the
+   commit is what makes "a full queue creates nothing" true; storage has no delete, so the
+   alternative (create, fail to publish, undo) would leave a CANCELLED record that a retry with
+   the same request_id returns.
 2. Commit: storage creates the evaluation QUEUED, idempotent on (tenant, request_id).
 3. Publish the job. If that fails after the commit (NATS away, or a race past the hard stream
    limit) the evaluation stays QUEUED and unpublished; the answer is still OK because it is
@@ -27,6 +29,7 @@ from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import FieldViolation, InvalidArgument, ResourceExhausted
 from evalmesh_scheduler.jobs import JobQueue
 from evalmesh_scheduler.publications import PublicationLog
+from evalmesh_scheduler.runtimes import RuntimeOffers
 from evalmesh_scheduler.storage_client import Created, StorageClient
 
 __all__ = ["Submitter", "needs_publication"]
@@ -57,8 +60,10 @@ class Submitter:
         max_batch: int,
         tenant_max_queued: int = 0,
         after_commit: Callable[[], None] = lambda: None,
+        runtimes: RuntimeOffers | None = None,
     ) -> None:
         self.storage = storage
+        self.runtimes = runtimes
         self.jobs = jobs
         self.publications = publications
         self.max_batch = max_batch
@@ -69,6 +74,7 @@ class Submitter:
     async def submit(self, request: SubmitRequest) -> Created:
         """Store and queue one evaluation; returns it and whether this call created it."""
         _check_request(request, "")
+        self._require_runtimes([request])
         await self._admit(request.tenant, 1)
         record, created = await self.storage.create(
             request.tenant, request.request_id, request.spec
@@ -81,6 +87,7 @@ class Submitter:
     async def batch_submit(self, requests: Sequence[SubmitRequest]) -> list[Created]:
         """Store many evaluations in one storage transaction, then publish them together."""
         _check_batch(requests, self.max_batch)
+        self._require_runtimes(requests)
         await self._admit(requests[0].tenant, len(requests))
         results = await self.storage.batch_create(
             [
@@ -109,6 +116,10 @@ class Submitter:
         elif state == State.STATE_RUNNING and record.evaluation.cancel_requested:
             await self.jobs.send_cancel(evaluation_id, record.cancel_reason or reason)
         return record
+
+    def _require_runtimes(self, requests: Sequence[SubmitRequest]) -> None:
+        if self.runtimes is not None:
+            self.runtimes.require(request.spec.runtime for request in requests)
 
     async def _admit(self, tenant: str, count: int) -> None:
         await self.jobs.admit(count)

@@ -10,7 +10,7 @@ from rich.table import Table
 from evalmesh.cli.app import App, pass_app
 from evalmesh.cli.options import json_option
 from evalmesh.cli.render import key_table, when
-from evalmesh.client import ApiKey
+from evalmesh.client import ApiKey, Runtime
 
 __all__ = ["keys", "runtimes", "up"]
 
@@ -81,19 +81,35 @@ def revoke_key(app: App, ids: tuple[str, ...], as_json: bool) -> None:
 @json_option
 @pass_app
 def runtimes(app: App, as_json: bool) -> None:
-    """List the runtimes evaluations can use."""
+    """List the runtimes evaluations can use, with their version and packages.
+
+    EXECUTORS counts the healthy executors offering a runtime; with 0, a submit for it is
+    refused (RUNTIME_UNAVAILABLE) while other executors are healthy.
+    """
     found = app.client().runtimes()
     if app.json(as_json):
-        app.print_json(
-            [{"name": r.name, "executors": r.executor_count, "version": r.version} for r in found]
-        )
+        app.print_json([_runtime_dict(item) for item in found])
         return
     table = Table(header_style="bold", box=None, pad_edge=False)
-    for column in ("NAME", "EXECUTORS", "VERSION", "DESCRIPTION"):
+    for column in ("NAME", "EXECUTORS", "VERSION", "DESCRIPTION", "PACKAGES"):
         table.add_column(column)
     for item in found:
-        table.add_row(item.name, str(item.executor_count), item.version, item.description)
+        packages = ", ".join(f"{name} {version}" for name, version in item.packages.items())
+        table.add_row(
+            item.name, str(item.executor_count), item.version, item.description, packages or "-"
+        )
     app.out.print(table)
+
+
+def _runtime_dict(runtime: Runtime) -> dict[str, object]:
+    return {
+        "name": runtime.name,
+        "executors": runtime.executor_count,
+        "version": runtime.version,
+        "description": runtime.description,
+        "digests": runtime.digests,
+        "packages": runtime.packages,
+    }
 
 
 @click.command()

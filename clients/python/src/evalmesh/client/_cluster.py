@@ -6,10 +6,23 @@ import dataclasses
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from evalmesh.client._models import Priority, State, duration, timestamp
-from evalmesh.v1 import api_key_pb2, cluster_pb2
+from evalmesh.client._models import Evaluation, Priority, State, duration, timestamp
+from evalmesh.v1 import api_key_pb2, cluster_pb2, cluster_service_pb2
 
-__all__ = ["ApiKey", "CreatedApiKey", "Executor", "PriorityQueue", "QueueStats", "Role", "Runtime"]
+__all__ = [
+    "ActivityBucket",
+    "ApiKey",
+    "CreatedApiKey",
+    "DeadLetter",
+    "Executor",
+    "PriorityQueue",
+    "PurgeResult",
+    "QueueActivity",
+    "QueueStats",
+    "Role",
+    "Runtime",
+    "WaitSummary",
+]
 
 
 class Role(StrEnum):
@@ -134,6 +147,7 @@ class Executor:
     start_time: datetime | None
     heartbeat_time: datetime | None
     completed: int
+    draining: bool
     proto: cluster_pb2.Executor = dataclasses.field(repr=False, compare=False)
 
     @classmethod
@@ -152,13 +166,18 @@ class Executor:
             start_time=timestamp(message, "start_time"),
             heartbeat_time=timestamp(message, "heartbeat_time"),
             completed=message.completed,
+            draining=message.draining,
             proto=message,
         )
 
 
 @dataclasses.dataclass(frozen=True)
 class Runtime:
-    """A named sandbox image evaluations can run in."""
+    """A named sandbox image evaluations can run in.
+
+    ``packages`` maps each installed distribution beyond the standard library to its version
+    (versions joined by ", " while executors disagree, as during a rollout).
+    """
 
     name: str
     description: str
@@ -166,11 +185,15 @@ class Runtime:
     version: str
     digests: list[str]
     executor_count: int
+    packages: dict[str, str]
     proto: cluster_pb2.Runtime = dataclasses.field(repr=False, compare=False)
 
     @classmethod
     def from_proto(cls, message: cluster_pb2.Runtime) -> Runtime:
         """Wrap an ``evalmesh.v1.Runtime``."""
+        packages: dict[str, list[str]] = {}
+        for package in message.packages:
+            packages.setdefault(package.name, []).append(package.version)
         return cls(
             name=message.name,
             description=message.description,
@@ -178,5 +201,127 @@ class Runtime:
             version=message.version,
             digests=list(message.digests),
             executor_count=message.executor_count,
+            packages={name: ", ".join(versions) for name, versions in packages.items()},
             proto=message,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    """A job that exhausted its deliveries, set aside for inspection and redrive (admin).
+
+    ``evaluation`` (BASIC view) is filled only by :meth:`Client.dead_letter`, and stays None
+    once the evaluation was purged.
+    """
+
+    sequence: int
+    evaluation_id: str
+    tenant: str
+    priority: Priority
+    deliveries: int
+    reason: str
+    dead_time: datetime | None
+    evaluation: Evaluation | None
+    proto: cluster_pb2.DeadLetter = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(
+        cls, message: cluster_pb2.DeadLetter, evaluation: Evaluation | None = None
+    ) -> DeadLetter:
+        """Wrap an ``evalmesh.v1.DeadLetter``."""
+        return cls(
+            sequence=message.sequence,
+            evaluation_id=message.evaluation_id,
+            tenant=message.tenant,
+            priority=Priority.from_proto(message.priority),
+            deliveries=message.deliveries,
+            reason=message.reason,
+            dead_time=timestamp(message, "dead_time"),
+            evaluation=evaluation,
+            proto=message,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class WaitSummary:
+    """Queue waits (acceptance to claim): how many, and their percentiles."""
+
+    count: int
+    p50: timedelta
+    p90: timedelta
+    p99: timedelta
+    max: timedelta
+
+    @classmethod
+    def from_proto(cls, message: cluster_pb2.WaitSummary) -> WaitSummary:
+        """Wrap an ``evalmesh.v1.WaitSummary``."""
+        return cls(
+            message.count,
+            message.p50.ToTimedelta(),
+            message.p90.ToTimedelta(),
+            message.p99.ToTimedelta(),
+            message.max.ToTimedelta(),
+        )
+
+
+def _wait(message: cluster_pb2.ActivityBucket | cluster_pb2.QueueActivity) -> WaitSummary | None:
+    return WaitSummary.from_proto(message.wait) if message.HasField("wait") else None
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivityBucket:
+    """What happened in one interval of a :class:`QueueActivity` window."""
+
+    start_time: datetime | None
+    completed: int
+    started: int
+    wait: WaitSummary | None
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueActivity:
+    """Throughput and queue waits over a recent window, from the stored timestamps (admin)."""
+
+    start_time: datetime | None
+    end_time: datetime | None
+    bucket_width: timedelta | None
+    buckets: list[ActivityBucket]
+    completed: int
+    started: int
+    wait: WaitSummary | None
+    proto: cluster_pb2.QueueActivity = dataclasses.field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, message: cluster_pb2.QueueActivity) -> QueueActivity:
+        """Wrap an ``evalmesh.v1.QueueActivity``."""
+        return cls(
+            start_time=timestamp(message, "start_time"),
+            end_time=timestamp(message, "end_time"),
+            bucket_width=duration(message, "bucket_width"),
+            buckets=[
+                ActivityBucket(
+                    timestamp(bucket, "start_time"), bucket.completed, bucket.started, _wait(bucket)
+                )
+                for bucket in message.buckets
+            ],
+            completed=message.completed,
+            started=message.started,
+            wait=_wait(message),
+            proto=message,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class PurgeResult:
+    """What a purge deleted: terminal evaluations that ended before ``end_time_before``."""
+
+    purged: int
+    end_time_before: datetime | None
+
+    @classmethod
+    def add(
+        cls, earlier: PurgeResult | None, reply: cluster_service_pb2.PurgeEvaluationsResponse
+    ) -> PurgeResult:
+        """The running total after one more PurgeEvaluations reply."""
+        before = timestamp(reply, "end_time_before")
+        return cls((earlier.purged if earlier else 0) + reply.purged, before)

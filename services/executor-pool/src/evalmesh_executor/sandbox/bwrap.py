@@ -34,6 +34,7 @@ from .prepared import Cleanups, PreparedPool, prepare
 from .reaper import become_subreaper
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 from .scratch import ScratchMounts
+from .tree import RuntimeDetails
 
 __all__ = ["BwrapConfig", "BwrapSandbox"]
 
@@ -236,6 +237,17 @@ class BwrapSandbox:
     def runtimes(self) -> Mapping[str, str]:
         """Available runtime names and their identities (after prepare)."""
         return dict(self._require_host().identities)
+
+    @property
+    def runtime_details(self) -> Mapping[str, RuntimeDetails]:
+        """Description and packages of each available runtime (after prepare)."""
+        details = {}
+        for name in self._require_host().identities:
+            tree = self._config.runtimes[name].tree
+            details[name] = (
+                RuntimeDetails(tree.description, tree.packages) if tree else RuntimeDetails()
+            )
+        return details
 
     @property
     def cgroups(self) -> CgroupDriver:

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -43,6 +44,7 @@ from .models import (
     unavailable_runtime,
 )
 from .seccomp import UnsupportedArchitectureError
+from .tree import Package, RuntimeDetails
 
 __all__ = ["DEFAULT_IMAGES", "LABEL_DEADLINE", "LABEL_OWNER", "DockerConfig", "DockerSandbox"]
 
@@ -54,7 +56,11 @@ DEFAULT_IMAGES: Mapping[str, str] = {
     "python-ml": "evalmesh-runtime-python-ml:latest",
 }
 
-_PROBE = b"import sys; print(sys.version.split()[0])"
+# The interpreter's version, then each installed distribution (name and version) on a line.
+_PROBE = (
+    b"import sys\nfrom importlib import metadata\nprint(sys.version.split()[0])\n"
+    b"for d in metadata.distributions(): print(d.metadata['Name'], d.version)\n"
+)
 _PROBE_LIMITS = SandboxLimits(wall_timeout=30.0, memory_bytes=128 * 1024 * 1024)
 
 
@@ -112,6 +118,17 @@ class DockerConfig:
 class _Runtime:
     image_id: str
     identity: str
+    packages: tuple[Package, ...] = ()
+
+
+def _packages(lines: Sequence[str]) -> tuple[Package, ...]:
+    """The probe's ``name version`` lines as packages, by normalised name."""
+    found = {}
+    for line in lines:
+        name, _, version = line.strip().partition(" ")
+        if name and version:
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return tuple(Package(name, found[name]) for name in sorted(found))
 
 
 class DockerSandbox:
@@ -224,8 +241,8 @@ class DockerSandbox:
         result = await DockerJob(host, image_id, image_id, request, None, None).execute()
         if result.outcome is not SandboxOutcome.EXITED or result.exit_code != 0:
             raise SandboxError(f"probe run: {result.outcome.value} {result.detail}".strip())
-        version = result.stdout.decode(errors="replace").strip()
-        return _Runtime(image_id, f"{name} {version} {image_id}")
+        version, *installed = result.stdout.decode(errors="replace").strip().splitlines()
+        return _Runtime(image_id, f"{name} {version} {image_id}", _packages(installed))
 
     async def close(self) -> None:
         """Cancel the runs in progress (their results say CANCELLED), remove the warm
@@ -283,6 +300,11 @@ class DockerSandbox:
     def runtimes(self) -> Mapping[str, str]:
         """Available runtime names and their identities (`<name> <version> <image id>`)."""
         return {name: runtime.identity for name, runtime in self._runtimes.items()}
+
+    @property
+    def runtime_details(self) -> Mapping[str, RuntimeDetails]:
+        """The packages each available runtime's image holds, as its probe listed them."""
+        return {name: RuntimeDetails(packages=rt.packages) for name, rt in self._runtimes.items()}
 
     @property
     def owner(self) -> str:

@@ -4,6 +4,8 @@ Inside the sandbox:
     /usr (read-only, site-packages of the host masked; an overlay of the host's /usr of the job's
         own where bwrap has them, so locks, leases and file notifications a job takes on the
         runtime's files are its own inodes' and reach no other job and not the host),
+    the runtime's package tree, if it has one, at its site directory inside a mask (read-only,
+        an overlay of the job's own as /usr is),
     /bin /lib /lib64 /sbin as on the host,
     /etc with generated passwd, group, hosts and nsswitch.conf only (no host /etc),
     /job, a small fresh tmpfs, read-only (0555) but the job's own: the boot program makes it
@@ -97,6 +99,13 @@ def host_root_links(root: str = "/") -> list[tuple[str, ...]]:
     return args
 
 
+def _read_only(source: str, dest: str, overlay_empty: str | None) -> list[str]:
+    if overlay_empty is None:
+        return ["--ro-bind", source, dest]
+    # A read-only overlay needs two layers: the host's directory and an empty one.
+    return ["--overlay-src", source, "--overlay-src", overlay_empty, "--ro-overlay", dest]
+
+
 def _filesystem(
     runtime: Runtime,
     root_links: list[tuple[str, ...]],
@@ -108,14 +117,15 @@ def _filesystem(
 ) -> list[str]:
     args: list[str] = []
     for path in runtime.ro_binds:
-        if overlay_empty is None:
-            args += ["--ro-bind", path, path]
-        else:  # a read-only overlay needs two layers: the host's directory and an empty one
-            args += ["--overlay-src", path, "--overlay-src", overlay_empty, "--ro-overlay", path]
+        args += _read_only(path, path, overlay_empty)
     for link in root_links:
         args += link
     for path in runtime.masked:
-        args += ["--tmpfs", path, "--remount-ro", path]
+        args += ["--tmpfs", path]
+    if runtime.tree is not None:  # its mount point is made inside a (still writable) mask
+        args += _read_only(str(runtime.tree.site_packages), runtime.tree.site_dir, overlay_empty)
+    for path in runtime.masked:
+        args += ["--remount-ro", path]
     args += ["--proc", "/proc", "--dev", "/dev"]
     if scratch_mounts is None:
         args += [*scratch, "--tmpfs", SCRATCH_DIR, *scratch, "--tmpfs", SHM_DIR]
