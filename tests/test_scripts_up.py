@@ -47,11 +47,15 @@ def _wait_for_state(path: Path, process: subprocess.Popen[bytes], timeout: float
 @pytest.fixture
 def mesh_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Any, Path]]:
     state_dir = tmp_path / "mesh"
+    # One metrics port and port file for everything, as a careless shell might export: the
+    # launcher must still give each service its own.
+    shared = {"EVALMESH_METRICS_PORT": "1", "EVALMESH_METRICS_PORT_FILE": str(tmp_path / "one")}
     process = subprocess.Popen(
         [str(ROOT / "scripts" / "up"), "--state-dir", str(state_dir), "--edge-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **shared},
     )
     try:
         state = _wait_for_state(state_dir / "mesh.json", process, timeout=240)
@@ -83,6 +87,24 @@ def _grpc_web_health(url: str, service: str) -> int:
     return int(health_pb2.HealthCheckResponse.FromString(body[5 : 5 + length]).status)
 
 
+def _assert_metrics_on_for_every_service(metrics: dict[str, str]) -> None:
+    """Metrics are on by default: each service (and Envoy) on a port of its own, listed in the
+    state file, each serving its own families."""
+    assert set(metrics) == {*SERVICES, "envoy"}
+    ports = {url.split("/")[2] for url in metrics.values()}
+    assert len(ports) == len(metrics)
+    own = {
+        "storage": b"grpc_server_handled_total",
+        "scheduler": b"evalmesh_scheduler_queue_depth",
+        "executor-pool": b"evalmesh_executor_slots",
+        "gateway": b"grpc_server_started_total",
+        "envoy": b"envoy_server_live",
+    }
+    for name, url in metrics.items():
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            assert own[name] in reply.read(), name
+
+
 def test_scripts_up_serves_every_component_and_ctrl_c_leaves_no_process(
     mesh_up: tuple[subprocess.Popen[bytes], Any, Path],
 ) -> None:
@@ -101,6 +123,7 @@ def test_scripts_up_serves_every_component_and_ctrl_c_leaves_no_process(
         assert b'<div id="root">' in reply.read()
     assert state["admin_api_key"].startswith("em_")
     assert (state_dir / "mesh.json").stat().st_mode & 0o077 == 0
+    _assert_metrics_on_for_every_service(state["metrics"])
 
     pids = list(state["pids"].values())
     assert len(pids) == 6

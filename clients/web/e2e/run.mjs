@@ -212,6 +212,14 @@ async function scenarios(page, mesh) {
       check(value && value !== "–", `${fact} shows a value, got ${value}`);
     }
     check((await page.getByTestId("timeline-ended").textContent()).includes("Succeeded"), "timeline ends Succeeded");
+    // Where its time went: every stage the platform records, each with a measured span.
+    // (Its output is small, so it was stored with the result: one stage for both.)
+    for (const stage of ["queued", "preparing", "running", "finishing"]) {
+      const text = await page.getByTestId(`stage-${stage}`).textContent({ timeout: 10_000 });
+      check(/\d+(\.\d+)? (ms|s)\b|< 1 ms/.test(text), `stage ${stage} shows its span: ${text}`);
+    }
+    const running = await page.getByTestId("stage-running").textContent();
+    check(/^Running\s*[1-9]/.test(running.replace(/\s+/g, " ")), `the program ran for seconds: ${running}`);
     await page.getByText("Code that ran").click();
     await page.getByTestId("code-listing").waitFor();
     await shot(page, "04-hello-succeeded");
@@ -335,6 +343,15 @@ async function scenarios(page, mesh) {
     check(/Low: [1-9]\d* queued/.test(low), `low priority depth shown: ${low}`);
     check((await page.getByTestId("executor-row").count()) >= 1, "executors are listed");
     check(/^\d+ \/ [1-9]\d*$/.test(await page.getByTestId("tile-slots").textContent()), "slot use is shown");
+    // The last hour as the server recorded it, not only what this tab has seen.
+    await page.getByTestId("activity-chart").waitFor({ timeout: 20_000 });
+    check((await page.locator("[data-testid=activity-chart] rect.activity-bar").count()) === 60, "60 buckets");
+    const completed = Number(await page.getByTestId("tile-hour-completed").textContent());
+    check(completed >= 4, `the hour's completions include the runs above: ${completed}`);
+    for (const tile of ["tile-wait-p50", "tile-wait-p90", "tile-wait-p99"]) {
+      const value = await page.getByTestId(tile).textContent();
+      check(/\d/.test(value), `${tile} shows a wait: ${value}`);
+    }
     await sleep(2500); // a few more samples for the chart
     await shot(page, "11-dashboard");
   });

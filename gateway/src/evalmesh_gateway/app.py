@@ -22,6 +22,7 @@ from evalmesh_common.server import AddServicers
 from evalmesh_gateway.auth import Authenticator
 from evalmesh_gateway.config import GatewayConfig
 from evalmesh_gateway.deadline import DeadlineInterceptor
+from evalmesh_gateway.metrics import TenantMetrics
 from evalmesh_gateway.ratelimit import RateLimiter
 from evalmesh_gateway.servicer import (
     ApiKeyServicer,
@@ -59,8 +60,8 @@ def _registrar(upstreams: Upstreams, watcher: Watcher) -> AddServicers:
 
 async def build_app(config: GatewayConfig) -> ServiceApp:
     """Return the gateway's app; it serves once NATS, storage and the scheduler answer."""
-    storage_channel = grpc.aio.insecure_channel(config.storage_address)
-    scheduler_channel = grpc.aio.insecure_channel(config.scheduler_address)
+    storage_channel = config.upstream_tls.channel(config.storage_address)
+    scheduler_channel = config.upstream_tls.channel(config.scheduler_address)
     storage = storage_service_pb2_grpc.StorageServiceStub(storage_channel)
     auth = Authenticator(storage, ttl=config.api_key_cache_ttl)
     nats = NatsConnection(config.nats_url, name="gateway")
@@ -91,6 +92,7 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
         add_servicers=_registrar(upstreams, watcher),
         interceptors=[DeadlineInterceptor(config.max_deadline)],
     )
+    upstreams.tenant_metrics = TenantMetrics(app.metrics)
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", health_probe(storage_channel, STORAGE_SERVICE))
     app.add_probe("scheduler", health_probe(scheduler_channel, SCHEDULER_SERVICE))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import grpc.aio
 
 from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
@@ -25,7 +26,10 @@ from evalmesh.v1 import (
     evaluation_service_pb2,
     evaluation_service_pb2_grpc,
 )
+from evalmesh_common import ResourceExhausted
 from evalmesh_gateway.auth import Authenticator
+from evalmesh_gateway.metrics import TenantMetrics
+from evalmesh_gateway.operations import activity_request, drain_request, purge_request
 from evalmesh_gateway.position import estimate_start
 from evalmesh_gateway.ratelimit import RateLimiter
 from evalmesh_gateway.validation import (
@@ -58,12 +62,14 @@ class Upstreams:
         bounds: Bounds,
         limiter: RateLimiter,
         auth: Authenticator,
+        tenant_metrics: TenantMetrics | None = None,
     ) -> None:
         self.storage = storage
         self.scheduler = scheduler
         self.bounds = bounds
         self.limiter = limiter
         self.auth = auth
+        self.tenant_metrics = tenant_metrics
 
 
 class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
@@ -78,12 +84,13 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
     ) -> evaluation_service_pb2.CreateEvaluationResponse:
         principal = await self._up.auth.authenticate(context)
         # Before validation, so a flood of bad requests is throttled too.
-        self._up.limiter.acquire(principal.tenant)
+        self._admit(principal.tenant)
         spec = validate_create(request, self._up.bounds)
         submit = scheduler_service_pb2.SubmitEvaluationRequest(
             tenant=principal.tenant, request_id=request.request_id, spec=spec
         )
         reply = await self._up.scheduler.SubmitEvaluation(submit, timeout=TIMEOUT)
+        self._created(principal.tenant, int(reply.created))
         return evaluation_service_pb2.CreateEvaluationResponse(
             evaluation=_basic(reply.record.evaluation), created=reply.created
         )
@@ -94,7 +101,7 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         principal = await self._up.auth.authenticate(context)
         # The count first (cheap), so an absurd batch is refused without spending anything.
         count = validate_batch_size(request, self._up.bounds)
-        self._up.limiter.acquire(principal.tenant, cost=count**0.5)
+        self._admit(principal.tenant, cost=count**0.5)
         specs = validate_batch(request, self._up.bounds)
         batch = scheduler_service_pb2.BatchSubmitEvaluationsRequest(
             requests=[
@@ -105,9 +112,23 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
             ]
         )
         reply = await self._up.scheduler.BatchSubmitEvaluations(batch, timeout=60)
+        self._created(principal.tenant, sum(item.created for item in reply.responses))
         return evaluation_service_pb2.BatchCreateEvaluationsResponse(
             evaluations=[_basic(item.record.evaluation) for item in reply.responses]
         )
+
+    def _admit(self, tenant: str, cost: float = 1.0) -> None:
+        """Take from the tenant's rate limit, counting a refusal in the metrics."""
+        try:
+            self._up.limiter.acquire(tenant, cost)
+        except ResourceExhausted:
+            if self._up.tenant_metrics is not None:
+                self._up.tenant_metrics.rate_limited(tenant)
+            raise
+
+    def _created(self, tenant: str, count: int) -> None:
+        if self._up.tenant_metrics is not None:
+            self._up.tenant_metrics.created(tenant, count)
 
     async def GetEvaluation(
         self, request: evaluation_service_pb2.GetEvaluationRequest, context: Context
@@ -200,13 +221,13 @@ class ClusterServicer(cluster_service_pb2_grpc.ClusterServiceServicer):
         self, request: cluster_service_pb2.ListRuntimesRequest, context: Context
     ) -> cluster_service_pb2.ListRuntimesResponse:
         await self._up.auth.authenticate(context)
-        offered: dict[str, int] = {}
-        for executor in await self._executors():
-            if executor.healthy:
-                for name in executor.runtimes:
-                    offered[name] = offered.get(name, 0) + 1
+        reply = await self._up.scheduler.ListRuntimes(
+            scheduler_service_pb2.ListRuntimesRequest(), timeout=TIMEOUT
+        )
+        offered = {runtime.name: runtime for runtime in reply.runtimes}
+        # The runtimes the API accepts are listed even when no executor offers them now.
         runtimes = [
-            cluster_pb2.Runtime(name=name, language="python", executor_count=offered.get(name, 0))
+            offered.get(name) or cluster_pb2.Runtime(name=name, language="python")
             for name in sorted(set(offered) | set(self._up.bounds.runtimes))
         ]
         return cluster_service_pb2.ListRuntimesResponse(runtimes=runtimes)
@@ -233,6 +254,52 @@ class ClusterServicer(cluster_service_pb2_grpc.ClusterServiceServicer):
         return cluster_service_pb2.RedriveDeadLetterResponse(
             evaluation=_basic(reply.record.evaluation)
         )
+
+    async def GetDeadLetter(
+        self, request: cluster_service_pb2.GetDeadLetterRequest, context: Context
+    ) -> cluster_service_pb2.GetDeadLetterResponse:
+        (await self._up.auth.authenticate(context)).require_admin()
+        read = scheduler_service_pb2.GetDeadLetterRequest(sequence=request.sequence)
+        letter = (await self._up.scheduler.GetDeadLetter(read, timeout=TIMEOUT)).dead_letter
+        return cluster_service_pb2.GetDeadLetterResponse(
+            dead_letter=letter, evaluation=await self._any_tenants(letter.evaluation_id)
+        )
+
+    async def DrainExecutor(
+        self, request: cluster_service_pb2.DrainExecutorRequest, context: Context
+    ) -> cluster_service_pb2.DrainExecutorResponse:
+        (await self._up.auth.authenticate(context)).require_admin()
+        reply = await self._up.scheduler.DrainExecutor(drain_request(request), timeout=TIMEOUT)
+        return cluster_service_pb2.DrainExecutorResponse(executor=reply.executor)
+
+    async def PurgeEvaluations(
+        self, request: cluster_service_pb2.PurgeEvaluationsRequest, context: Context
+    ) -> cluster_service_pb2.PurgeEvaluationsResponse:
+        (await self._up.auth.authenticate(context)).require_admin()
+        purge = purge_request(request)
+        reply = await self._up.scheduler.PurgeEvaluations(purge, timeout=TIMEOUT)
+        return cluster_service_pb2.PurgeEvaluationsResponse(
+            purged=reply.purged, end_time_before=purge.end_time_before, complete=reply.complete
+        )
+
+    async def GetQueueActivity(
+        self, request: cluster_service_pb2.GetQueueActivityRequest, context: Context
+    ) -> cluster_service_pb2.GetQueueActivityResponse:
+        (await self._up.auth.authenticate(context)).require_admin()
+        reply = await self._up.storage.GetActivity(activity_request(request), timeout=TIMEOUT)
+        return cluster_service_pb2.GetQueueActivityResponse(activity=reply.activity)
+
+    async def _any_tenants(self, evaluation_id: str) -> evaluation_pb2.Evaluation | None:
+        """An evaluation of any tenant, BASIC view (admin calls only); None once purged."""
+        get = storage_service_pb2.GetEvaluationRequest(
+            id=evaluation_id, view=evaluation_pb2.EVALUATION_VIEW_BASIC
+        )
+        try:
+            return (await self._up.storage.GetEvaluation(get, timeout=TIMEOUT)).record.evaluation
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
 
     async def _executors(self) -> list[cluster_pb2.Executor]:
         reply = await self._up.scheduler.ListExecutors(

@@ -64,6 +64,8 @@ async def test_a_job_never_acked_is_redelivered_then_dead_lettered_and_its_evalu
     assert letter.priority == evaluation_pb2.PRIORITY_NORMAL
     assert "max deliveries" in letter.reason
     assert not letters.next_page_token
+    one = spb.GetDeadLetterRequest(sequence=letter.sequence)
+    assert (await scheduler.GetDeadLetter(one, timeout=10)).dead_letter == letter
     assert await queued_job(js, submitted) is None  # removed from the work queue
     assert await job_count(js) == 0
     await executor.unsubscribe()
@@ -79,6 +81,9 @@ async def test_a_job_never_acked_is_redelivered_then_dead_lettered_and_its_evalu
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await scheduler.RedriveDeadLetter(request, timeout=10)
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as read:
+        await scheduler.GetDeadLetter(one, timeout=10)
+    assert read.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_dead_letters_are_listed_in_pages(

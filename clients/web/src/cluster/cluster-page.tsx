@@ -1,4 +1,4 @@
-import type { DeadLetter, Executor, QueueStats } from "@evalmesh/proto/evalmesh/v1/cluster_pb";
+import type { DeadLetter, Executor, QueueActivity, QueueStats } from "@evalmesh/proto/evalmesh/v1/cluster_pb";
 import type { Evaluation } from "@evalmesh/proto/evalmesh/v1/evaluation_pb";
 import { useState } from "react";
 
@@ -10,6 +10,7 @@ import {
   formatAge,
   formatDuration,
   formatRelative,
+  formatSeconds,
   toDate,
 } from "../format";
 import { measuredDelay, usePollLoop } from "../evaluations";
@@ -17,6 +18,8 @@ import { causeText } from "../monitor";
 import { routeHref } from "../routing";
 import { useSession } from "../session";
 import { ProblemBanner, StateBadge, useNow } from "../ui";
+import { activityPoints, activitySummary, formatWindow } from "./activity";
+import { ActivityChart } from "./activity-chart";
 import { ExecutorsTable } from "./executors-table";
 import { QueueChart } from "./queue-chart";
 import { HISTORY_WINDOW_MS, addSample, sampleOf, type QueueSample } from "./queue-history";
@@ -29,6 +32,7 @@ interface Live {
 interface Slow {
   deadLetters: DeadLetter[];
   failures: Evaluation[];
+  activity?: QueueActivity;
 }
 
 function Tile({ label, value, testId }: { label: string; value: string; testId?: string }) {
@@ -39,6 +43,33 @@ function Tile({ label, value, testId }: { label: string; value: string; testId?:
       </div>
       <div className="tile-label">{label}</div>
     </div>
+  );
+}
+
+/** LastHour is the server's record of the window (every tenant's evaluations, from storage). */
+function LastHour({ activity }: { activity: QueueActivity }) {
+  const summary = activitySummary(activity);
+  const waits = summary.waits;
+  const wait = (seconds: number | undefined) => (seconds === undefined ? "–" : formatSeconds(seconds));
+  return (
+    <section className="card" aria-labelledby="activity-title">
+      <h2 id="activity-title">
+        Last {summary.windowSeconds === 3600 ? "hour" : formatWindow(summary.windowSeconds)}, from the server
+      </h2>
+      <section className="tiles" aria-label="Throughput and queue wait">
+        <Tile label="completed" value={String(summary.completed)} testId="tile-hour-completed" />
+        <Tile label="completed per minute" value={summary.perMinute.toFixed(1)} testId="tile-hour-rate" />
+        <Tile label="queue wait p50" value={wait(waits?.p50)} testId="tile-wait-p50" />
+        <Tile label="queue wait p90" value={wait(waits?.p90)} testId="tile-wait-p90" />
+        <Tile label="queue wait p99" value={wait(waits?.p99)} testId="tile-wait-p99" />
+        <Tile label="longest wait" value={wait(waits?.max)} testId="tile-wait-max" />
+      </section>
+      <ActivityChart points={activityPoints(activity)} windowSeconds={summary.windowSeconds} />
+      <p className="muted">
+        {summary.started} started and {summary.completed} ended in this window, across every tenant.
+        {summary.partial && waits ? ` Waits are of the latest ${waits.count} starts.` : ""}
+      </p>
+    </section>
   );
 }
 
@@ -70,11 +101,12 @@ export function ClusterPage() {
     admin ? "slow" : "off",
     async (signal) => {
       if (!admin) return { deadLetters: [], failures: [] };
-      const [dead, failed] = await Promise.all([
+      const [dead, failed, activity] = await Promise.all([
         cluster.listDeadLetters({ pageSize: 20 }, { signal }),
         evaluations.listEvaluations({ pageSize: 10, states: [...FAILURE_STATES] }, { signal }),
+        cluster.getQueueActivity({}, { signal }),
       ]);
-      return { deadLetters: dead.deadLetters, failures: failed.evaluations };
+      return { deadLetters: dead.deadLetters, failures: failed.evaluations, activity: activity.activity };
     },
     (round) => (round.failures > 0 ? measuredDelay(0, true, round.failures) : 10_000),
   );
@@ -141,6 +173,7 @@ export function ClusterPage() {
           </p>
         ) : null}
       </section>
+      {slow.data?.activity ? <LastHour activity={slow.data.activity} /> : null}
       <section className="card" aria-labelledby="executors-title">
         <h2 id="executors-title">Executors</h2>
         <ExecutorsTable executors={executors} now={now} />

@@ -8,6 +8,7 @@ import { ProblemBanner, StateBadge, downloadBytes } from "../ui";
 import { CodePanel } from "./code-panel";
 import { ConnectionStatus } from "./connection-status";
 import { EvaluationFacts } from "./evaluation-facts";
+import { StageBreakdown } from "./stage-breakdown-view";
 import { StateTimeline } from "./state-timeline-view";
 import { useEvaluationWatch } from "./use-evaluation-watch";
 
@@ -67,6 +68,7 @@ export function EvaluationMonitor({ id }: { id: string }) {
       {evaluation ? (
         <>
           <StateTimeline evaluation={evaluation} />
+          <StageBreakdown evaluation={evaluation} />
           <EvaluationFacts evaluation={evaluation} />
         </>
       ) : connection.kind !== "failed" ? (

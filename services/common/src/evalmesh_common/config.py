@@ -12,11 +12,13 @@ Each service declares its settings as a frozen dataclass whose fields come from
     config = load_config(StorageConfig)          # reads os.environ, or a Mapping you pass
 
 The field's annotation picks the parser: ``str``, ``int``, ``float``, ``bool``, :data:`Seconds`
-(``"30"``, ``"2.5s"``, ``"500ms"``, ``"5m"``, ``"1h"``), :class:`Secret`, and ``X | None`` of
-those. A variable without a default is required. An empty value counts as unset, because
-compose files write ``VAR=`` for "not given". Every missing or malformed variable is reported
-at once in one :class:`ConfigError`, as is a ``ValueError`` from the class's own
-``__post_init__`` checks. This module is the only place that reads ``os.environ``.
+(``"30"``, ``"2.5s"``, ``"500ms"``, ``"5m"``, ``"1h"``, ``"30d"``), :class:`Secret`, and
+``X | None`` of those. A :class:`Secret` may instead be read from the file that
+``<NAME>_FILE`` names (how compose and Kubernetes hand secrets over). A variable without a
+default is required. An empty value counts as unset, because compose files write ``VAR=`` for
+"not given". Every missing or malformed variable is reported at once in one
+:class:`ConfigError`, as is a ``ValueError`` from the class's own ``__post_init__`` checks. This
+module is the only place that reads ``os.environ``.
 """
 
 from __future__ import annotations
@@ -46,15 +48,15 @@ __all__ = [
 T = TypeVar("T")
 
 Seconds = NewType("Seconds", float)
-"""A duration in seconds; its variable may carry a unit (``ms``, ``s``, ``m``, ``h``)."""
+"""A duration in seconds; its variable may carry a unit (``ms``, ``s``, ``m``, ``h``, ``d``)."""
 
 _ENV = "evalmesh.env"
 _GROUP = "evalmesh.group"
 _HIDDEN = "**********"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|m|h)?")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|m|h|d)?")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 class ConfigError(Exception):
@@ -166,6 +168,11 @@ def _read_field(
 ) -> None:
     name: str = field.metadata[_ENV]
     raw = environ.get(name, "")
+    if raw == "" and _strip_optional(hint) is Secret and environ.get(f"{name}_FILE", ""):
+        from_file = _read_secret_file(f"{name}_FILE", environ[f"{name}_FILE"], problems)
+        if from_file is None:
+            return
+        raw = from_file
     if raw == "":
         if field.default is dataclasses.MISSING:
             problems.append(f"{name} is required but not set")
@@ -174,6 +181,17 @@ def _read_field(
         values[field.name] = _parse(hint, raw)
     except ValueError as exc:
         problems.append(f"{name}={raw!r} is invalid: {exc}")
+
+
+def _read_secret_file(variable: str, path: str, problems: list[str]) -> str | None:
+    """A secret's value from the file ``variable`` names (compose and Kubernetes mount secrets
+    as files, so they never sit in the environment); one trailing newline is not part of it."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().removesuffix("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{variable}={path!r} cannot be read: {exc}")
+        return None
 
 
 def _parse(hint: Any, raw: str) -> Any:
@@ -229,5 +247,5 @@ def _parse_float(raw: str) -> float:
 def _parse_seconds(raw: str) -> Seconds:
     match = _DURATION.fullmatch(raw.strip())
     if match is None:
-        raise ValueError("expected a duration such as 30, 2.5s, 500ms, 5m or 1h")
+        raise ValueError("expected a duration such as 30, 2.5s, 500ms, 5m, 1h or 30d")
     return Seconds(float(match["number"]) * _UNIT_SECONDS[match["unit"]])

@@ -12,6 +12,7 @@ __all__ = [
     "CANCEL_SUBJECT",
     "DEAD_LETTER_CONSUMER",
     "DEAD_LETTER_STREAM",
+    "DRAIN_SUBJECT_PREFIX",
     "EXECUTORS_BUCKET",
     "JOBS_STREAM",
     "JOB_ADVISORIES_STREAM",
@@ -20,6 +21,7 @@ __all__ = [
     "LEASES_RELEASED_SUBJECT",
     "PRIORITY_NAMES",
     "dead_letter_subject",
+    "drain_subject",
     "event_subject",
     "job_consumer",
     "job_filter",
@@ -40,6 +42,11 @@ KEY_REVOKED_SUBJECT = "evalmesh.control.keys.revoked"
 # Core NATS: an executor restarted under its old identity ended its predecessor's leases (the
 # payload is its instance id); the leading scheduler's reaper requeues them now, not next tick.
 LEASES_RELEASED_SUBJECT = "evalmesh.control.leases.released"
+# Core NATS request/reply, one subject per executor instance (``drain_subject``): a serialized
+# ``executor.v1.DrainRequest`` asks that instance to drain; it answers with its ``PoolStatus`` once
+# the drain began. The scheduler sends it for ``DrainExecutor``: every executor is already on NATS,
+# so no executor needs an address the control plane can dial.
+DRAIN_SUBJECT_PREFIX = "evalmesh.control.drain"
 # Key-value buckets: executor heartbeats (entries expire), and the reconciler/reaper leader lease.
 EXECUTORS_BUCKET = "EVALMESH_EXECUTORS"
 LEADER_BUCKET = "EVALMESH_LEADER"
@@ -50,6 +57,7 @@ DEAD_LETTER_CONSUMER = "dead-letters"
 
 _PRIORITY_BY_VALUE = {0: "normal", 1: "high", 2: "normal", 3: "low"}  # evalmesh.v1.Priority
 _TOKEN_FORBIDDEN = frozenset(" \t\r\n.*>")
+_SUBJECT_FORBIDDEN = frozenset(" \t\r\n*>")
 
 
 def _check(priority: str) -> str:
@@ -100,3 +108,12 @@ def dead_letter_subject(priority: str) -> str:
 def event_subject(evaluation_id: str) -> str:
     """Live run events (output chunks, state changes) of one evaluation, for watchers."""
     return f"evalmesh.events.{evaluation_id}"
+
+
+def drain_subject(instance_id: str) -> str:
+    """Where one executor instance listens for drain requests (its id may hold dots: the
+    subject is literal, never matched by a wildcard)."""
+    tokens = instance_id.split(".")
+    if _SUBJECT_FORBIDDEN.intersection(instance_id) or not all(tokens):
+        raise ValueError(f"executor id {instance_id!r} cannot be part of a subject")
+    return f"{DRAIN_SUBJECT_PREFIX}.{instance_id}"

@@ -15,7 +15,7 @@ from evalmesh_common.messaging import NatsConnection
 from evalmesh_executor.backend import choose_backend
 from evalmesh_executor.config import ExecutorConfig, default_instance_id
 from evalmesh_executor.instance import ExecutorInstance
-from evalmesh_executor.metrics import ExecutorMetrics
+from evalmesh_executor.metrics import ExecutorMetrics, RunMetrics
 from evalmesh_executor.servicer import ExecutorServicer
 from evalmesh_executor.storage_client import StorageClient
 
@@ -63,6 +63,7 @@ async def build_app(config: ExecutorConfig) -> ServiceApp:
         backend,
         executor_id=executor_id,
         gate=lambda: app.health.serving,
+        on_finished=RunMetrics(app.metrics).observe,
     )
     app.metrics.register(ExecutorMetrics(instance.status, instance.runs, instance.self_check))
     app.add_probe("nats", nats.probe)

@@ -22,13 +22,14 @@ from typing import TypeVar
 import nats.errors
 from nats.js.errors import Error as JetStreamError
 
+from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import Aborted, DeadlineExceeded, DomainError, Unavailable
 from evalmesh_common.messaging import BucketView, NatsConnection
 from evalmesh_common.subjects import EXECUTORS_BUCKET, LEASES_RELEASED_SUBJECT
 from evalmesh_executor.backend import Backend
 from evalmesh_executor.config import ExecutorConfig
-from evalmesh_executor.control import CancelListener
+from evalmesh_executor.control import CancelListener, DrainListener
 from evalmesh_executor.pool import Pool
 from evalmesh_executor.runs import RunRegistry, Stop
 from evalmesh_executor.selfcheck import SelfCheck, address_port, url_port
@@ -66,6 +67,7 @@ class ExecutorInstance:
         *,
         executor_id: str,
         gate: Callable[[], bool],
+        on_finished: Callable[[record_pb2.EvaluationRecord], None] = lambda record: None,
     ) -> None:
         self.config = config
         self.nats = nats_connection
@@ -84,6 +86,7 @@ class ExecutorInstance:
             self.shares,
             lambda msg, evaluation_id: send_to_back(client, msg, evaluation_id),
             before_ack=crash_now if config.test_crash_before_ack else lambda: None,
+            finished=on_finished,
         )
         self.pool = Pool(
             client,
@@ -104,7 +107,9 @@ class ExecutorInstance:
             backend=backend.name,
             slots=config.slots,
             start_time=datetime.now(UTC),
-            runtimes=tuple(runtime_infos(backend.sandbox.runtimes)),
+            runtimes=tuple(
+                runtime_infos(backend.sandbox.runtimes, backend.sandbox.runtime_details)
+            ),
         )
         self.status = StatusReporter(
             info,
@@ -113,6 +118,7 @@ class ExecutorInstance:
             draining=lambda: self.pool.draining,
             interval=config.status_interval,
         )
+        self.drains = DrainListener(client, executor_id, self.begin_drain, self.status.snapshot)
         self._tasks: list[asyncio.Task[None]] = []
 
     def _platform_ports(self) -> list[int]:
@@ -227,6 +233,7 @@ class ExecutorInstance:
                 await self.nats.client.jetstream().key_value(EXECUTORS_BUCKET)
                 await self.pool.bind()
                 await self.cancels.start()
+                await self.drains.start()
                 return
             except _NATS_ERRORS as exc:
                 if not complained:
@@ -238,6 +245,16 @@ class ExecutorInstance:
         """Stop pulling; running jobs get ``grace`` seconds, the rest are given back."""
         return await self.pool.drain(grace)
 
+    def begin_drain(self, grace: float | None) -> None:
+        """Start a drain in the background (a drain request from the control plane): the
+        instance is draining when this returns, and says so in its heartbeat at once."""
+        self.pool.draining = True
+        self._spawn(self._drain_now(self.config.drain_grace if grace is None else grace), "drain")
+
+    async def _drain_now(self, grace: float) -> None:
+        await self.status.report(self.nats.client)  # the heartbeat says "draining" at once
+        await self.drain(grace)
+
     async def stop_work(self) -> None:
         """STOP_WORK hook: drain within the configured grace."""
         await self.drain(self.config.drain_grace)
@@ -247,6 +264,7 @@ class ExecutorInstance:
         connection's drain), remove the status entry, then drain and close NATS."""
         self.runs.stop_all(Stop.GIVE_BACK, "the executor is shutting down")
         await self.cancels.stop()
+        await self.drains.stop()
         await self.pool.close()
         await self._cancel_tasks()
         if self.nats.client.is_connected:

@@ -141,11 +141,18 @@ class StorageClient:
         state: State.ValueType,
         result: evaluation_pb2.EvaluationResult,
         chunks: Sequence[evaluation_pb2.OutputChunk] = (),
+        timings: _pb.RunTimings | None = None,
     ) -> Record:
-        """Store the last output ``chunks`` and record the terminal result in one write; a
-        repeat of a write that already landed returns the evaluation."""
+        """Store the last output ``chunks`` and record the terminal result in one write, with
+        the run's measured ``timings``; a repeat of a write that already landed returns the
+        evaluation."""
         request = _pb.CompleteEvaluationRequest(
-            id=evaluation_id, attempt=attempt, state=state, result=result, chunks=chunks
+            id=evaluation_id,
+            attempt=attempt,
+            state=state,
+            result=result,
+            chunks=chunks,
+            timings=timings,
         )
         try:
             return (await self._call(self._stub.CompleteEvaluation, request)).record

@@ -9,7 +9,7 @@ import time
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common.metrics import scrape
 
-from .harness import Driver, Service
+from .harness import TENANT, Driver, Service
 
 COMPLETED = 'evalmesh_executor_runs_finished_total{outcome="completed"}'
 
@@ -49,3 +49,26 @@ async def test_a_finished_run_increments_the_completed_runs_counter(
         metrics = await _scrape(executor)
     assert metrics[COMPLETED] == before + 1
     assert metrics["evalmesh_executor_running"] == 0
+
+
+async def test_a_recorded_result_is_observed_by_runtime_outcome_and_tenant(
+    driver: Driver, executor: Service
+) -> None:
+    evaluation = await driver.run("import sys, time\ntime.sleep(0.3)\nsys.exit(3)")
+    assert evaluation.state == evaluation_pb2.Evaluation.STATE_FAILED
+
+    labels = 'outcome="failed",runtime="python"'
+    runs = f"evalmesh_executor_run_duration_seconds_count{{{labels}}}"
+    deadline = time.monotonic() + 5
+    metrics = await _scrape(executor)
+    while not metrics.get(runs) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        metrics = await _scrape(executor)
+    assert metrics[runs] >= 1
+    assert metrics[f"evalmesh_executor_queue_wait_seconds_count{{{labels}}}"] >= 1
+    # The 0.3 s the program slept is in the run-duration histogram, not below its 0.25 s bucket.
+    assert metrics[f'evalmesh_executor_run_duration_seconds_bucket{{le="0.25",{labels}}}'] == 0
+    assert metrics[f"evalmesh_executor_run_duration_seconds_sum{{{labels}}}"] >= 0.3
+    tenant = f'evalmesh_executor_tenant_runs_total{{outcome="failed",tenant="{TENANT}"}}'
+    assert metrics[tenant] >= 1
+    assert metrics[f'evalmesh_executor_tenant_run_seconds_total{{tenant="{TENANT}"}}'] >= 0.3

@@ -17,12 +17,15 @@ from evalmesh_common.subjects import EXECUTORS_BUCKET
 from evalmesh_scheduler.background import Background
 from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
 from evalmesh_scheduler.deadletters import DeadLetters
+from evalmesh_scheduler.drain import Drains
 from evalmesh_scheduler.jobs import JobQueue
-from evalmesh_scheduler.metrics import QueueMetrics
+from evalmesh_scheduler.metrics import DeadLetterMetrics, QueueMetrics
 from evalmesh_scheduler.publications import PublicationLog
 from evalmesh_scheduler.queue import Submitter
 from evalmesh_scheduler.reaper import Reaper
 from evalmesh_scheduler.reconciler import Reconciler
+from evalmesh_scheduler.retention import Retention
+from evalmesh_scheduler.runtimes import RuntimeOffers
 from evalmesh_scheduler.servicer import SchedulerServicer
 from evalmesh_scheduler.stats import Stats
 from evalmesh_scheduler.storage_client import StorageClient
@@ -57,6 +60,9 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     queue, loops = config.queue, config.loops
     jobs = JobQueue(nats.client, js, queue.max_jobs, queue.max_bytes, config.nats_timeout)
     publications = PublicationLog(storage)
+    executors = BucketView(nats, EXECUTORS_BUCKET, timeout=config.nats_timeout)
+    executors.start()
+    runtimes = RuntimeOffers(executors)
     submitter = Submitter(
         storage,
         jobs,
@@ -64,6 +70,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         max_batch=config.max_batch,
         tenant_max_queued=queue.tenant_max_queued,
         after_commit=crash_after_commit if config.test_crash_after_commit else lambda: None,
+        runtimes=runtimes,
     )
     dead = DeadLetters(
         nats.client,
@@ -80,6 +87,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         backoff_base=loops.requeue_backoff_base,
         backoff_cap=loops.requeue_backoff_cap,
     )
+    retention = Retention(storage, loops.retention_age)
     background = Background(
         nats,
         js,
@@ -95,13 +103,21 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         ),
         reaper=reaper,
         dead=dead,
+        retention=retention,
         instance_id=instance_id,
         leader_ttl=queue.leader_ttl,
     )
-    executors = BucketView(nats, EXECUTORS_BUCKET, timeout=config.nats_timeout)
-    executors.start()
     stats = Stats(storage, executors, dead)
-    servicer = SchedulerServicer(submitter, dead, stats, background.is_ready)
+    drains = Drains(nats.client, stats, config.nats_timeout)
+    servicer = SchedulerServicer(
+        submitter,
+        dead,
+        stats,
+        background.is_ready,
+        drains=drains,
+        retention=retention,
+        runtimes=runtimes,
+    )
     storage_probe = health_probe(channel, STORAGE_SERVICE)
     app = ServiceApp(
         "scheduler",
@@ -112,6 +128,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         ),
     )
     app.metrics.register(QueueMetrics(LoopSnapshot(stats.queue_stats)))
+    app.metrics.register(DeadLetterMetrics(dead))
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", storage_probe)
     app.add_probe("topology", background.probe)

@@ -5,7 +5,8 @@ succeeds; health stays NOT_SERVING until then), then runs:
 
 - the topology check, every ``topology_check_interval``, so a NATS store that lost the streams
   gets them back without a restart;
-- the leader election, whose leader alone runs the reconciler and the reaper (every replica
+- the leader election, whose leader alone runs the reconciler, the reaper and the retention
+  pass (every replica
   listens for executors that released their leases early and wakes its reaper, which only
   runs while it leads);
 - the dead-letter handler on every replica: the advisories consumer is a shared durable work
@@ -36,6 +37,7 @@ from evalmesh_scheduler.leader import LeaderElection
 from evalmesh_scheduler.loops import every
 from evalmesh_scheduler.reaper import PUBLISH_TICK, Reaper
 from evalmesh_scheduler.reconciler import Reconciler
+from evalmesh_scheduler.retention import Retention
 from evalmesh_scheduler.topology import Topology
 
 __all__ = ["Background"]
@@ -60,6 +62,7 @@ class Background:
         reconciler: Reconciler,
         reaper: Reaper,
         dead: DeadLetters,
+        retention: Retention,
         instance_id: str,
         leader_ttl: float,
     ) -> None:
@@ -70,6 +73,7 @@ class Background:
         self.reconciler = reconciler
         self.reaper = reaper
         self.dead = dead
+        self.retention = retention
         self.election = LeaderElection(js, instance_id, leader_ttl, work=self.leader_work)
         self.ready = False
         self._main: asyncio.Task[None] | None = None
@@ -96,7 +100,7 @@ class Background:
                 await task
 
     async def leader_work(self) -> None:
-        """What only the leader runs: the reconciler and the reaper."""
+        """What only the leader runs: the reconciler, the reaper and retention."""
         async with asyncio.TaskGroup() as group:
             group.create_task(
                 every(self.loops.reconcile_interval, "reconciler", self.reconciler.run_once)
@@ -105,6 +109,9 @@ class Background:
                 every(self.loops.reap_interval, "reaper", self.reaper.run_once, self.reaper.woken)
             )
             group.create_task(every(PUBLISH_TICK, "delayed publish", self.reaper.publish_due))
+            group.create_task(
+                every(self.loops.retention_interval, "retention", self.retention.run_once)
+            )
 
     async def _run(self) -> None:
         try:

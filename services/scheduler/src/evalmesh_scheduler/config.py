@@ -68,7 +68,7 @@ class QueueConfig:
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """The background loops: reconciler, reaper, dead-letter handler."""
+    """The background loops: reconciler, reaper, dead-letter handler, retention."""
 
     reconcile_interval: Seconds = env_field("EVALMESH_RECONCILE_INTERVAL", default=Seconds(5))
     # A QUEUED evaluation published longer ago than this is checked (and re-published if its job
@@ -88,6 +88,10 @@ class LoopConfig:
     topology_check_interval: Seconds = env_field(
         "EVALMESH_TOPOLOGY_CHECK_INTERVAL", default=Seconds(30)
     )
+    # Terminal evaluations that ended longer ago than this are deleted with their output by the
+    # leader's retention pass, every retention_interval; 0 keeps everything.
+    retention_age: Seconds = env_field("EVALMESH_RETENTION_AGE", default=Seconds(30 * 86_400))
+    retention_interval: Seconds = env_field("EVALMESH_RETENTION_INTERVAL", default=Seconds(600))
 
     def __post_init__(self) -> None:
         for name in (
@@ -95,11 +99,14 @@ class LoopConfig:
             "reconcile_after",
             "presence_check_after",
             "reap_interval",
+            "retention_interval",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if not 0 < self.requeue_backoff_base <= self.requeue_backoff_cap:
             raise ValueError("need 0 < requeue_backoff_base <= requeue_backoff_cap")
+        if self.retention_age < 0:
+            raise ValueError("retention_age must not be negative (0 keeps everything)")
         if self.max_attempts < 1 or self.batch_limit < 1:
             raise ValueError("max_attempts and batch_limit must be at least 1")
 

@@ -83,6 +83,7 @@ class DeadLetters:
         self.storage = storage
         self.jobs = jobs
         self.submitter = submitter
+        self.set_aside = 0  # letters this replica wrote (a counter for the metrics)
 
     async def handle_advisory(self, data: bytes) -> None:
         """Act on one max-deliveries advisory (JSON from JetStream); idempotent."""
@@ -102,6 +103,7 @@ class DeadLetters:
         )
         if await self._still_wanted(job.evaluation_id):
             await self._copy(job, message, deliveries, reason, str(advisory.get("consumer", "")))
+            self.set_aside += 1
             await self._fail(job.evaluation_id, reason)
         await self._delete(JOBS_STREAM, sequence)
         logger.warning(
@@ -126,6 +128,10 @@ class DeadLetters:
                 letters.append(_to_dead_letter(message))
                 sequence = (message.seq or 0) + 1
         return letters[:size], _encode_token(letters[size].sequence)
+
+    async def get(self, sequence: int) -> cluster_pb2.DeadLetter:
+        """One dead letter by its sequence (NOT_FOUND once redriven or aged out)."""
+        return _to_dead_letter(await self._letter(sequence))
 
     async def count(self) -> int:
         """How many dead letters wait in the dead-letter stream."""

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from evalmesh.v1 import cluster_pb2
 from evalmesh_common.metrics import LoopSnapshot
 from evalmesh_common.subjects import priority_name
+from evalmesh_scheduler.deadletters import DeadLetters
 
-__all__ = ["QueueMetrics"]
+__all__ = ["DeadLetterMetrics", "QueueMetrics"]
 
 
 class QueueMetrics:
@@ -56,4 +57,23 @@ class QueueMetrics:
             "evalmesh_scheduler_dead_letters",
             "Jobs waiting in the dead-letter stream.",
             value=stats.dead_letters,
+        )
+
+
+class DeadLetterMetrics:
+    """A collector for ``app.metrics``: the jobs this replica set aside as dead letters.
+
+    A counter per replica (sum them), so ``increase()`` shows letters appearing even while
+    redrives take others out of the stream, which the stream's size alone would hide.
+    """
+
+    def __init__(self, dead: DeadLetters) -> None:
+        self._dead = dead
+
+    def collect(self) -> Iterator[Metric]:
+        """The count so far (called on the metrics listener's thread)."""
+        yield CounterMetricFamily(
+            "evalmesh_scheduler_dead_lettered",
+            "Jobs this replica set aside as dead letters (their evaluations ended ERROR).",
+            value=self._dead.set_aside,
         )

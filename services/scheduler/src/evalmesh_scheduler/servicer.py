@@ -7,31 +7,47 @@ Domain errors raised below become gRPC statuses with ``google.rpc`` details in t
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import grpc.aio
 
 from evalmesh.scheduler.v1 import scheduler_service_pb2 as pb
 from evalmesh.scheduler.v1 import scheduler_service_pb2_grpc
-from evalmesh_common import Unavailable
+from evalmesh_common import FieldViolation, InvalidArgument, Unavailable
 from evalmesh_scheduler.deadletters import DeadLetters
+from evalmesh_scheduler.drain import Drains
 from evalmesh_scheduler.queue import Submitter
+from evalmesh_scheduler.retention import Retention
+from evalmesh_scheduler.runtimes import RuntimeOffers
 from evalmesh_scheduler.stats import Stats
 
 __all__ = ["SchedulerServicer"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+PURGE_BUDGET = 5.0  # seconds one PurgeEvaluations call deletes for; callers repeat until complete
 
 
 class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
     """The scheduler's RPCs."""
 
     def __init__(
-        self, submitter: Submitter, dead: DeadLetters, stats: Stats, ready: Callable[[], bool]
+        self,
+        submitter: Submitter,
+        dead: DeadLetters,
+        stats: Stats,
+        ready: Callable[[], bool],
+        *,
+        drains: Drains,
+        retention: Retention,
+        runtimes: RuntimeOffers,
     ) -> None:
         self.submitter = submitter
+        self.runtimes = runtimes
         self.dead = dead
         self.stats = stats
+        self.drains = drains
+        self.retention = retention
         self._ready = ready
 
     def _require_ready(self) -> None:
@@ -79,6 +95,12 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         self._require_ready()
         return pb.ListExecutorsResponse(executors=await self.stats.executors())
 
+    async def ListRuntimes(
+        self, request: pb.ListRuntimesRequest, context: Context
+    ) -> pb.ListRuntimesResponse:
+        self._require_ready()
+        return pb.ListRuntimesResponse(runtimes=await self.runtimes.runtimes())
+
     async def ListDeadLetters(
         self, request: pb.ListDeadLettersRequest, context: Context
     ) -> pb.ListDeadLettersResponse:
@@ -91,3 +113,25 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
     ) -> pb.RedriveDeadLetterResponse:
         self._require_ready()
         return pb.RedriveDeadLetterResponse(record=await self.dead.redrive(request.sequence))
+
+    async def GetDeadLetter(
+        self, request: pb.GetDeadLetterRequest, context: Context
+    ) -> pb.GetDeadLetterResponse:
+        self._require_ready()
+        return pb.GetDeadLetterResponse(dead_letter=await self.dead.get(request.sequence))
+
+    async def DrainExecutor(
+        self, request: pb.DrainExecutorRequest, context: Context
+    ) -> pb.DrainExecutorResponse:
+        grace = request.grace if request.HasField("grace") else None
+        return pb.DrainExecutorResponse(executor=await self.drains.drain(request.id, grace))
+
+    async def PurgeEvaluations(
+        self, request: pb.PurgeEvaluationsRequest, context: Context
+    ) -> pb.PurgeEvaluationsResponse:
+        if not request.HasField("end_time_before"):
+            violation = FieldViolation("end_time_before", "is required")
+            raise InvalidArgument("end_time_before is required", [violation])
+        cutoff = request.end_time_before.ToDatetime(tzinfo=UTC)
+        purged, complete = await self.retention.purge_before(cutoff, PURGE_BUDGET)
+        return pb.PurgeEvaluationsResponse(purged=purged, complete=complete)

@@ -116,6 +116,7 @@ def to_executor(status: pool_pb2.PoolStatus) -> cluster_pb2.Executor:
         start_time=status.start_time,
         heartbeat_time=status.report_time,
         completed=status.completed,
+        draining=status.draining,
     )
 
 

@@ -132,6 +132,13 @@ class StorageClient:
         """Counts per state, queue per priority with the oldest wait, recent completions."""
         return await self._call(self._stub.GetStats, _pb.GetStatsRequest(tenant=tenant))
 
+    async def purge(self, end_time_before: datetime, limit: int) -> int:
+        """Delete up to ``limit`` terminal evaluations that ended before a time; how many."""
+        request = _pb.PurgeEvaluationsRequest(
+            end_time_before=_timestamp(end_time_before), limit=limit
+        )
+        return (await self._call(self._stub.PurgeEvaluations, request)).purged
+
     async def _call(self, method: Callable[..., Awaitable[R]], request: object) -> R:
         try:
             return await method(request, timeout=self.timeout)
@@ -145,3 +152,9 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     value = duration_pb2.Duration()
     value.FromNanoseconds(round(seconds * 1e9))
     return value
+
+
+def _timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp

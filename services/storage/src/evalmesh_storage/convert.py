@@ -16,6 +16,7 @@ from evalmesh.storage.v1 import storage_service_pb2 as pb
 from evalmesh.v1 import api_key_pb2, cluster_pb2, evaluation_pb2
 from evalmesh_storage.creation import NewEvaluation
 from evalmesh_storage.domain import (
+    Activity,
     ApiKey,
     AppliedLimits,
     Chunk,
@@ -26,16 +27,19 @@ from evalmesh_storage.domain import (
     Priority,
     Result,
     Role,
+    RunTimings,
     Spec,
     State,
     Stats,
     Stream,
     TerminationCause,
     View,
+    WaitSummary,
 )
 from evalmesh_storage.errors import invalid
 
 __all__ = [
+    "activity",
     "api_key",
     "applied_limits",
     "chunk",
@@ -47,6 +51,7 @@ __all__ = [
     "record",
     "result",
     "role",
+    "run_timings",
     "state_message",
     "stats",
     "timestamp",
@@ -264,6 +269,9 @@ def evaluation(value: Evaluation) -> evaluation_pb2.Evaluation:
         queue_position=value.queue_position,
         estimated_start_time=timestamp(value.estimated_start_time),
         cancel_requested=value.cancel_requested,
+        run_start_time=timestamp(value.run_start_time),
+        run_end_time=timestamp(value.run_end_time),
+        output_stored_time=timestamp(value.output_stored_time),
     )
 
 
@@ -317,4 +325,54 @@ def stats(value: Stats) -> pb.GetStatsResponse:
             for depth in value.queued
         ],
         completed_last_minute=value.completed_last_minute,
+    )
+
+
+def run_timings(request: pb.CompleteEvaluationRequest) -> RunTimings | None:
+    """The executor's measured moments of a completion, or None when it sent none."""
+    if not request.HasField("timings"):
+        return None
+    timings = request.timings
+
+    def offset(field: str) -> int | None:
+        if not timings.HasField(field):  # type: ignore[arg-type]
+            return None
+        us = us_from_duration(getattr(timings, field))
+        if us < 0:
+            raise invalid(f"timings.{field}", "must not be negative")
+        return us
+
+    return RunTimings(offset("sandbox_ready"), offset("program_ended"), offset("output_stored"))
+
+
+def _wait(value: WaitSummary | None) -> cluster_pb2.WaitSummary | None:
+    if value is None:
+        return None
+    return cluster_pb2.WaitSummary(
+        count=value.count,
+        p50=_duration(value.p50_us),
+        p90=_duration(value.p90_us),
+        p99=_duration(value.p99_us),
+        max=_duration(value.max_us),
+    )
+
+
+def activity(value: Activity) -> cluster_pb2.QueueActivity:
+    """The wire form of the activity over a window."""
+    return cluster_pb2.QueueActivity(
+        start_time=timestamp(value.start_time),
+        end_time=timestamp(value.end_time),
+        bucket_width=_duration(value.bucket_us),
+        buckets=[
+            cluster_pb2.ActivityBucket(
+                start_time=timestamp(bucket.start_time),
+                completed=bucket.completed,
+                started=bucket.started,
+                wait=_wait(bucket.wait),
+            )
+            for bucket in value.buckets
+        ],
+        completed=value.completed,
+        started=value.started,
+        wait=_wait(value.wait),
     )

@@ -56,6 +56,9 @@ _NEW_ROW: dict[str, Any] = {
             "result_cpu_time_us",
             "start_time",
             "end_time",
+            "run_start_time",
+            "run_end_time",
+            "output_stored_time",
             "publish_time",
         ]
     ),

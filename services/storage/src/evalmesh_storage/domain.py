@@ -18,6 +18,8 @@ from typing import Any, Generic, TypeVar
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BYTES",
     "TERMINAL_STATES",
+    "Activity",
+    "ActivityBucket",
     "ApiKey",
     "AppliedLimits",
     "Chunk",
@@ -31,6 +33,7 @@ __all__ = [
     "QueueDepth",
     "Result",
     "Role",
+    "RunTimings",
     "Spec",
     "State",
     "Stats",
@@ -38,6 +41,7 @@ __all__ = [
     "TenantShare",
     "TerminationCause",
     "View",
+    "WaitSummary",
 ]
 
 T = TypeVar("T")
@@ -211,6 +215,17 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTimings:
+    """Moments of one run in microseconds after its claim's answer reached the executor, on
+    the executor's monotonic clock; None where it measured nothing (output_stored: the last
+    bytes travel with the result)."""
+
+    sandbox_ready_us: int | None = None
+    program_ended_us: int | None = None
+    output_stored_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Chunk:
     """A piece of one output stream at a known byte offset."""
 
@@ -251,6 +266,9 @@ class Evaluation:
     stderr: bytes | None = None
     queue_position: int | None = None
     estimated_start_time: int | None = None
+    run_start_time: int | None = None
+    run_end_time: int | None = None
+    output_stored_time: int | None = None
 
     @property
     def runtime(self) -> str:
@@ -303,3 +321,37 @@ class Stats:
     state_counts: dict[State, int]
     queued: list[QueueDepth]
     completed_last_minute: int
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSummary:
+    """Percentiles of queue waits (create to claim), in microseconds, over ``count`` waits."""
+
+    count: int
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    max_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityBucket:
+    """One interval of an :class:`Activity` window."""
+
+    start_time: int
+    completed: int
+    started: int
+    wait: WaitSummary | None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Throughput and queue waits over ``[start_time, end_time)`` in equal buckets."""
+
+    start_time: int
+    end_time: int
+    bucket_us: int
+    buckets: list[ActivityBucket]
+    completed: int
+    started: int
+    wait: WaitSummary | None

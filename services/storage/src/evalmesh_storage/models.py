@@ -100,6 +100,10 @@ evaluations = Table(
     _us("create_time", nullable=False),
     _us("start_time"),
     _us("end_time"),
+    # The latest attempt's run as its executor measured it, placed after start_time (0003).
+    _us("run_start_time"),
+    _us("run_end_time"),
+    _us("output_stored_time"),
     _us("publish_time"),
     _zero("publish_count", Integer),
     UniqueConstraint("tenant", "request_id"),
@@ -108,6 +112,7 @@ evaluations = Table(
     Index("ix_evaluations_lease", "state", "lease_expires_at"),
     Index("ix_evaluations_end_time", "end_time"),
     Index("ix_evaluations_state_tenant", "state", "tenant"),
+    Index("ix_evaluations_start_time", "start_time"),
 )
 
 evaluation_labels = Table(

@@ -166,6 +166,9 @@ def evaluation_from_row(
         cancel_reason=row["cancel_reason"],
         stdout=output.get(Stream.STDOUT),
         stderr=output.get(Stream.STDERR),
+        run_start_time=row["run_start_time"],
+        run_end_time=row["run_end_time"],
+        output_stored_time=row["output_stored_time"],
     )
 
 

@@ -155,7 +155,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         state = convert.enum_value(State, request.state, "state")
         chunks = [convert.chunk(c, f"chunks[{i}]") for i, c in enumerate(request.chunks)]
         found = await self._storage.complete(
-            request.id, request.attempt, state, convert.result(request.result), chunks
+            request.id,
+            request.attempt,
+            state,
+            convert.result(request.result),
+            chunks,
+            convert.run_timings(request),
         )
         return pb.CompleteEvaluationResponse(record=convert.record(found))
 
@@ -232,6 +237,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             raise invalid("end_time_before", "is required")
         purged = await self._storage.purge(before, request.limit)
         return pb.PurgeEvaluationsResponse(purged=purged)
+
+    async def GetActivity(
+        self, request: pb.GetActivityRequest, context: Context
+    ) -> pb.GetActivityResponse:
+        """Throughput and queue waits over a recent window."""
+        window = convert.us_from_duration(request.window) if request.HasField("window") else None
+        found = await self._storage.activity(window, request.buckets)
+        return pb.GetActivityResponse(activity=convert.activity(found))
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context

@@ -31,6 +31,7 @@ from evalmesh_storage.domain import (
     Evaluation,
     Fault,
     Result,
+    RunTimings,
     State,
     TenantShare,
     TerminationCause,
@@ -178,6 +179,7 @@ def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
         runtime_digest=request.runtime_digest,
         **_applied_values(applied),
         **_empty_output(),
+        **dict.fromkeys(_TIMELINE),
     )
     if row["attempt"] > 0:  # a lost attempt's partial output; sequences restart per attempt
         tx.conn.execute(_DROP_OUTPUT, {"id": evaluation_id})
@@ -272,11 +274,37 @@ def renew(tx: Tx, evaluation_id: str, attempt: int, lease_us: int) -> tuple[int,
     return expires, bool(row["cancel_requested"])
 
 
-def complete(tx: Tx, evaluation_id: str, attempt: int, state: State, result: Result) -> Evaluation:
+def _timeline(timings: RunTimings | None, start: int | None, end: int) -> dict[str, int | None]:
+    """The run's moments on the database clock: each measured offset after the claim added to
+    ``start`` (the claim's time), kept in order and within ``[start, end]``. Output stored with
+    the result (no offset measured) was stored at ``end``."""
+    moments: dict[str, int | None] = dict.fromkeys(_TIMELINE)
+    if timings is None or start is None or timings.sandbox_ready_us is None:
+        return moments
+    offsets = (timings.sandbox_ready_us, timings.program_ended_us, timings.output_stored_us)
+    floor = start
+    for name, offset in zip(_TIMELINE, offsets, strict=True):
+        moment = end if offset is None else min(end, max(floor, start + offset))
+        moments[name] = floor = moment
+    return moments
+
+
+_TIMELINE = ("run_start_time", "run_end_time", "output_stored_time")
+
+
+def complete(
+    tx: Tx,
+    evaluation_id: str,
+    attempt: int,
+    state: State,
+    result: Result,
+    timings: RunTimings | None = None,
+) -> Evaluation:
     """RUNNING -> terminal for the attempt holding it; CANCELLED if a cancel was requested.
 
     QUEUED -> ERROR is allowed too, for the platform giving up on a job it could not run (dead
-    letters, exhausted attempts): fenced on the attempt the evaluation is queued at.
+    letters, exhausted attempts): fenced on the attempt the evaluation is queued at. ``timings``
+    become the run's moments (see :func:`_timeline`).
     """
     if not state.terminal:
         raise invalid("state", "must be a terminal state")
@@ -287,11 +315,14 @@ def complete(tx: Tx, evaluation_id: str, attempt: int, state: State, result: Res
     cause, fault = result.cause, result.fault
     if row["cancel_requested"]:
         state, cause, fault = State.CANCELLED, TerminationCause.CANCELLED, Fault.USER
+    now = tx.now()
+    running = row["state"] == State.RUNNING
     completed = _compare_and_set(
         tx,
         row,
         state=int(state),
-        end_time=tx.now(),
+        end_time=now,
+        **_timeline(timings if running else None, row["start_time"], now),
         lease_expires_at=None,
         result_cause=int(cause),
         result_fault=int(fault),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from evalmesh_storage import (
+    activity,
     creation,
     evaluations,
     keys,
@@ -16,6 +17,7 @@ from evalmesh_storage import (
 from evalmesh_storage.creation import NewEvaluation
 from evalmesh_storage.db import Database, Tx
 from evalmesh_storage.domain import (
+    Activity,
     ApiKey,
     Chunk,
     CreatedApiKey,
@@ -24,6 +26,7 @@ from evalmesh_storage.domain import (
     Page,
     Result,
     Role,
+    RunTimings,
     State,
     Stats,
     Stream,
@@ -132,13 +135,14 @@ class Storage:
         state: State,
         result: Result,
         chunks: Sequence[Chunk] = (),
+        timings: RunTimings | None = None,
     ) -> Evaluation:
         """Store the attempt's last output chunks and record its terminal result, together."""
 
         def unit(tx: Tx) -> Evaluation:
             if chunks:
                 output.append_output(tx, evaluation_id, attempt, chunks)
-            return state_machine.complete(tx, evaluation_id, attempt, state, result)
+            return state_machine.complete(tx, evaluation_id, attempt, state, result, timings)
 
         return await self.db.write(unit, "complete evaluation")
 
@@ -202,6 +206,11 @@ class Storage:
         return await self.db.write(
             lambda tx: retention.purge(tx, end_time_before, limit), "purge evaluations"
         )
+
+    async def activity(self, window_us: int | None, buckets: int) -> Activity:
+        """Throughput and queue waits over the last ``window_us`` (default one hour)."""
+        window, count = activity.check_window(window_us, buckets)
+        return await self.db.read(lambda tx: activity.activity(tx, window, count), "activity")
 
     async def create_api_key(self, tenant: str, role: Role, display_name: str) -> CreatedApiKey:
         """Create a key; the secret is returned only here."""

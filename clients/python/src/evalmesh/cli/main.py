@@ -16,6 +16,7 @@ from evalmesh.cli.app import App
 from evalmesh.cli.batch import batch
 from evalmesh.cli.evaluations import cancel, logs, run, status, submit
 from evalmesh.cli.listing import ls
+from evalmesh.cli.operator import deadletters, executors, purge
 from evalmesh.cli.top import top
 from evalmesh.client import (
     ConfigurationError,
@@ -158,6 +159,8 @@ def completion(shell: str) -> None:
 
 
 for _command in (run, submit, status, logs, cancel, ls, batch, top, keys, runtimes, up):
+    cli.add_command(_command)
+for _command in (deadletters, executors, purge):
     cli.add_command(_command)
 
 

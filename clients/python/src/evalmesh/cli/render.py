@@ -96,6 +96,7 @@ def details(evaluation: Evaluation) -> list[tuple[str, str]]:
             ("cause", evaluation.cause.value.lower()),
             ("fault", evaluation.fault.value.lower()),
             ("time", _duration(evaluation)),
+            ("stages", _stages(evaluation)),
             ("peak memory", format_bytes(evaluation.peak_memory_bytes)),
             ("stdout", _size(evaluation.stdout_bytes, evaluation.stdout_truncated)),
             ("stderr", _size(evaluation.stderr_bytes, evaluation.stderr_truncated)),
@@ -107,6 +108,26 @@ def details(evaluation: Evaluation) -> list[tuple[str, str]]:
     if evaluation.cancel_requested and not evaluation.terminal:
         rows.append(("cancel", "requested"))
     return rows
+
+
+def _stages(evaluation: Evaluation) -> str:
+    """Where the time went, from the recorded moments (what the web UI's breakdown shows)."""
+    stored, ended = evaluation.output_stored_time, evaluation.end_time
+    moments = [
+        ("queued", evaluation.create_time, evaluation.start_time),
+        ("sandbox", evaluation.start_time, evaluation.run_start_time),
+        ("running", evaluation.run_start_time, evaluation.run_end_time),
+    ]
+    if stored is not None and stored == ended:  # the last output was stored with the result
+        moments.append(("output and result", evaluation.run_end_time, ended))
+    else:
+        moments += [("output", evaluation.run_end_time, stored), ("result", stored, ended)]
+    parts = [
+        f"{name} {format_seconds((end - start).total_seconds())}"
+        for name, start, end in moments
+        if start is not None and end is not None
+    ]
+    return ", ".join(parts) or "-"
 
 
 def _size(count: int, truncated: bool) -> str:

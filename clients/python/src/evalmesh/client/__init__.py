@@ -12,13 +12,18 @@ subclasses that carry the gRPC code, a stable reason and the invalid fields.
 
 from evalmesh.client._async import AsyncClient
 from evalmesh.client._cluster import (
+    ActivityBucket,
     ApiKey,
     CreatedApiKey,
+    DeadLetter,
     Executor,
     PriorityQueue,
+    PurgeResult,
+    QueueActivity,
     QueueStats,
     Role,
     Runtime,
+    WaitSummary,
 )
 from evalmesh.client._errors import (
     AbortedError,
@@ -49,6 +54,7 @@ from evalmesh.client._watch import Output, Snapshot, WatchEvent
 
 __all__ = [
     "AbortedError",
+    "ActivityBucket",
     "AlreadyExistsError",
     "ApiKey",
     "AsyncClient",
@@ -58,6 +64,7 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "CreatedApiKey",
+    "DeadLetter",
     "DeadlineExceededError",
     "EvalmeshError",
     "Evaluation",
@@ -73,6 +80,8 @@ __all__ = [
     "PermissionDeniedError",
     "Priority",
     "PriorityQueue",
+    "PurgeResult",
+    "QueueActivity",
     "QueueStats",
     "RateLimitedError",
     "RetryPolicy",
@@ -85,6 +94,7 @@ __all__ = [
     "Target",
     "UnauthenticatedError",
     "UnavailableError",
+    "WaitSummary",
     "WatchEvent",
     "decode_output",
     "error_from_rpc",

@@ -116,6 +116,9 @@ class Evaluation:
 
     ``stdout``/``stderr`` (and ``code``) are filled only by reads in the full view
     (:meth:`Client.get`, :meth:`Client.run`); listings and snapshots carry their sizes only.
+    Where the time went, all on the database's clock: ``create_time`` (accepted),
+    ``start_time`` (claimed), ``run_start_time`` (sandbox ready, program started),
+    ``run_end_time`` (program ended), ``output_stored_time`` and ``end_time`` (result recorded).
     """
 
     id: str
@@ -147,6 +150,9 @@ class Evaluation:
     peak_memory_bytes: int
     queue_position: int | None
     cancel_requested: bool
+    run_start_time: datetime | None
+    run_end_time: datetime | None
+    output_stored_time: datetime | None
     proto: evaluation_pb2.Evaluation = dataclasses.field(repr=False, compare=False)
 
     @property
@@ -199,6 +205,9 @@ class Evaluation:
             peak_memory_bytes=result.peak_memory_bytes,
             queue_position=message.queue_position if message.HasField("queue_position") else None,
             cancel_requested=message.cancel_requested,
+            run_start_time=timestamp(message, "run_start_time"),
+            run_end_time=timestamp(message, "run_end_time"),
+            output_stored_time=timestamp(message, "output_stored_time"),
             proto=message,
         )
 

@@ -18,7 +18,17 @@ from evalmesh.client import _admin as admin
 from evalmesh.client._batch import BatchPlan
 from evalmesh.client._channel import ChannelOption, credentials, metadata
 from evalmesh.client._channel import channel_options as _channel_options
-from evalmesh.client._cluster import ApiKey, CreatedApiKey, Executor, QueueStats, Role, Runtime
+from evalmesh.client._cluster import (
+    ApiKey,
+    CreatedApiKey,
+    DeadLetter,
+    Executor,
+    PurgeResult,
+    QueueActivity,
+    QueueStats,
+    Role,
+    Runtime,
+)
 from evalmesh.client._errors import EvalmeshError, error_from_rpc
 from evalmesh.client._models import Evaluation, Priority, State
 from evalmesh.client._requests import BatchProgress, Spec, create_request, list_request
@@ -28,6 +38,7 @@ from evalmesh.client._units import Duration, Size
 from evalmesh.client._watch import Output, Transcript, WatchCursor, WatchEvent, WatchGapError
 from evalmesh.v1 import (
     api_key_service_pb2_grpc,
+    cluster_service_pb2,
     cluster_service_pb2_grpc,
     evaluation_pb2,
     evaluation_service_pb2,
@@ -309,6 +320,58 @@ class Client:
     def runtimes(self) -> builtins.list[Runtime]:
         """The runtimes that healthy executors offer."""
         return admin.runtimes(self._call(self._cluster.ListRuntimes, admin.RUNTIMES))
+
+    def dead_letters(self, *, page_size: int = admin.DEAD_LETTER_PAGE_SIZE) -> Iterator[DeadLetter]:
+        """Iterate over the dead letters, oldest first, fetching pages as needed (admin)."""
+        request = admin.dead_letters_request(page_size)
+        while True:
+            reply = self._call(self._cluster.ListDeadLetters, request)
+            yield from (DeadLetter.from_proto(item) for item in reply.dead_letters)
+            if not reply.next_page_token:
+                return
+            request.page_token = reply.next_page_token
+
+    def dead_letter(self, sequence: int) -> DeadLetter:
+        """One dead letter, with the evaluation it was for (admin)."""
+        request = cluster_service_pb2.GetDeadLetterRequest(sequence=sequence)
+        return admin.dead_letter(self._call(self._cluster.GetDeadLetter, request))
+
+    def redrive_dead_letter(self, sequence: int) -> Evaluation:
+        """Queue a dead letter's spec again as a new evaluation and remove the letter (admin).
+
+        A retry after a lost reply returns the same new evaluation while the letter is still
+        there; once it is gone, NotFoundError (reason DEAD_LETTER_NOT_FOUND).
+        """
+        request = cluster_service_pb2.RedriveDeadLetterRequest(sequence=sequence)
+        reply = self._call(self._cluster.RedriveDeadLetter, request)
+        return Evaluation.from_proto(reply.evaluation)
+
+    def drain_executor(self, executor_id: str, *, grace: Duration | None = None) -> Executor:
+        """Make one executor instance stop taking work (admin): its running evaluations get
+        ``grace`` (default: its own setting) to finish, the rest go back to the queue, and it
+        stays drained until restarted. Returns the instance as it answered, already draining;
+        :meth:`executors` shows the drain's progress."""
+        request = admin.drain_request(executor_id, grace)
+        reply = self._call(self._cluster.DrainExecutor, request)
+        return Executor.from_proto(reply.executor)
+
+    def purge_evaluations(self, older_than: Duration) -> PurgeResult:
+        """Delete every tenant's terminal evaluations that ended more than ``older_than`` ago
+        (seconds, a timedelta or e.g. ``"30d"``), with their output (admin). The server deletes
+        in bounded calls; this repeats them until nothing selected is left."""
+        request = admin.purge_request(older_than)
+        total: PurgeResult | None = None
+        while True:
+            reply = self._call(self._cluster.PurgeEvaluations, request)
+            total = PurgeResult.add(total, reply)
+            if reply.complete:
+                return total
+
+    def queue_activity(self, window: Duration | None = None) -> QueueActivity:
+        """Throughput and queue waits over the last ``window`` (default one hour), computed by
+        the server from the stored timestamps of every tenant's evaluations (admin)."""
+        request = admin.activity_request(window)
+        return admin.queue_activity(self._call(self._cluster.GetQueueActivity, request))
 
     def create_api_key(
         self, tenant: str, role: Role | str = Role.USER, name: str = ""

@@ -8,14 +8,15 @@ from datetime import timedelta
 __all__ = ["Duration", "Size", "format_bytes", "format_seconds", "parse_duration", "parse_size"]
 
 Duration = float | int | timedelta | str
-"""Seconds as a number, a ``timedelta``, or a string such as ``"10s"``, ``"1m30s"``, ``"500ms"``."""
+"""Seconds as a number, a ``timedelta``, or a string such as ``"10s"``, ``"1m30s"``, ``"500ms"``,
+``"30d"``."""
 
 Size = int | str
 """Bytes as an integer, or a string such as ``"256M"`` (K, M, G are powers of 1024)."""
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _UNIT_BYTES = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
@@ -32,7 +33,7 @@ def parse_duration(value: Duration) -> float:
         pass
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"{value!r} is not a duration: use e.g. 10s, 1m30s, 500ms or 2.5")
+        raise ValueError(f"{value!r} is not a duration: use e.g. 10s, 1m30s, 500ms, 30d or 2.5")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 

@@ -26,6 +26,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--state-dir", type=Path, default=Path(".evalmesh"), help="data and logs")
     parser.add_argument("--edge-port", type=int, default=None, help="edge port (default 8080)")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds to become healthy")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="HTTPS at the edge and a TLS gateway port, with a local CA made in STATE_DIR/tls",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,6 +58,8 @@ def _banner(endpoints: MeshEndpoints, state_file: Path) -> str:
             f"  gRPC (gateway):          {gateway}",
             f"  admin API key:           {key}",
             f"  state file:              {state_file}",
+            *_tls_lines(endpoints, key),
+            *_metrics_lines(endpoints),
             "",
             "Try:",
             f"  grpcurl -plaintext {gateway} list",
@@ -61,6 +68,26 @@ def _banner(endpoints: MeshEndpoints, state_file: Path) -> str:
             "A component that exits is restarted. Press Ctrl-C to stop everything.",
         ]
     )
+
+
+def _tls_lines(endpoints: MeshEndpoints, key: str) -> list[str]:
+    if not endpoints.gateway_tls:
+        return []
+    ca, gateway = endpoints.ca_file, endpoints.gateway_tls
+    return [
+        f"  gRPC over TLS:           {gateway} (trust {ca})",
+        f"  evalmesh --address {gateway} --root-certificates {ca} --api-key {key} "
+        "run -c 'print(1)'",
+    ]
+
+
+def _metrics_lines(endpoints: MeshEndpoints) -> list[str]:
+    if not endpoints.metrics:
+        return []
+    return [
+        "  Prometheus metrics:",
+        *(f"    {name + ':':<22} {url}" for name, url in endpoints.metrics.items()),
+    ]
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -83,7 +110,9 @@ def up(args: argparse.Namespace) -> int:
     port = args.edge_port
     if port is None:
         port = PREFERRED_EDGE_PORT if _free(PREFERRED_EDGE_PORT) else 0
-    mesh = LocalMesh(args.state_dir.resolve(), edge_port=port, bootstrap_key=create_admin_key)
+    mesh = LocalMesh(
+        args.state_dir.resolve(), edge_port=port, bootstrap_key=create_admin_key, tls=args.tls
+    )
     failures: list[str] = []
 
     def give_up(message: str) -> None:

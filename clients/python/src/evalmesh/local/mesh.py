@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+from evalmesh.deploy.certs import TlsFiles, local_tls
 from evalmesh.local.edge import start_edge
 from evalmesh.local.nats import start_nats
 from evalmesh.local.processes import ManagedProcess, StartupError, read_port_file
@@ -26,6 +27,7 @@ __all__ = [
     "LocalMesh",
     "MeshEndpoints",
     "ServiceSpec",
+    "find_runtime_trees",
     "find_ui_build",
 ]
 
@@ -82,6 +84,19 @@ def find_ui_build(root: Path | None = None) -> Path | None:
     return build if (build / "index.html").is_file() else None
 
 
+# Where scripts/setup builds the bwrap runtimes' package trees (evalmesh_executor.treebuild).
+RUNTIME_TREES = Path("build/runtimes")
+TREE_RUNTIMES = ("python-ml",)
+
+
+def find_runtime_trees(root: Path | None = None) -> dict[str, Path]:
+    """The package trees built under ``root`` (default: the current directory), by runtime."""
+    # Not resolved: the link follows a rebuild, and the executor resolves it when it starts.
+    base = (root or Path.cwd()).absolute() / RUNTIME_TREES
+    trees = {name: base / name for name in TREE_RUNTIMES}
+    return {name: path for name, path in trees.items() if (path / "manifest.json").is_file()}
+
+
 # The variable through which a service learns where each of its dependencies listens.
 _ENDPOINT_VARIABLES = {
     "nats": "EVALMESH_NATS_URL",
@@ -95,14 +110,21 @@ class MeshEndpoints:
     """MeshEndpoints are where the running mesh listens, as written to the state file."""
 
     nats: str = ""
+    # services["gateway"] is the gateway's plaintext loopback listener (what the mesh and the
+    # local tools use); with TLS, gateway_tls is its TLS listener and ca_file the local CA.
     services: dict[str, str] = dataclasses.field(default_factory=dict)
     edge_port: int = 0
     admin_api_key: str = ""
+    gateway_tls: str = ""
+    ca_file: str = ""
+    # Where Prometheus can scrape each component: a URL per service (and Envoy's admin).
+    metrics: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def url(self) -> str:
         """The one URL users open: the Envoy edge."""
-        return f"http://127.0.0.1:{self.edge_port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://127.0.0.1:{self.edge_port}"
 
     def as_dict(
         self, pids: Mapping[str, int], restarts: Mapping[str, int] | None = None
@@ -112,8 +134,11 @@ class MeshEndpoints:
             "url": self.url,
             "edge": f"127.0.0.1:{self.edge_port}",
             "gateway": self.services.get("gateway", ""),
+            "gateway_tls": self.gateway_tls,
+            "ca_file": self.ca_file,
             "nats": self.nats,
             "services": self.services,
+            "metrics": self.metrics,
             "admin_api_key": self.admin_api_key,
             "pids": dict(pids),
             "restarts": dict(restarts or {}),
@@ -131,8 +156,17 @@ class LocalMesh:
         bootstrap_key: Callable[[str], str] | None = None,
         ui_build: Path | None = None,
         without: Collection[str] = (),
+        tls: bool = False,
+        metrics: bool = True,
     ) -> None:
         self.state_dir = state_dir
+        # With TLS the edge serves HTTPS and the gateway a TLS listener beside its loopback one,
+        # both with a certificate from a local CA kept in state_dir/tls (made on first start).
+        self.tls = tls
+        self.tls_files: TlsFiles | None = None
+        # Every service serves Prometheus metrics on a free loopback port of its own, listed in
+        # the state file; False turns the listeners off.
+        self.metrics = metrics
         # Services left out (e.g. the executor-pool, to measure submits with nothing running).
         self.services = _services_without(without)
         # The edge serves the UI on its own origin when a build exists (scripts/up makes one).
@@ -219,9 +253,16 @@ class LocalMesh:
         if name == "envoy":
             gateway = _port(self.endpoints.services["gateway"])
             port = self.endpoints.edge_port
-            return start_edge(
-                self.state_dir, gateway, port, static_dir=self.ui_build, started=started
+            edge = start_edge(
+                self.state_dir,
+                gateway,
+                port,
+                static_dir=self.ui_build,
+                started=started,
+                tls=self.tls_files,
             )[0]
+            self._note_edge_metrics()  # its admin interface moved to a new free port
+            return edge
         spec = next(spec for spec in self.services if spec.name == name)
         address = self.endpoints.services[name]
         return self._start_service(spec, listen_address=address, started=started)[0]
@@ -240,6 +281,9 @@ class LocalMesh:
         return process
 
     def _start_all(self, timeout: float) -> None:
+        if self.tls:
+            self.tls_files = local_tls(self.state_dir / "tls")
+            self.endpoints.ca_file = str(self.tls_files.ca)
         nats, self.endpoints.nats = start_nats(self.state_dir)
         self.processes.append(nats)
         for spec in self.services:
@@ -256,8 +300,17 @@ class LocalMesh:
             _port(self.endpoints.services["gateway"]),
             self.edge_port,
             static_dir=self.ui_build,
+            tls=self.tls_files,
         )
         self.processes.append(edge)
+        self._note_edge_metrics()
+
+    def _note_edge_metrics(self) -> None:
+        """Envoy's own statistics, from its loopback-only admin interface."""
+        admin = self.state_dir / "envoy-admin.txt"
+        address = admin.read_text().strip() if self.metrics and admin.exists() else ""
+        if address:
+            self.endpoints.metrics["envoy"] = f"http://{address}/stats/prometheus"
 
     def _start_service(
         self,
@@ -268,14 +321,58 @@ class LocalMesh:
         port_file = self.state_dir / "ports" / f"{spec.name}.port"
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.unlink(missing_ok=True)
-        env = {**os.environ, **self._service_env(spec), "EVALMESH_PORT_FILE": str(port_file)}
-        if listen_address is not None:
+        metrics_file = self.state_dir / "ports" / f"{spec.name}.metrics.port"
+        metrics_file.unlink(missing_ok=True)
+        env = {
+            **os.environ,
+            **self._service_env(spec),
+            "EVALMESH_PORT_FILE": str(port_file),
+            **self._metrics_env(spec, metrics_file),
+        }
+        tls = self._gateway_tls_env(spec, listen_address)
+        if tls:
+            env.update(tls)
+        elif listen_address is not None:
             env["EVALMESH_LISTEN_ADDRESS"] = listen_address
         argv = [sys.executable, "-m", spec.module]
         process = ManagedProcess(spec.name, argv, self.state_dir / "logs" / f"{spec.name}.log", env)
         process.start()
         started(process)
-        return process, f"127.0.0.1:{read_port_file(port_file, process)}"
+        address = f"127.0.0.1:{read_port_file(port_file, process)}"
+        if self.metrics:  # written before the gRPC port file, so it is there now
+            metrics_port = read_port_file(metrics_file, process)
+            self.endpoints.metrics[spec.name] = f"http://127.0.0.1:{metrics_port}/metrics"
+        if tls:  # the TLS port is the one written last; the mesh keeps using the plaintext one
+            self.endpoints.gateway_tls = address
+            address = (
+                f"127.0.0.1:{read_port_file(Path(tls['EVALMESH_PLAINTEXT_PORT_FILE']), process)}"
+            )
+        return process, address
+
+    def _gateway_tls_env(self, spec: ServiceSpec, plaintext: str | None) -> dict[str, str]:
+        """The gateway's TLS settings: its certificate, its TLS listener (the same port on a
+        restart) and the plaintext loopback listener the mesh uses (``plaintext``, if known)."""
+        if spec.name != "gateway" or self.tls_files is None:
+            return {}
+        port_file = self.state_dir / "ports" / "gateway-plaintext.port"
+        port_file.unlink(missing_ok=True)
+        return {
+            "EVALMESH_LISTEN_ADDRESS": self.endpoints.gateway_tls or "127.0.0.1:0",
+            "EVALMESH_TLS_CERT_FILE": str(self.tls_files.cert),
+            "EVALMESH_TLS_KEY_FILE": str(self.tls_files.key),
+            "EVALMESH_PLAINTEXT_LISTEN_ADDRESS": plaintext or "127.0.0.1:0",
+            "EVALMESH_PLAINTEXT_PORT_FILE": str(port_file),
+        }
+
+    def _metrics_env(self, spec: ServiceSpec, port_file: Path) -> dict[str, str]:
+        """Each service's own metrics port and port file, set last so that nothing inherited
+        (one EVALMESH_METRICS_PORT or _FILE for all) can make two services share one: a free
+        port at first, the same one again on a restart, so a scraper's target stays valid."""
+        if not self.metrics:
+            return {"EVALMESH_METRICS_PORT": "", "EVALMESH_METRICS_PORT_FILE": ""}
+        earlier = self.endpoints.metrics.get(spec.name, "")
+        port = earlier.rpartition(":")[2].partition("/")[0] if earlier else "0"
+        return {"EVALMESH_METRICS_PORT": port, "EVALMESH_METRICS_PORT_FILE": str(port_file)}
 
     def _service_env(self, spec: ServiceSpec) -> dict[str, str]:
         env = {
@@ -287,6 +384,9 @@ class LocalMesh:
             env[_ENDPOINT_VARIABLES[need]] = endpoint
         if spec.name == "executor-pool":
             env["EVALMESH_INSTANCE_ID"] = EXECUTOR_INSTANCE_ID
+            trees = find_runtime_trees()
+            if trees and "EVALMESH_BWRAP_RUNTIME_TREES" not in os.environ:
+                env["EVALMESH_BWRAP_RUNTIME_TREES"] = ",".join(f"{k}={v}" for k, v in trees.items())
         return {**env, **self.extra_env}
 
     def _admin_key(self, bootstrap: Callable[[str], str]) -> str:

@@ -344,6 +344,7 @@ class DockerJob:
             runtime_identity=self._identity,
             applied_limits=self._limits,
             detail=self._platform_detail(outcome),
+            ended_at=ended if self._handed_over else 0.0,
         )
 
     def _platform_detail(self, outcome: SandboxOutcome) -> str:

@@ -248,4 +248,5 @@ class JobRun:
             runtime_identity=self._host.identities[self._prepared.runtime.name],
             applied_limits=self._limits,
             detail=detail,
+            ended_at=ended if self._started else 0.0,
         )

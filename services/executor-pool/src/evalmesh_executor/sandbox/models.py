@@ -133,6 +133,8 @@ class SandboxResult:
     sandbox teardown, for TIMED_OUT, MEMORY_LIMIT, OUTPUT_LIMIT, CANCELLED) was killed by
     that signal. stdout/stderr hold at most applied_limits.max_output_bytes each.
     runtime_identity names the exact interpreter (version and sha256 of its binary).
+    ended_at is ``time.monotonic()`` when the program ended (0.0 if it never started), so the
+    caller can place the run (``ended_at - wall_time_s`` to ``ended_at``) on its own clock.
     """
 
     outcome: SandboxOutcome
@@ -149,6 +151,7 @@ class SandboxResult:
     runtime_identity: str
     applied_limits: SandboxLimits
     detail: str = ""
+    ended_at: float = 0.0
 
 
 def unavailable_runtime(request: SandboxRequest) -> SandboxResult:
