@@ -16,8 +16,9 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from evalmesh_executor.sandbox import BwrapSandbox, SandboxOutcome, SandboxRequest
-from evalmesh_executor.sandbox.layout import host_root_links
+from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapSandbox
+from evalmesh_executor.sandbox.bwrap.layout import host_root_links
 
 __all__ = [
     "HOST_PYTHON",

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from evalmesh_storage.testing import find_postgres_bin
+from evalmesh_testing.postgres import find_postgres_bin
 
 __all__ = ["describe_machine", "load_average"]
 

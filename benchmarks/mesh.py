@@ -1,6 +1,6 @@
 """The mesh under test, started with the local launcher, and the clients that drive it.
 
-Only public interfaces: ``evalmesh.local.LocalMesh`` with environment variables the services
+Only public interfaces: ``evalmesh_deploy.local.LocalMesh`` with environment variables the services
 already read, and the public gRPC API through ``evalmesh.client.AsyncClient``.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 
 from evalmesh.client import AsyncClient, Evaluation, State
-from evalmesh.local import LocalMesh
-from evalmesh.local.bootstrap import create_admin_key
+from evalmesh_deploy.local import LocalMesh
+from evalmesh_deploy.local.bootstrap import create_admin_key
 
 __all__ = [
     "BENCH_ENV",

@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster with PostgreSQL's own durability defaults.
 
-``evalmesh_storage.testing.PostgresCluster`` turns fsync off, which is right for tests but
+``evalmesh_testing.postgres.PostgresCluster`` turns fsync off, which is right for tests but
 would flatter PostgreSQL next to SQLite (which the storage service runs with
 ``synchronous = FULL``). Here the cluster keeps ``fsync`` and ``synchronous_commit`` on, as a
 production server would. It runs as ``nobody`` when we are root (initdb refuses root) and is
@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from evalmesh_storage.testing import find_postgres_bin, free_port
+from evalmesh_testing.ports import free_port
+from evalmesh_testing.postgres import find_postgres_bin
 
 __all__ = ["durable_postgres", "postgres_missing"]
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from evalmesh.local.bootstrap import create_admin_key
-from evalmesh.local.mesh import LocalMesh, MeshEndpoints
-from evalmesh.local.nats import start_nats
-from evalmesh.local.processes import ManagedProcess, read_port_file
+from evalmesh_deploy.local.mesh import MeshEndpoints
+from evalmesh_deploy.local.nats import start_nats
+from evalmesh_deploy.local.processes import ManagedProcess
+from evalmesh_testing.mesh import running_mesh
+from evalmesh_testing.nats_cluster import NatsCluster
+from evalmesh_testing.servers import start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,24 +28,24 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three nats-server processes in one JetStream cluster on free ports, healthy."""
+    with NatsCluster(tmp_path / "nats-cluster") as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[StartService]:
     """Start ``python -m MODULE`` with the given environment; return it and its address."""
     started: list[ManagedProcess] = []
 
     def start(module: str, env: Mapping[str, str]) -> tuple[ManagedProcess, str]:
-        port_file = tmp_path / f"{module}-{len(started)}.port"
-        full_env = {
-            **os.environ,
-            "EVALMESH_LISTEN_ADDRESS": "127.0.0.1:0",
-            "EVALMESH_PORT_FILE": str(port_file),
-            "EVALMESH_PROBE_INTERVAL": "0.2",
-            **env,
-        }
-        log = tmp_path / "logs" / f"{module}-{len(started)}.log"
-        process = ManagedProcess(module, [sys.executable, "-m", module], log, full_env)
-        process.start()
+        name = f"{module}-{len(started)}"
+        process, address = start_server(
+            module, {"EVALMESH_PROBE_INTERVAL": "0.2", **env}, tmp_path, name
+        )
         started.append(process)
-        return process, f"127.0.0.1:{read_port_file(port_file, process)}"
+        return process, address
 
     yield start
     for process in reversed(started):
@@ -55,17 +55,11 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
 @pytest.fixture(scope="session")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshEndpoints]:
     """The whole mesh, once per test session: NATS, the four services and Envoy."""
-    local = LocalMesh(
-        tmp_path_factory.mktemp("mesh"),
-        edge_port=0,
-        # A small burst so the rate-limit tests reach the limit quickly.
-        extra_env={
-            "EVALMESH_PROBE_INTERVAL": "0.2",
-            "EVALMESH_TENANT_RATE": "20",
-            "EVALMESH_TENANT_BURST": "60",
-        },
-        bootstrap_key=create_admin_key,
-    )
-    endpoints = local.start(timeout=120)
-    yield endpoints
-    local.stop()
+    # A small burst so the rate-limit tests reach the limit quickly.
+    env = {
+        "EVALMESH_PROBE_INTERVAL": "0.2",
+        "EVALMESH_TENANT_RATE": "20",
+        "EVALMESH_TENANT_BURST": "60",
+    }
+    with running_mesh(tmp_path_factory.mktemp("mesh"), env) as local:
+        yield local.endpoints

@@ -15,8 +15,8 @@ import h2.config
 import h2.connection
 import h2.events
 
-from evalmesh.local.mesh import MeshEndpoints
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2, evaluation_service_pb2_grpc
+from evalmesh_deploy.local.mesh import MeshEndpoints
 
 ES = evaluation_service_pb2
 ENHANCE_YOUR_CALM = 0xB

@@ -11,7 +11,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh.local.mesh import MeshEndpoints
 from evalmesh.v1 import (
     api_key_pb2,
     api_key_service_pb2,
@@ -22,7 +21,9 @@ from evalmesh.v1 import (
     evaluation_service_pb2,
     evaluation_service_pb2_grpc,
 )
-from evalmesh_common import InvalidArgument, error_from_rpc
+from evalmesh_common import InvalidArgument
+from evalmesh_common.server import error_from_rpc
+from evalmesh_deploy.local.mesh import MeshEndpoints
 
 ES = evaluation_service_pb2
 MIB = 1024 * 1024

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evalmesh.local.mesh import MeshEndpoints
+from evalmesh_deploy.local.mesh import MeshEndpoints
 from tests.conftest import ROOT
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")

@@ -14,9 +14,9 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from evalmesh.local.bootstrap import create_admin_key
-from evalmesh.local.mesh import LocalMesh
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2, evaluation_service_pb2_grpc
+from evalmesh_deploy.local.mesh import LocalMesh
+from evalmesh_testing.mesh import mesh_for_tests
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +27,7 @@ T = TypeVar("T")
 
 
 def _start(state_dir: Path, without: tuple[str, ...] = ()) -> LocalMesh:
-    mesh = LocalMesh(
-        state_dir,
-        edge_port=0,
-        extra_env={"EVALMESH_PROBE_INTERVAL": "0.2"},
-        bootstrap_key=create_admin_key,
-        without=without,
-    )
+    mesh = mesh_for_tests(state_dir, {"EVALMESH_PROBE_INTERVAL": "0.2"}, without)
     try:
         mesh.start(timeout=120)
     except BaseException:

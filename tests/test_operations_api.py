@@ -11,7 +11,6 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
-from evalmesh.local.mesh import MeshEndpoints
 from evalmesh.v1 import (
     api_key_pb2,
     api_key_service_pb2,
@@ -22,7 +21,8 @@ from evalmesh.v1 import (
     evaluation_service_pb2,
     evaluation_service_pb2_grpc,
 )
-from evalmesh_common.metrics import scrape
+from evalmesh_common.server.metrics import scrape
+from evalmesh_deploy.local.mesh import MeshEndpoints
 
 CS = cluster_service_pb2
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evalmesh.local.mesh import MeshEndpoints
+from evalmesh_deploy.local.mesh import MeshEndpoints
 from tests.conftest import ROOT
 
 RULES = ROOT / "services" / "prometheus" / "rules"

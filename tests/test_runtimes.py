@@ -19,8 +19,6 @@ import grpc
 import pytest
 
 from evalmesh.client import Client, State
-from evalmesh.local.bootstrap import create_admin_key
-from evalmesh.local.mesh import LocalMesh, MeshEndpoints, find_runtime_trees
 from evalmesh.v1 import (
     cluster_service_pb2,
     cluster_service_pb2_grpc,
@@ -28,7 +26,10 @@ from evalmesh.v1 import (
     evaluation_service_pb2,
     evaluation_service_pb2_grpc,
 )
-from evalmesh_common import FailedPrecondition, error_from_rpc
+from evalmesh_common import FailedPrecondition
+from evalmesh_common.server import error_from_rpc
+from evalmesh_deploy.local.mesh import MeshEndpoints, find_runtime_trees
+from evalmesh_testing.mesh import running_mesh
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "clients" / "web" / "src" / "editor" / "examples.ts"
@@ -41,18 +42,9 @@ ES = evaluation_service_pb2
 @pytest.fixture(scope="module")
 def ml_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshEndpoints]:
     """The mesh as scripts/up starts it, with the python-ml tree when it is built."""
-    local = LocalMesh(
-        tmp_path_factory.mktemp("mesh"),
-        edge_port=0,
-        extra_env={
-            "EVALMESH_PROBE_INTERVAL": "0.2",
-            "EVALMESH_RUNTIMES": f"python,python-ml,{UNOFFERED}",
-        },
-        bootstrap_key=create_admin_key,
-    )
-    endpoints = local.start(timeout=120)
-    yield endpoints
-    local.stop()
+    env = {"EVALMESH_PROBE_INTERVAL": "0.2", "EVALMESH_RUNTIMES": f"python,python-ml,{UNOFFERED}"}
+    with running_mesh(tmp_path_factory.mktemp("mesh"), env) as local:
+        yield local.endpoints
 
 
 def _metadata(mesh: MeshEndpoints) -> tuple[tuple[str, str], ...]:

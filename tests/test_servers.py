@@ -4,7 +4,6 @@ services for the real grpcurl, and SIGTERM flips health before an orderly exit 0
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,8 +15,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh.local.nats import start_nats
-from evalmesh.local.processes import ManagedProcess
+from evalmesh_deploy.local.nats import start_nats
+from evalmesh_deploy.local.processes import ManagedProcess
+from evalmesh_testing.ports import free_port
 from tests.conftest import StartService
 
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
@@ -55,12 +55,6 @@ GATEWAY = Server(
 )
 SERVERS = [STORAGE, SCHEDULER, EXECUTOR, GATEWAY]
 WITH_DEPENDENCIES = [SCHEDULER, EXECUTOR, GATEWAY]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def health_status(address: str, service: str = "") -> int:

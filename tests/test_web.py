@@ -2,8 +2,9 @@
 
 Both run the UI's own tooling through npm (installed by scripts/setup with ``npm ci``): the first
 ``npm run check`` (tsc strict, ESLint + Prettier, Vitest), the second ``clients/web/e2e/run.mjs``,
-which builds the UI, starts the real mesh with ``python -m evalmesh.local up``, drives Debian's
-Chromium with playwright-core and saves a screenshot of every step under test-artifacts/web-e2e/.
+which builds the UI, starts the real mesh with ``python -m evalmesh_deploy.local up``, drives
+Debian's Chromium with playwright-core and saves a screenshot of every step under
+test-artifacts/web-e2e/.
 A third bundles ``clients/web/e2e/grpc-web-node.mjs`` with esbuild and runs it in Node: a real
 gRPC-web client (connect-web and the generated TypeScript) through Envoy to the session mesh.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from evalmesh.local.mesh import MeshEndpoints
+from evalmesh_deploy.local.mesh import MeshEndpoints
 from tests.conftest import ROOT
 
 WEB = ROOT / "clients" / "web"

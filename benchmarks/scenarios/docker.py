@@ -3,37 +3,32 @@ ahead (the warm pool: a container started before the job arrives, still used onc
 
 Runs the executor's docker backend directly, as its own benchmark
 (services/executor-pool/benchmarks/backend_overhead.py) does, beside the bwrap backend; the
-engine is the one that answers, else a private dockerd started and stopped by pid (the
-executor's test helper, which also builds the runtime image offline).
+engine is the one that answers, else a private dockerd started and stopped by pid
+(``evalmesh_testing.docker_engine``, which also builds the runtime image offline).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
-from pathlib import Path
-from types import ModuleType
-from typing import Any, cast
 
 from benchmarks import charts
 from benchmarks.context import Context
 from benchmarks.floor import library_sandbox
 from benchmarks.results import Headline, ScenarioResult, Table
 from benchmarks.stats import fmt_ms, fmt_ratio, median, ratio
-from evalmesh_executor.sandbox import BwrapSandbox, SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapSandbox
 from evalmesh_executor.sandbox.docker import DockerConfig, DockerSandbox
+from evalmesh_testing.docker_engine import PYTHON_IMAGE, engine_for_tests
 
 __all__ = ["NAME", "TITLE", "run"]
 
 NAME = "docker"
 TITLE = "Docker backend: sandbox start, cold against prepared ahead"
-HELPERS = Path(__file__).resolve().parents[2] / "services/executor-pool/tests/docker_helpers.py"
-IMAGES = {"python": "evalmesh-runtime-python:latest"}
+IMAGES = {"python": PYTHON_IMAGE}
 COLD, WARM, BWRAP = "docker cold", "docker prepared ahead (warm)", "bwrap (reference)"
 Timed = Callable[[], Awaitable[tuple[float, float]]]
 
@@ -41,28 +36,13 @@ Timed = Callable[[], Awaitable[tuple[float, float]]]
 def run(ctx: Context) -> ScenarioResult:
     """Measure on an engine, or report why there is none."""
     result = ScenarioResult(NAME, TITLE, method=_method(ctx))
-    with _engine() as engine:
+    with engine_for_tests() as engine:
         if isinstance(engine, str):
             result.skipped = f"no Docker engine could be had: {engine}"
             return result
         times = asyncio.run(_measure(ctx, str(engine.base_url)))
     _report(ctx, result, times)
     return result
-
-
-def _engine() -> AbstractContextManager[Any]:
-    helpers = _load_helpers()
-    return cast(AbstractContextManager[Any], helpers.engine_for_tests())
-
-
-def _load_helpers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("evalmesh_bench_docker_helpers", HELPERS)
-    if spec is None or spec.loader is None:
-        raise RuntimeError(f"cannot load the docker test helpers from {HELPERS.name}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 async def _measure(ctx: Context, base_url: str) -> dict[str, list[tuple[float, float]]]:

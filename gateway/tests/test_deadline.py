@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 import pytest
 
-from evalmesh_common import ErrorInterceptor
+from evalmesh_common.server import ErrorInterceptor
 from evalmesh_gateway.deadline import DeadlineInterceptor
 
 METHOD = "/test.Slow/Call"

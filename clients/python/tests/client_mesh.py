@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evalmesh.client import Client, Evaluation
-from evalmesh.local import LocalMesh
-from evalmesh.local.bootstrap import create_admin_key
+from evalmesh_deploy.local import LocalMesh
+from evalmesh_testing.mesh import mesh_for_tests
 
 __all__ = ["Cli", "Mesh", "evalmesh_command", "start_mesh", "wait_until"]
 
@@ -28,7 +28,7 @@ class Mesh:
 
 def start_mesh(state_dir: Path) -> Mesh | str:
     """Start the mesh; return it, or the reason it cannot start here (the launcher's error)."""
-    local = LocalMesh(state_dir=state_dir, edge_port=0, bootstrap_key=create_admin_key)
+    local = mesh_for_tests(state_dir)
     try:
         endpoints = local.start(timeout=120)
     except Exception as error:  # StartupError, or a service that does not exist yet

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from client_fake_gateway import FakeGateway
 from client_mesh import Cli, Mesh, start_mesh
 
 from evalmesh.client import Client, Role
+from evalmesh_testing.ports import free_port
 
 
 @pytest.fixture
@@ -26,10 +26,7 @@ def fake_gateway() -> Iterator[FakeGateway]:
 @pytest.fixture
 def unused_port() -> int:
     """A loopback port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    return free_port()
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,10 @@ import pytest
 from client_mesh import Cli, wait_until
 
 from evalmesh.client import AsyncClient, Client, NotFoundError, State
-from evalmesh.local import LocalMesh
-from evalmesh.local.bootstrap import create_admin_key
-from evalmesh.local.mesh import MeshEndpoints
-from evalmesh.local.processes import ManagedProcess, read_port_file
 from evalmesh_common.subjects import JOBS_STREAM, job_consumer
+from evalmesh_deploy.local.mesh import MeshEndpoints
+from evalmesh_deploy.local.processes import ManagedProcess, read_port_file
+from evalmesh_testing.mesh import mesh_for_tests
 
 pytestmark = pytest.mark.slow
 
@@ -34,17 +33,12 @@ DRAINED_ID = "executor-drain-test"
 def operated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshEndpoints]:
     """A mesh without an executor (the test starts its own), whose jobs are dead-lettered after
     one unacknowledged delivery of a second."""
-    local = LocalMesh(
-        tmp_path_factory.mktemp("operated"),
-        edge_port=0,
-        without=("executor-pool",),
-        extra_env={
-            "EVALMESH_PROBE_INTERVAL": "0.2",
-            "EVALMESH_QUEUE_ACK_WAIT": "1s",
-            "EVALMESH_QUEUE_MAX_DELIVER": "1",
-        },
-        bootstrap_key=create_admin_key,
-    )
+    env = {
+        "EVALMESH_PROBE_INTERVAL": "0.2",
+        "EVALMESH_QUEUE_ACK_WAIT": "1s",
+        "EVALMESH_QUEUE_MAX_DELIVER": "1",
+    }
+    local = mesh_for_tests(tmp_path_factory.mktemp("operated"), env, without=("executor-pool",))
     try:
         endpoints = local.start(timeout=120)
     except Exception as error:  # a host where the mesh cannot start

@@ -18,9 +18,9 @@ import pytest
 from client_mesh import evalmesh_command
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh.local import LocalMesh
-from evalmesh.local.processes import StartupError
-from evalmesh.local.supervisor import RestartPolicy, Supervisor
+from evalmesh_deploy.local import LocalMesh
+from evalmesh_deploy.local.processes import StartupError
+from evalmesh_deploy.local.supervisor import RestartPolicy, Supervisor
 
 pytestmark = pytest.mark.slow
 

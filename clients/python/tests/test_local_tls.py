@@ -15,20 +15,16 @@ import grpc
 import pytest
 
 from evalmesh.client import Client
-from evalmesh.local import LocalMesh, MeshEndpoints
-from evalmesh.local.bootstrap import create_admin_key
+from evalmesh_deploy.local import LocalMesh, MeshEndpoints
+from evalmesh_testing.mesh import running_mesh
 
 EVALMESH = str(Path(sys.executable).parent / "evalmesh")
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalMesh, MeshEndpoints]]:
-    local = LocalMesh(
-        tmp_path_factory.mktemp("tls-mesh"), edge_port=0, bootstrap_key=create_admin_key, tls=True
-    )
-    endpoints = local.start(timeout=120)
-    yield local, endpoints
-    local.stop()
+    with running_mesh(tmp_path_factory.mktemp("tls-mesh"), tls=True) as local:
+        yield local, local.endpoints
 
 
 def _cli(endpoints: MeshEndpoints, *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // End-to-end tests of the browser UI in real Chromium against the real mesh.
 //
-// Builds the UI, starts `python -m evalmesh.local up` on free ports in a temporary state directory
+// Builds the UI, starts `python -m evalmesh_deploy.local up` on free ports in a temporary state directory
 // (the launcher serves clients/web/dist through Envoy on the API's origin), drives Debian's Chromium
 // with playwright-core, saves a screenshot of every step under test-artifacts/web-e2e/, and stops the
 // mesh with SIGINT by pid. Prints "N passed, M failed" and exits non-zero on any failure.
@@ -74,7 +74,7 @@ function buildUi() {
 async function startMesh() {
   const stateDir = mkdtempSync(join(tmpdir(), "evalmesh-web-e2e-"));
   const output = [];
-  const child = spawn(PYTHON, ["-m", "evalmesh.local", "up", "--state-dir", stateDir, "--edge-port", "0"], {
+  const child = spawn(PYTHON, ["-m", "evalmesh_deploy.local", "up", "--state-dir", stateDir, "--edge-port", "0"], {
     cwd: ROOT,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -458,7 +458,7 @@ async function main() {
   }
   mkdirSync(ARTIFACTS, { recursive: true });
   if (!args.has("--no-build")) buildUi();
-  log("starting the mesh (python -m evalmesh.local up)");
+  log("starting the mesh (python -m evalmesh_deploy.local up)");
   const mesh = await startMesh();
   log(`mesh up at ${mesh.state.url}`);
   const profile = mkdtempSync(join(tmpdir(), "evalmesh-chromium-"));

@@ -1,6 +1,6 @@
 """``python -m evalmesh_gateway``: run the gateway with settings from the environment."""
 
-from evalmesh_common import run
+from evalmesh_common.server import run
 from evalmesh_gateway.app import build_app
 from evalmesh_gateway.config import GatewayConfig
 

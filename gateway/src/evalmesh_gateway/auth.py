@@ -23,7 +23,8 @@ from nats.aio.msg import Msg
 
 from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import api_key_pb2
-from evalmesh_common import DomainError, PermissionDenied, Unauthenticated, error_from_rpc
+from evalmesh_common import DomainError, PermissionDenied, Unauthenticated
+from evalmesh_common.server import error_from_rpc
 from evalmesh_common.subjects import KEY_REVOKED_SUBJECT
 
 __all__ = ["Authenticator", "Principal"]

@@ -2,7 +2,7 @@
 
 The gateway is where every request's tenant is known, so it counts per tenant what operators
 ask about first: who submits, and who is being throttled. Tenants go through
-:class:`~evalmesh_common.tenant_labels.TenantLabels`: the heavy ones by name, the rest as
+:class:`~evalmesh_common.server.tenant_labels.TenantLabels`: the heavy ones by name, the rest as
 ``other``, so a platform with thousands of tenants keeps a few dozen series.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter
 
-from evalmesh_common.tenant_labels import TenantLabels
+from evalmesh_common.server.tenant_labels import TenantLabels
 
 __all__ = ["TenantMetrics"]
 

@@ -12,7 +12,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh_common import Probe, ServerConfig, ServiceApp
+from evalmesh_common.server import Probe, ServerConfig, ServiceApp
 
 TEST_SERVICE = "evalmesh.test.v1.TestService"
 

@@ -14,7 +14,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from evalmesh_common import Seconds, ServerConfig, ServiceApp, env_field, env_group, run
+from evalmesh_common import Seconds, env_field, env_group
+from evalmesh_common.server import ServerConfig, ServiceApp, run
 
 SERVICE = "evalmesh.example.v1.ExampleService"
 

@@ -11,13 +11,13 @@ from evalmesh_common import (
     ConfigError,
     Seconds,
     Secret,
-    ServerConfig,
     describe,
     env_field,
     env_group,
     load_config,
     redact_url,
 )
+from evalmesh_common.server import ServerConfig
 
 
 @dataclass(frozen=True)

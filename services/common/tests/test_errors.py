@@ -24,12 +24,10 @@ from evalmesh_common import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
-    ServiceApp,
     Unauthenticated,
     Unavailable,
-    abort_with,
-    error_from_rpc,
 )
+from evalmesh_common.server import ServiceApp, abort_with, error_from_rpc
 
 StartApp = Callable[..., Awaitable[ServiceApp]]
 OpenChannel = Callable[[str], grpc.aio.Channel]
@@ -134,7 +132,7 @@ async def test_unexpected_exception_becomes_internal_without_leaking_details(
     start_app: StartApp, open_channel: OpenChannel, caplog: pytest.LogCaptureFixture
 ) -> None:
     leak = RuntimeError("connection to postgresql://u:hunter2@db failed in /srv/app/repo.py")
-    with caplog.at_level(logging.ERROR, logger="evalmesh_common.interceptor"):
+    with caplog.at_level(logging.ERROR, logger="evalmesh_common.server.interceptor"):
         rpc_error = await _call_failing(start_app, open_channel, leak)
 
     assert rpc_error.code() == grpc.StatusCode.INTERNAL

@@ -13,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from evalmesh_common import ServiceApp, health_probe, is_serving, wait_for_serving
+from evalmesh_common.server import ServiceApp, health_probe, is_serving, wait_for_serving
 
 StartApp = Callable[..., Awaitable[ServiceApp]]
 OpenChannel = Callable[[str], grpc.aio.Channel]
@@ -86,7 +86,7 @@ async def test_a_hanging_probe_fails_after_its_timeout(
     async def reported() -> bool:
         return any("upstream is down: probe timed out" in r.getMessage() for r in caplog.records)
 
-    with caplog.at_level(logging.WARNING, logger="evalmesh_common.health"):
+    with caplog.at_level(logging.WARNING, logger="evalmesh_common.server.health"):
         app = await start_app(probes={"upstream": hang}, probe_timeout=0.05)
         await eventually(reported)
     assert await health_of(open_channel(app.address), "") == "NOT_SERVING"

@@ -9,7 +9,7 @@ from datetime import datetime
 
 import pytest
 
-from evalmesh_common import configure_logging
+from evalmesh_common.server import configure_logging
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 

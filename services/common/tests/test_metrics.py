@@ -16,8 +16,9 @@ import grpc.aio
 import pytest
 from prometheus_client import Gauge
 
-from evalmesh_common import ConfigError, NotFound, ServerConfig, ServiceApp, load_config
-from evalmesh_common.metrics import LoopSnapshot, scrape
+from evalmesh_common import ConfigError, NotFound, load_config
+from evalmesh_common.server import ServerConfig, ServiceApp
+from evalmesh_common.server.metrics import LoopSnapshot, scrape
 
 StartApp = Callable[..., Awaitable[ServiceApp]]
 OpenChannel = Callable[[str], grpc.aio.Channel]

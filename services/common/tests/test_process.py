@@ -16,7 +16,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh_common import wait_for_serving
+from evalmesh_common.server import wait_for_serving
 
 EXAMPLE = Path(__file__).with_name("example_service.py")
 SERVICE = "evalmesh.example.v1.ExampleService"

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from evalmesh_common import Secret, ServerConfig, ServiceApp, env_field, env_group
-from evalmesh_common.runner import EXIT_CONFIG, main
+from evalmesh_common import Secret, env_field, env_group
+from evalmesh_common.server import ServerConfig, ServiceApp
+from evalmesh_common.server.runner import EXIT_CONFIG, main
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
 

@@ -12,8 +12,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from evalmesh_common import ServiceApp, wait_for_serving
-from evalmesh_common.portfile import write_port_file
+from evalmesh_common.server import ServiceApp, wait_for_serving
+from evalmesh_common.server.portfile import write_port_file
 
 StartApp = Callable[..., Awaitable[ServiceApp]]
 OpenChannel = Callable[[str], grpc.aio.Channel]
@@ -99,7 +99,7 @@ async def test_a_failing_or_hanging_hook_is_logged_and_the_sequence_goes_on(
     app.on_stop_work("puller", fail)
     app.on_drain("nats", hang)
     app.on_dispose("engine", dispose)
-    with caplog.at_level(logging.ERROR, logger="evalmesh_common.shutdown"):
+    with caplog.at_level(logging.ERROR, logger="evalmesh_common.server.shutdown"):
         await app.shutdown()
 
     assert runs == ["dispose"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evalmesh_common.tenant_labels import OTHER, TenantLabels
+from evalmesh_common.server.tenant_labels import OTHER, TenantLabels
 
 
 def test_the_first_tenants_are_labelled_while_few_are_seen() -> None:

@@ -15,10 +15,11 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from evalmesh.deploy.certs import TlsFiles, ensure_server_certificate, local_tls
-from evalmesh_common import ConfigError, Secret, ServiceApp, env_field, load_config
-from evalmesh_common.healthcheck import HealthcheckConfig, check
-from evalmesh_common.tls import ServerTls, UpstreamTls
+from evalmesh_common import ConfigError, Secret, env_field, load_config
+from evalmesh_common.server import ServiceApp
+from evalmesh_common.server.healthcheck import HealthcheckConfig, check
+from evalmesh_common.server.tls import ServerTls, UpstreamTls
+from evalmesh_deploy.certs import TlsFiles, ensure_server_certificate, local_tls
 
 HEALTHCHECK = str(Path(sys.executable).parent / "evalmesh-healthcheck")
 # What the start_app fixture (conftest.py beside this file) serves and starts.

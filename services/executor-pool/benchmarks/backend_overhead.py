@@ -6,7 +6,7 @@ removal happens in the background, as in production); docker warm hands the job 
 container its warm pool started ahead of demand (the run begins once the pool is full again,
 i.e. at a steady state where demand does not outrun the refill). Runs are interleaved;
 prints medians and ratios. Needs root; uses the Docker engine that answers, or starts a
-private dockerd and builds the runtime image offline (tests/docker_helpers.py).
+private dockerd and builds the runtime image offline (evalmesh_testing.docker_engine).
 
     .venv/bin/python services/executor-pool/benchmarks/backend_overhead.py [runs]
 """
@@ -18,18 +18,11 @@ import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from docker_helpers import Engine, engine_for_tests
-
-from evalmesh_executor.sandbox import (
-    BwrapSandbox,
-    SandboxOutcome,
-    SandboxRequest,
-)
+from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapSandbox
 from evalmesh_executor.sandbox.docker import DockerConfig, DockerSandbox
+from evalmesh_testing.docker_engine import Engine, engine_for_tests
 
 BARE = ("/usr/bin/python3", "-c", "print(1)")
 Timed = Callable[[], Awaitable[float]]

@@ -14,7 +14,8 @@ import statistics
 import sys
 import time
 
-from evalmesh_executor.sandbox import BwrapSandbox, SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapSandbox
 
 BARE = ("/usr/bin/python3", "-c", "print(1)")
 

@@ -20,17 +20,13 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from docker_helpers import Engine, docker_sandbox, engine_for_tests
+from docker_helpers import docker_sandbox
 from sandbox_helpers import SMALL, Runner, assert_teardown_complete
 
-from evalmesh_executor.sandbox import (
-    BwrapConfig,
-    BwrapSandbox,
-    OutputChunk,
-    SandboxRequest,
-    SandboxResult,
-)
+from evalmesh_executor.sandbox import OutputChunk, SandboxRequest, SandboxResult
+from evalmesh_executor.sandbox.bwrap import BwrapConfig, BwrapSandbox
 from evalmesh_executor.sandbox.docker import DockerSandbox
+from evalmesh_testing.docker_engine import Engine, engine_for_tests
 
 BACKENDS = ("bwrap", "docker")
 # Modules whose tests using `sandbox` run on both backends, and the tests among them that are

@@ -12,16 +12,10 @@ from typing import Any
 
 import pytest
 
-from evalmesh_executor.sandbox import (
-    PYTHON,
-    BwrapSandbox,
-    OutputChunk,
-    Runtime,
-    SandboxLimits,
-    SandboxResult,
-)
-from evalmesh_executor.sandbox.runtime import python_with_tree
-from evalmesh_executor.sandbox.tree import load_tree
+from evalmesh_executor.sandbox import OutputChunk, SandboxLimits, SandboxResult
+from evalmesh_executor.sandbox.bwrap import PYTHON, BwrapSandbox, Runtime
+from evalmesh_executor.sandbox.bwrap.runtime import python_with_tree
+from evalmesh_executor.sandbox.bwrap.tree import load_tree
 
 MiB = 1024 * 1024
 

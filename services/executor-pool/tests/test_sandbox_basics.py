@@ -13,16 +13,13 @@ from sandbox_helpers import SMALL, Runner, sha256_of_file
 
 from evalmesh_executor.sandbox import (
     MAX_CHUNK_BYTES,
-    PYTHON,
-    BwrapConfig,
-    BwrapSandbox,
     OutputChunk,
-    Runtime,
     SandboxLimits,
     SandboxOutcome,
     SandboxRequest,
 )
-from evalmesh_executor.sandbox.canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
+from evalmesh_executor.sandbox.bwrap import PYTHON, BwrapConfig, BwrapSandbox, Runtime
+from evalmesh_executor.sandbox.core.canaries import CANARY_PROGRAM, canary_stdin, escaped_canaries
 
 
 async def test_print_one_exits_zero_with_its_output(run: Runner) -> None:

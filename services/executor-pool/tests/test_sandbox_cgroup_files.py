@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from evalmesh_executor.sandbox.cgroup_detect import detect_cgroups
-from evalmesh_executor.sandbox.cgroup_v1 import CgroupV1Driver
-from evalmesh_executor.sandbox.cgroup_v2 import SUPERVISOR_LEAF, CgroupV2Driver
-from evalmesh_executor.sandbox.cgroups import (
+from evalmesh_executor.sandbox import SandboxError, SandboxUnavailableError
+from evalmesh_executor.sandbox.bwrap.cgroup_detect import detect_cgroups
+from evalmesh_executor.sandbox.bwrap.cgroup_v1 import CgroupV1Driver
+from evalmesh_executor.sandbox.bwrap.cgroup_v2 import SUPERVISOR_LEAF, CgroupV2Driver
+from evalmesh_executor.sandbox.bwrap.cgroups import (
     CgroupLimits,
     cgroup_dir,
     parse_mountinfo,
     parse_proc_cgroup,
 )
-from evalmesh_executor.sandbox.models import SandboxError, SandboxUnavailableError
 
 LIMITS = CgroupLimits(memory_bytes=64 * 1024 * 1024, max_processes=32, cpu_quota=1.5)
 
@@ -129,7 +129,7 @@ def test_v2_supervisor_leaf_is_used_when_the_base_refuses_with_busy(
             raise OSError(16, "Device or resource busy")
         (directory / "cgroup.subtree_control").write_text("+memory +pids +cpu")
 
-    monkeypatch.setattr("evalmesh_executor.sandbox.cgroup_v2._enable_controllers", busy_once)
+    monkeypatch.setattr("evalmesh_executor.sandbox.bwrap.cgroup_v2._enable_controllers", busy_once)
     (base / "cgroup.procs").write_text(f"{os.getpid()}\n")
     CgroupV2Driver.setup(base, "evalmesh")
     # The fake file keeps only the last write; the real one accumulates.

@@ -22,14 +22,7 @@ import docker
 import pytest
 import requests
 import urllib3
-from docker_helpers import (
-    ML_IMAGE,
-    PYTHON_IMAGE,
-    SERVICE,
-    Engine,
-    build_runtime_image,
-    docker_sandbox,
-)
+from docker_helpers import docker_sandbox
 from sandbox_helpers import SMALL, job_processes, wait_for_job_processes
 
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest, SandboxUnavailableError
@@ -39,10 +32,17 @@ from evalmesh_executor.sandbox.docker import (
     DockerConfig,
     DockerSandbox,
 )
-from evalmesh_executor.sandbox.docker_engine import _never_sent
-from evalmesh_executor.sandbox.docker_init import ExitFrame, FrameParser
-from evalmesh_executor.sandbox.docker_job import RunStats
-from evalmesh_executor.sandbox.docker_spec import seccomp_profile
+from evalmesh_executor.sandbox.docker.engine import _never_sent
+from evalmesh_executor.sandbox.docker.protocol import ExitFrame, FrameParser
+from evalmesh_executor.sandbox.docker.run import RunStats
+from evalmesh_executor.sandbox.docker.spec import seccomp_profile
+from evalmesh_testing.docker_engine import (
+    IMAGES,
+    ML_IMAGE,
+    PYTHON_IMAGE,
+    Engine,
+    build_runtime_image,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -352,7 +352,7 @@ async def test_the_python_ml_runtime_has_numpy_pandas_and_scikit_learn(
     assert result.outcome is SandboxOutcome.EXITED, result.stderr
     assert result.stdout == b"2.0 1.0\n"
     assert result.runtime_identity.startswith("python-ml 3.")
-    requirements = SERVICE / "images" / "python-ml" / "requirements.txt"
+    requirements = IMAGES / "python-ml" / "requirements.txt"
     lines = (line.split("#")[0].strip() for line in requirements.read_text().splitlines())
     pins = dict(line.split("==") for line in lines if line)
     assert {name: packages.get(name) for name in pins} == pins, "the probe lists the pins"

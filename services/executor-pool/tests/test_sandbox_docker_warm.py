@@ -24,7 +24,7 @@ from typing import Any
 
 import docker
 import pytest
-from docker_helpers import PYTHON_IMAGE, Engine, docker_sandbox
+from docker_helpers import docker_sandbox
 from sandbox_helpers import SMALL, MiB
 
 from evalmesh_executor.sandbox import OutputChunk, SandboxLimits, SandboxOutcome, SandboxRequest
@@ -34,7 +34,8 @@ from evalmesh_executor.sandbox.docker import (
     DockerConfig,
     DockerSandbox,
 )
-from evalmesh_executor.sandbox.docker_spec import container_spec, settings_shape
+from evalmesh_executor.sandbox.docker.spec import container_spec, settings_shape
+from evalmesh_testing.docker_engine import PYTHON_IMAGE, Engine
 
 pytestmark = pytest.mark.docker
 

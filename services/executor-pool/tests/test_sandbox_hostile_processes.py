@@ -14,7 +14,7 @@ import pytest
 from sandbox_helpers import MiB, Runner, assert_no_process_left, open_fd_count
 
 from evalmesh_executor.sandbox import SandboxOutcome
-from evalmesh_executor.sandbox.layout import SANDBOX_ENV
+from evalmesh_executor.sandbox.core.inside import SANDBOX_ENV
 
 CANARY = "print(sum(range(10)))"
 WORKSPACE = str(Path(__file__).resolve().parents[3])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evalmesh_executor.sandbox import PYTHON, SandboxLimits
-from evalmesh_executor.sandbox.layout import BOOT_SOURCE, BwrapFds, Rlimits, bwrap_argv
+from evalmesh_executor.sandbox import SandboxLimits
+from evalmesh_executor.sandbox.bwrap import PYTHON
+from evalmesh_executor.sandbox.bwrap.layout import BOOT_SOURCE, BwrapFds, Rlimits, bwrap_argv
 
 FDS = BwrapFds(etc={"/etc/passwd": 11}, block=12, status=13, seccomp=14)
 

@@ -31,13 +31,8 @@ from sandbox_helpers import (
     python_ml_runtimes,
 )
 
-from evalmesh_executor.sandbox import (
-    BwrapConfig,
-    BwrapSandbox,
-    OutputChunk,
-    SandboxOutcome,
-    SandboxRequest,
-)
+from evalmesh_executor.sandbox import OutputChunk, SandboxOutcome, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapConfig, BwrapSandbox
 
 # What the job sees of its sandbox, leaving out what names one sandbox (pids, cgroup names).
 PROBE = dedent("""

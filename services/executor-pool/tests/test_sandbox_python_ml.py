@@ -31,16 +31,10 @@ from sandbox_helpers import (
 from evalmesh_common import ConfigError, load_config
 from evalmesh_executor.backend import bwrap_runtimes
 from evalmesh_executor.config import ExecutorConfig
-from evalmesh_executor.sandbox import (
-    PYTHON,
-    BwrapConfig,
-    BwrapSandbox,
-    SandboxOutcome,
-    SandboxRequest,
-    SandboxUnavailableError,
-)
-from evalmesh_executor.sandbox.runtime import python_with_tree
-from evalmesh_executor.sandbox.tree import MANIFEST, load_tree, tree_digest
+from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest, SandboxUnavailableError
+from evalmesh_executor.sandbox.bwrap import PYTHON, BwrapConfig, BwrapSandbox
+from evalmesh_executor.sandbox.bwrap.runtime import python_with_tree
+from evalmesh_executor.sandbox.bwrap.tree import MANIFEST, load_tree, tree_digest
 from evalmesh_executor.treebuild import TreeSpec, build_tree
 
 ML_PROGRAM = b"""

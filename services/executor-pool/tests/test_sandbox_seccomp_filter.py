@@ -11,7 +11,7 @@ import struct
 
 import pytest
 
-from evalmesh_executor.sandbox.seccomp import build_filter
+from evalmesh_executor.sandbox.core.seccomp import build_filter
 
 ALLOW = 0x7FFF0000
 KILL = 0x80000000

@@ -24,9 +24,10 @@ from sandbox_helpers import (
     wait_for_job_processes,
 )
 
-from evalmesh_executor.sandbox import BwrapSandbox, SandboxOutcome
-from evalmesh_executor.sandbox.cgroup_detect import detect_cgroups
-from evalmesh_executor.sandbox.cgroups import JOB_PREFIX
+from evalmesh_executor.sandbox import SandboxOutcome
+from evalmesh_executor.sandbox.bwrap import BwrapSandbox
+from evalmesh_executor.sandbox.bwrap.cgroup_detect import detect_cgroups
+from evalmesh_executor.sandbox.bwrap.cgroups import JOB_PREFIX
 
 POOL_SPINNER = """
 import multiprocessing
@@ -143,7 +144,8 @@ async def test_u5_a_concurrent_canary_gets_the_right_output(
 
 EXECUTOR = """
 import asyncio, sys
-from evalmesh_executor.sandbox import BwrapConfig, BwrapSandbox, SandboxLimits, SandboxRequest
+from evalmesh_executor.sandbox import SandboxLimits, SandboxRequest
+from evalmesh_executor.sandbox.bwrap import BwrapConfig, BwrapSandbox
 
 async def main():
     async with BwrapSandbox(BwrapConfig(cgroup_parent=sys.argv[2])) as sandbox:

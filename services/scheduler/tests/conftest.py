@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from scheduler_test_helpers import Mesh
 
 from evalmesh.storage.v1 import storage_service_pb2_grpc
-from evalmesh_common import wait_for_serving
+from evalmesh_common.server import wait_for_serving
 
 
 @pytest.fixture

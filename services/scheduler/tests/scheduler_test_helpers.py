@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,13 +17,15 @@ from google.protobuf import duration_pb2
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from evalmesh.local.processes import ManagedProcess, read_port_file
 from evalmesh.scheduler.v1 import scheduler_service_pb2 as spb
 from evalmesh.scheduler.v1 import scheduler_service_pb2_grpc
 from evalmesh.storage.v1 import record_pb2, storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import wait_for_serving
+from evalmesh_common.server import wait_for_serving
 from evalmesh_common.subjects import JOBS_STREAM, job_message_subject, priority_name
+from evalmesh_deploy.local.processes import ManagedProcess
+from evalmesh_testing.ports import free_port
+from evalmesh_testing.servers import start_server
 
 SCHEDULER = "evalmesh_scheduler"
 STORAGE = "evalmesh_storage"
@@ -41,42 +40,12 @@ FAST = {
 }
 
 
-class SpawnedProcess(ManagedProcess):
-    """A ManagedProcess started without running Python between fork and exec.
-
-    ``ManagedProcess.start`` sets the parent-death signal in a ``preexec_fn``; forked from a
-    process with gRPC threads (every test here) that child can crash before exec (seen: SIGSEGV).
-    ``setpriv --pdeathsig`` sets the same signal from the exec'd side.
-    """
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        setpriv = shutil.which("setpriv")
-        argv = [setpriv, "--pdeathsig", "TERM", "--", *self.argv] if setpriv else self.argv
-        with self.log_path.open("ab") as log:
-            self._popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
-            )
-
-
 def nats_config(store: Path, port: int) -> str:
-    """A JetStream server fsyncing every write, as ``evalmesh.local`` runs it."""
+    """A JetStream server fsyncing every write, so a killed server loses no acknowledged job."""
     return (
         f"host: 127.0.0.1\nport: {port}\n"
         f'jetstream {{\n  store_dir: "{store}"\n  sync_interval: always\n}}\n'
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _accepts(port: int) -> bool:
@@ -105,7 +74,7 @@ class Mesh:
         config = state / "nats.conf"
         config.write_text(nats_config(state / "jetstream", self.nats_port))
         argv = [str(Path(sys.executable).parent / "nats-server"), "-c", str(config)]
-        process = SpawnedProcess("nats-server", argv, state / "nats.log")
+        process = ManagedProcess("nats-server", argv, state / "nats.log")
         process.start()
         self.nats_process = process
         deadline = time.monotonic() + 20
@@ -125,21 +94,11 @@ class Mesh:
         _, self.storage_address = self.start(STORAGE, env)
 
     def start(self, module: str, env: Mapping[str, str]) -> tuple[ManagedProcess, str]:
-        index = len(self.processes)
-        port_file = self.root / f"{module}-{index}.port"
-        full_env = {
-            **os.environ,
-            "EVALMESH_LISTEN_ADDRESS": "127.0.0.1:0",
-            "EVALMESH_PORT_FILE": str(port_file),
-            "EVALMESH_LOG_LEVEL": "INFO",
-            **FAST,
-            **env,
-        }
-        log = self.root / "logs" / f"{module}-{index}.log"
-        process = SpawnedProcess(module, [sys.executable, "-m", module], log, full_env)
-        process.start()
+        name = f"{module}-{len(self.processes)}"
+        full_env = {"EVALMESH_LOG_LEVEL": "INFO", **FAST, **env}
+        process, address = start_server(module, full_env, self.root, name)
         self.processes.append(process)
-        return process, f"127.0.0.1:{read_port_file(port_file, process)}"
+        return process, address
 
     def scheduler_env(self, **overrides: str) -> dict[str, str]:
         return {

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc.aio
 from scheduler_test_helpers import Mesh, start_scheduler, submit_request
 
-from evalmesh.local.processes import read_port_file
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common.metrics import scrape
+from evalmesh_common.server.metrics import scrape
+from evalmesh_deploy.local.processes import read_port_file
 
 Channels = Callable[[str], grpc.aio.Channel]
 BACKLOG = {

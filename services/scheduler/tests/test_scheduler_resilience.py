@@ -25,11 +25,11 @@ from scheduler_test_helpers import (
     submit_request,
 )
 
-from evalmesh.local.processes import ManagedProcess
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import wait_for_serving
+from evalmesh_common.server import wait_for_serving
 from evalmesh_common.subjects import LEADER_BUCKET
+from evalmesh_deploy.local.processes import ManagedProcess
 
 Channels = Callable[[str], grpc.aio.Channel]
 State = evaluation_pb2.Evaluation

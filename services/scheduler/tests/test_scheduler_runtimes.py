@@ -18,7 +18,8 @@ from scheduler_test_helpers import Mesh, SchedulerStub, eventually, spec, start_
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import scheduler_service_pb2 as spb
 from evalmesh.v1 import cluster_pb2, evaluation_pb2
-from evalmesh_common import FailedPrecondition, error_from_rpc
+from evalmesh_common import FailedPrecondition
+from evalmesh_common.server import error_from_rpc
 from evalmesh_common.subjects import EXECUTORS_BUCKET
 
 Channels = Callable[[str], grpc.aio.Channel]

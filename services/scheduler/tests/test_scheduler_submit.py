@@ -27,7 +27,7 @@ from evalmesh.scheduler.v1 import job_pb2
 from evalmesh.scheduler.v1 import scheduler_service_pb2 as spb
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import error_from_rpc
+from evalmesh_common.server import error_from_rpc
 
 QUEUED = evaluation_pb2.Evaluation.STATE_QUEUED
 Channels = Callable[[str], grpc.aio.Channel]

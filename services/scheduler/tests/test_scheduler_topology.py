@@ -92,3 +92,29 @@ async def test_one_leader_at_a_time_and_a_follower_takes_over_when_it_resigns(
     assert (await leases.get("scheduler")).value == b"second"
     second_task.cancel()
     await asyncio.gather(second_task, return_exceptions=True)
+
+
+async def test_a_replica_takes_back_at_once_a_lease_that_still_names_it_and_no_other(
+    bare_js: JetStreamContext,
+) -> None:
+    # A TTL far longer than the test: nobody may wait for the key to expire.
+    await Topology(QueueConfig(leader_ttl=Seconds(60.0))).ensure(bare_js)
+    leases = await bare_js.key_value(LEADER_BUCKET)
+    await leases.create("scheduler", b"restarted")  # left by its predecessor, or a lost renewal
+
+    async def work() -> None:
+        await asyncio.Event().wait()
+
+    other = LeaderElection(bare_js, "other", ttl=60.0, work=work)
+    restarted = LeaderElection(bare_js, "restarted", ttl=60.0, work=work)
+    tasks = [asyncio.create_task(other.run()), asyncio.create_task(restarted.run())]
+
+    async def restarted_leads() -> bool:
+        return restarted.is_leader
+
+    await eventually(restarted_leads, within=5, what="taking the lease back")
+    assert not other.is_leader
+    assert (await leases.get("scheduler")).value == b"restarted"
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

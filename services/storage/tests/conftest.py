@@ -3,7 +3,8 @@
 ``postgres_cluster`` (session) runs a private PostgreSQL 15 with initdb + pg_ctl on a free port;
 without the binaries the PostgreSQL half of the suite is skipped with the reason. Each test gets
 a freshly migrated SQLite file, or the session's migrated PostgreSQL database with its tables
-emptied. Cross-service tests can build the same fixtures from ``evalmesh_storage.testing``.
+emptied. The cluster and the service process come from the test-support package
+(``evalmesh_testing``), which cross-service tests use too.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from evalmesh_storage.db import Database, DatabaseSettings, create_engine
 from evalmesh_storage.migrate import migrate
 from evalmesh_storage.retry import RetryPolicy
 from evalmesh_storage.storage import Storage
-from evalmesh_storage.testing import PostgresCluster, StorageProcess, find_postgres_bin
 from evalmesh_storage.tokens import PageTokens
+from evalmesh_testing.postgres import PostgresCluster, find_postgres_bin
+from evalmesh_testing.servers import StorageProcess
 
 BACKENDS = ("sqlite", "postgresql")
 TOKEN_SECRET = b"storage-tests-page-token-secret!"

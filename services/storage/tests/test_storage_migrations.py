@@ -21,7 +21,7 @@ from evalmesh_storage.migrate import (
     prepare_schema,
 )
 from evalmesh_storage.models import metadata
-from evalmesh_storage.testing import PostgresCluster
+from evalmesh_testing.postgres import PostgresCluster
 
 
 @pytest.fixture

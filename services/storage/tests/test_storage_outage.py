@@ -17,10 +17,10 @@ from evalmesh.storage.v1 import storage_service_pb2 as pb
 from evalmesh.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common.config import Seconds
-from evalmesh_common.health_client import is_serving, wait_for_serving
 from evalmesh_common.server import ServiceApp
-from evalmesh_common.server_config import ServerConfig
-from evalmesh_common.status import error_from_rpc
+from evalmesh_common.server.config import ServerConfig
+from evalmesh_common.server.health_client import is_serving, wait_for_serving
+from evalmesh_common.server.status import error_from_rpc
 from evalmesh_storage.app import build_app
 from evalmesh_storage.config import StorageConfig
 from evalmesh_storage.db import Database, DatabaseSettings, create_engine
@@ -29,8 +29,8 @@ from evalmesh_storage.errors import Unavailable
 from evalmesh_storage.migrate import migrate
 from evalmesh_storage.retry import RetryPolicy
 from evalmesh_storage.storage import Storage
-from evalmesh_storage.testing import PostgresCluster, find_postgres_bin
 from evalmesh_storage.tokens import PageTokens
+from evalmesh_testing.postgres import PostgresCluster, find_postgres_bin
 
 SHORT_RETRY = RetryPolicy(budget=0.5, initial_backoff=0.02, max_backoff=0.1)
 

@@ -20,13 +20,13 @@ from evalmesh.storage.v1 import storage_service_pb2 as pb
 from evalmesh.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from evalmesh.v1 import api_key_pb2, evaluation_pb2
 from evalmesh_common.config import Seconds
-from evalmesh_common.health_client import wait_for_serving
 from evalmesh_common.server import ServiceApp
-from evalmesh_common.server_config import ServerConfig
-from evalmesh_common.status import error_from_rpc
+from evalmesh_common.server.config import ServerConfig
+from evalmesh_common.server.health_client import wait_for_serving
+from evalmesh_common.server.status import error_from_rpc
 from evalmesh_storage.app import SERVICE_NAME, build_app
 from evalmesh_storage.config import StorageConfig
-from evalmesh_storage.testing import StorageProcess
+from evalmesh_testing.servers import StorageProcess
 
 State = evaluation_pb2.Evaluation.State
 STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT

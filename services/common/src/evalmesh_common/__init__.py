@@ -1,7 +1,12 @@
-"""Shared server plumbing for evalmesh services.
+"""The core of evalmesh's shared library: pure Python that any module may import.
 
-Config from the environment, JSON logs, domain errors and their one gRPC mapping, and the
-grpc.aio server bootstrap (health, reflection, dependency probes, signals, ordered shutdown).
+Config from the environment, domain errors as values, backoff, the evaluation lifecycle, the
+priority policy and the NATS names. Nothing here imports grpc, NATS or Prometheus, so a domain
+module that uses it stays free of transport code. Two layers sit on top and import the core, never
+the other way round: :mod:`evalmesh_common.messaging` (the NATS connection) and
+:mod:`evalmesh_common.server` (the gRPC server: bootstrap, health, interceptors, status mapping,
+metrics, TLS). ``docs/architecture.md`` draws the layers; ``tests/test_package_layers.py`` holds
+the code to them.
 """
 
 from evalmesh_common.config import (
@@ -30,16 +35,7 @@ from evalmesh_common.errors import (
     Unauthenticated,
     Unavailable,
 )
-from evalmesh_common.health import Probe
-from evalmesh_common.health_client import HealthProbe, health_probe, is_serving, wait_for_serving
-from evalmesh_common.interceptor import ErrorInterceptor
-from evalmesh_common.logging import configure_logging
 from evalmesh_common.redact import redact_url
-from evalmesh_common.runner import ServiceConfig, run
-from evalmesh_common.server import ServiceApp
-from evalmesh_common.server_config import ServerConfig
-from evalmesh_common.shutdown import Hook, Phase
-from evalmesh_common.status import abort_with, error_from_rpc, to_rpc_status
 
 __all__ = [
     "DOMAIN",
@@ -49,36 +45,20 @@ __all__ = [
     "ConfigError",
     "DeadlineExceeded",
     "DomainError",
-    "ErrorInterceptor",
     "FailedPrecondition",
     "FieldViolation",
-    "HealthProbe",
-    "Hook",
     "Internal",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",
-    "Phase",
-    "Probe",
     "ResourceExhausted",
     "Seconds",
     "Secret",
-    "ServerConfig",
-    "ServiceApp",
-    "ServiceConfig",
     "Unauthenticated",
     "Unavailable",
-    "abort_with",
-    "configure_logging",
     "describe",
     "env_field",
     "env_group",
-    "error_from_rpc",
-    "health_probe",
-    "is_serving",
     "load_config",
     "redact_url",
-    "run",
-    "to_rpc_status",
-    "wait_for_serving",
 ]

@@ -1,7 +1,7 @@
 """Domain errors shared by every evalmesh service.
 
 Domain code raises these; it never imports grpc. The one mapping to gRPC status codes and
-``google.rpc.Status`` details lives in :mod:`evalmesh_common.status`, so a repository can say
+``google.rpc.Status`` details lives in :mod:`evalmesh_common.server.status`, so a repository can say
 ``raise NotFound(...)`` and the servicer edge turns it into ``NOT_FOUND`` with an ``ErrorInfo``.
 """
 

@@ -8,7 +8,7 @@ import os
 # No child of the executor uses gRPC, so they are off unless the operator says otherwise.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-from evalmesh_common import run
+from evalmesh_common.server import run
 from evalmesh_executor.app import build_app
 from evalmesh_executor.config import ExecutorConfig
 

@@ -10,8 +10,9 @@ from dataclasses import replace
 import grpc.aio
 
 from evalmesh.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
-from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
+from evalmesh_common.server import ServiceApp, health_probe
+from evalmesh_common.server.channels import plaintext_channel
 from evalmesh_executor.backend import choose_backend
 from evalmesh_executor.config import ExecutorConfig, default_instance_id
 from evalmesh_executor.instance import ExecutorInstance
@@ -45,7 +46,7 @@ async def build_app(config: ExecutorConfig) -> ServiceApp:
     backend = await choose_backend(config)  # fails fast where no sandbox can run
     nats = NatsConnection(config.nats_url, name=executor_id)
     nats.start()
-    channel = grpc.aio.insecure_channel(config.storage_address)
+    channel = plaintext_channel(config.storage_address)
     store = StorageClient(channel, executor_id, config.storage_timeout, config.storage_retry_budget)
 
     def add_servicers(server: grpc.aio.Server) -> None:

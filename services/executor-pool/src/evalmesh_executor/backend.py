@@ -1,33 +1,26 @@
-"""The sandbox backend interface the run loop needs, and the choice of backend by config.
+"""The choice of sandbox backend by config, and the settings each is built with.
 
-Every backend (``docker``, ``bwrap``) offers the same small surface: prepare once,
+Every backend (``docker``, ``bwrap``) offers the same small surface, :class:`SandboxBackend`
+(defined with the sandboxes, in ``sandbox.core.backend``, and handed on here): prepare once,
 name its runtimes with exact identities, run one request with live output and a cancel event,
-run the escape canaries, close. The run loop sees only :class:`SandboxBackend`.
+run the escape canaries, close. The run loop sees only that surface.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_executor.config import ExecutorConfig
 from evalmesh_executor.limits import sandbox_limits
-from evalmesh_executor.sandbox import (
-    DEFAULT_RUNTIMES,
-    BwrapConfig,
-    BwrapSandbox,
-    OutputCallback,
-    Runtime,
-    SandboxRequest,
-    SandboxResult,
-    SandboxUnavailableError,
-)
-from evalmesh_executor.sandbox.runtime import python_with_tree
-from evalmesh_executor.sandbox.tree import RuntimeDetails, load_tree
+from evalmesh_executor.sandbox import SandboxUnavailableError
+from evalmesh_executor.sandbox.bwrap import DEFAULT_RUNTIMES, BwrapConfig, BwrapSandbox, Runtime
+from evalmesh_executor.sandbox.bwrap.runtime import python_with_tree
+from evalmesh_executor.sandbox.bwrap.tree import load_tree
+from evalmesh_executor.sandbox.core.backend import Backend, SandboxBackend
 
 __all__ = [
     "Backend",
@@ -42,48 +35,6 @@ logger = logging.getLogger(__name__)
 
 # A backend that cannot say within this long whether it works is treated as unavailable.
 PREPARE_TIMEOUT = 120.0
-
-
-class SandboxBackend(Protocol):
-    """What the executor needs of a sandbox backend."""
-
-    async def prepare(self) -> None:
-        """Check the host once; raise SandboxUnavailableError if this backend cannot run."""
-
-    @property
-    def runtimes(self) -> Mapping[str, str]:
-        """Runtime names and exact identities (``<name> <version> <digest>``), after prepare."""
-        ...
-
-    @property
-    def runtime_details(self) -> Mapping[str, RuntimeDetails]:
-        """Description and installed packages of each runtime, after prepare."""
-        ...
-
-    async def run(
-        self,
-        request: SandboxRequest,
-        on_output: OutputCallback | None = None,
-        *,
-        cancel: asyncio.Event | None = None,
-    ) -> SandboxResult:
-        """Run one program in a fresh sandbox; setting ``cancel`` kills it within a second."""
-        ...
-
-    async def self_check(self, tcp_ports: Sequence[int] = ()) -> list[str]:
-        """Run the escape canaries; return the ones that got out (want: none)."""
-        ...
-
-    async def close(self) -> None:
-        """Stop the runs in progress and release the backend."""
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A prepared backend and the name it reports (``docker`` or ``bwrap``)."""
-
-    name: str
-    sandbox: SandboxBackend
 
 
 BackendFactory = Callable[[ExecutorConfig], SandboxBackend]

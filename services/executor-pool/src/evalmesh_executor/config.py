@@ -7,7 +7,8 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from evalmesh_common import Seconds, ServerConfig, env_field, env_group
+from evalmesh_common import Seconds, env_field, env_group
+from evalmesh_common.server import ServerConfig
 
 __all__ = [
     "BACKENDS",

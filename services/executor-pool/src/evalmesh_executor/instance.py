@@ -27,11 +27,11 @@ from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import Aborted, DeadlineExceeded, DomainError, Unavailable
 from evalmesh_common.messaging import BucketView, NatsConnection
 from evalmesh_common.subjects import EXECUTORS_BUCKET, LEASES_RELEASED_SUBJECT
-from evalmesh_executor.backend import Backend
 from evalmesh_executor.config import ExecutorConfig
 from evalmesh_executor.control import CancelListener, DrainListener
 from evalmesh_executor.pool import Pool
 from evalmesh_executor.runs import RunRegistry, Stop
+from evalmesh_executor.sandbox.core.backend import Backend
 from evalmesh_executor.selfcheck import SelfCheck, address_port, url_port
 from evalmesh_executor.share import TenantShares, send_to_back
 from evalmesh_executor.status import InstanceInfo, StatusReporter, runtime_infos

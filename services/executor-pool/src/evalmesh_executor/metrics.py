@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import (
 
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common.tenant_labels import TenantLabels
+from evalmesh_common.server.tenant_labels import TenantLabels
 from evalmesh_executor.runs import RunRegistry
 from evalmesh_executor.selfcheck import SelfCheck
 from evalmesh_executor.status import StatusReporter
@@ -106,7 +106,7 @@ class RunMetrics:
     recorded it: the queue wait is ``start_time - create_time`` on the database clock (the wait
     of the attempt that ran, retries included), the duration is the sandbox's wall time. The
     labels are bounded: runtimes are the few this instance offers, outcomes the terminal states,
-    and tenants go through :class:`~evalmesh_common.tenant_labels.TenantLabels`.
+    and tenants go through :class:`~evalmesh_common.server.tenant_labels.TenantLabels`.
     """
 
     def __init__(self, registry: CollectorRegistry, tenants: TenantLabels | None = None) -> None:

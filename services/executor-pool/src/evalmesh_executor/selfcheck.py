@@ -15,8 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from evalmesh_executor.backend import SandboxBackend
 from evalmesh_executor.sandbox import SandboxError
+from evalmesh_executor.sandbox.core.backend import SandboxBackend
 
 __all__ = ["SelfCheck", "address_port", "url_port"]
 

@@ -29,6 +29,7 @@ from nats.js.errors import Error as JetStreamError
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2
+from evalmesh_common.backoff import exponential_delay
 from evalmesh_common.messaging import BucketView
 from evalmesh_common.subjects import JOBS_STREAM
 from evalmesh_executor.config import TenantShareConfig
@@ -136,7 +137,7 @@ async def send_to_back(client: Client, msg: Msg, evaluation_id: str) -> bool:
             problem: Exception = exc
         except _NATS_ERRORS as exc:
             problem = exc
-        await asyncio.sleep(0.05 * 2**attempt)
+        await asyncio.sleep(exponential_delay(attempt + 1, base=0.05))
     logger.warning(
         "could not queue a job again; the reconciler will: %s",
         problem,

@@ -20,7 +20,7 @@ from evalmesh.executor.v1 import pool_pb2
 from evalmesh.v1 import cluster_pb2
 from evalmesh_common.subjects import EXECUTORS_BUCKET
 from evalmesh_executor.runs import RunRegistry
-from evalmesh_executor.sandbox.tree import RuntimeDetails
+from evalmesh_executor.sandbox import RuntimeDetails
 
 __all__ = ["InstanceInfo", "StatusReporter", "runtime_infos"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -29,8 +28,9 @@ from evalmesh_common import (
     FailedPrecondition,
     NotFound,
     Unavailable,
-    error_from_rpc,
 )
+from evalmesh_common.backoff import backoff_delay
+from evalmesh_common.server import error_from_rpc
 
 __all__ = [
     "ALREADY_CLAIMED",
@@ -209,16 +209,17 @@ class StorageClient:
         on_retry: Callable[[], None] | None = None,
     ) -> R:
         deadline = time.monotonic() + self.retry_budget
-        delay = _FIRST_BACKOFF
+        failures = 0
         while True:
             try:
                 return await method(request, timeout=self.timeout)
             except grpc.RpcError as exc:
                 error = error_from_rpc(exc)
-                if not isinstance(error, _TRANSIENT) or time.monotonic() + delay > deadline:
+                failures += 1
+                pause = backoff_delay(failures, base=_FIRST_BACKOFF, cap=_MAX_BACKOFF)
+                if not isinstance(error, _TRANSIENT) or time.monotonic() + pause > deadline:
                     raise error from exc
                 logger.info("storage call failed, retrying: %s", error.message)
             if on_retry is not None:
                 on_retry()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter only
-            delay = min(delay * 2, _MAX_BACKOFF)
+            await asyncio.sleep(pause)

@@ -36,7 +36,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalmesh_executor.sandbox.tree import FORMAT, MANIFEST, SITE_PACKAGES, load_tree, tree_digest
+from evalmesh_executor.sandbox.bwrap.tree import (
+    FORMAT,
+    MANIFEST,
+    SITE_PACKAGES,
+    load_tree,
+    tree_digest,
+)
 
 __all__ = ["TreeSpec", "build_tree", "main"]
 

@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
-from docker_helpers import Engine
+
+from evalmesh_testing.docker_engine import Engine
 
 from .harness import Driver, Mesh, Service
 

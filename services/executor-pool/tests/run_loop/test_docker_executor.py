@@ -13,11 +13,11 @@ from collections.abc import Callable
 
 import docker
 import pytest
-from docker_helpers import Engine
 
 from evalmesh.executor.v1 import executor_service_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_executor.sandbox.docker import LABEL_OWNER
+from evalmesh_testing.docker_engine import Engine
 
 from .conftest import MakeMesh
 from .harness import Driver, Service, job_processes, two_process_job

@@ -7,7 +7,7 @@ import asyncio
 import time
 
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common.metrics import scrape
+from evalmesh_common.server.metrics import scrape
 
 from .harness import TENANT, Driver, Service
 

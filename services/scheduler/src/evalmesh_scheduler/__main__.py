@@ -1,6 +1,6 @@
 """``python -m evalmesh_scheduler``: run the scheduler with settings from the environment."""
 
-from evalmesh_common import run
+from evalmesh_common.server import run
 from evalmesh_scheduler.app import build_app
 from evalmesh_scheduler.config import SchedulerConfig
 

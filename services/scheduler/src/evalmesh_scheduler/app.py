@@ -7,12 +7,11 @@ import logging
 import os
 import sys
 
-import grpc.aio
-
 from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
-from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import BucketView, NatsConnection
-from evalmesh_common.metrics import LoopSnapshot
+from evalmesh_common.server import ServiceApp, health_probe
+from evalmesh_common.server.channels import plaintext_channel
+from evalmesh_common.server.metrics import LoopSnapshot
 from evalmesh_common.subjects import EXECUTORS_BUCKET
 from evalmesh_scheduler.background import Background
 from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
@@ -54,7 +53,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     instance_id = config.instance_id or default_instance_id()
     nats = NatsConnection(config.nats_url, name=instance_id)
     nats.start()
-    channel = grpc.aio.insecure_channel(config.storage_address)
+    channel = plaintext_channel(config.storage_address)
     storage = StorageClient(channel, config.storage_timeout)
     js = nats.client.jetstream(timeout=config.nats_timeout)
     queue, loops = config.queue, config.loops

@@ -29,6 +29,7 @@ from evalmesh.scheduler.v1 import job_pb2, scheduler_service_pb2
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import cluster_pb2, evaluation_pb2
 from evalmesh_common import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from evalmesh_common.states import TERMINAL_STATES
 from evalmesh_common.subjects import (
     DEAD_LETTER_STREAM,
     JOBS_STREAM,
@@ -45,17 +46,6 @@ logger = logging.getLogger(__name__)
 
 Record = record_pb2.EvaluationRecord
 State = evaluation_pb2.Evaluation.State
-TERMINAL = frozenset(
-    {
-        State.STATE_SUCCEEDED,
-        State.STATE_FAILED,
-        State.STATE_TIMED_OUT,
-        State.STATE_MEMORY_LIMIT_EXCEEDED,
-        State.STATE_OUTPUT_LIMIT_EXCEEDED,
-        State.STATE_CANCELLED,
-        State.STATE_ERROR,
-    }
-)
 H_REASON = "Evalmesh-Dead-Reason"
 H_DELIVERIES = "Evalmesh-Deliveries"
 H_SEQUENCE = "Evalmesh-Stream-Seq"
@@ -169,7 +159,7 @@ class DeadLetters:
             record = await self.storage.get(evaluation_id)
         except NotFound:
             return False  # purged: nothing left to fail or redrive
-        return record.evaluation.state not in TERMINAL
+        return record.evaluation.state not in TERMINAL_STATES
 
     async def _copy(
         self,
@@ -199,7 +189,7 @@ class DeadLetters:
         for _ in range(_FAIL_TRIES):
             record = await self.storage.get(evaluation_id)
             state = record.evaluation.state
-            if state in TERMINAL:
+            if state in TERMINAL_STATES:
                 return
             try:
                 if state == State.STATE_RUNNING:

@@ -3,7 +3,9 @@
 The key ``LEADER_KEY`` in ``LEADER_BUCKET`` names the leader. A candidate takes it with
 ``create`` (fails while the key exists); the leader renews it with ``update(last=revision)``
 every ``ttl / 3`` (fails once anyone else has written it). The bucket's max age is the TTL, so the
-key of a leader that died vanishes after at most ``ttl`` and a follower takes over.
+key of a leader that died vanishes after at most ``ttl`` and a follower takes over. A replica
+whose renewal failed (NATS briefly away) takes the key back while it still names it, so a
+hiccup does not leave the cluster leaderless for a TTL.
 
 A leader counts itself leader only until ``ttl`` after it *sent* its last successful write (a
 monotonic clock; the server starts the key's TTL later than that), so its view always ends before
@@ -23,7 +25,7 @@ from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from evalmesh_common.subjects import LEADER_BUCKET
@@ -77,9 +79,8 @@ class LeaderElection:
     async def _step(self, kv: KeyValue) -> None:
         sent = time.monotonic()
         if self._revision is None:
-            try:
-                self._revision = await kv.create(LEADER_KEY, self.instance_id.encode())
-            except KeyWrongLastSequenceError:
+            self._revision = await self._claim(kv)
+            if self._revision is None:
                 return  # someone else leads
             logger.info("became the leader", extra={"instance": self.instance_id})
         else:
@@ -94,6 +95,30 @@ class LeaderElection:
         self._valid_until = sent + self.ttl
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._guarded_work(), name="leader-work")
+
+    async def _claim(self, kv: KeyValue) -> int | None:
+        """Take the lease if nobody holds it, or take it back if the key still names us.
+
+        A renewal that failed on a NATS hiccup (a cluster member lost, its stream electing a
+        new leader) ends this replica's leadership at once, but the key lives on until its TTL;
+        without taking it back, nobody would lead until it expired. Taking it back is a write
+        against the revision just read, so it fails if anyone else wrote the key meanwhile.
+        """
+        name = self.instance_id.encode()
+        try:
+            return await kv.create(LEADER_KEY, name)
+        except KeyWrongLastSequenceError:
+            pass
+        try:
+            entry = await kv.get(LEADER_KEY)
+        except (KeyNotFoundError, KeyDeletedError):
+            return None  # expired meanwhile: the next campaign creates it
+        if entry.value != name or entry.revision is None:
+            return None
+        try:
+            return await kv.update(LEADER_KEY, name, last=entry.revision)
+        except KeyWrongLastSequenceError:
+            return None
 
     async def _guarded_work(self) -> None:
         work = asyncio.create_task(self._work())

@@ -3,9 +3,9 @@
 The numbers are cluster-wide (storage is the truth for what waits), so every replica reports
 the same ones: aggregate them with ``max``, never ``sum``. A scrape costs at most one storage
 ``GetStats`` and one dead-letter stream lookup, shared by every scrape within ``max_age``
-seconds (:class:`~evalmesh_common.metrics.LoopSnapshot`). When they cannot be read (storage or
-NATS down, the topology not made yet) the scrape lacks these metrics rather than showing stale
-ones.
+seconds (:class:`~evalmesh_common.server.metrics.LoopSnapshot`). When they cannot be read
+(storage or NATS down, the topology not made yet) the scrape lacks these metrics rather than
+showing stale ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from evalmesh.v1 import cluster_pb2
-from evalmesh_common.metrics import LoopSnapshot
+from evalmesh_common.server.metrics import LoopSnapshot
 from evalmesh_common.subjects import priority_name
 from evalmesh_scheduler.deadletters import DeadLetters
 

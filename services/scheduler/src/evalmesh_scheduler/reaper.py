@@ -7,7 +7,7 @@ Both storage calls carry the attempt, so a pass that races an executor's late co
 another scheduler, changes nothing (FAILED_PRECONDITION is expected and skipped).
 
 A lost attempt is a platform fault, so its job is re-published after an exponential backoff with
-jitter (``evalmesh_common.retry.backoff_delay`` of the attempts lost so far), on top of the lease
+jitter (``evalmesh_common.backoff.backoff_delay`` of the attempts lost so far), on top of the lease
 that had to expire first. Meanwhile the evaluation is QUEUED and unpublished in storage, and the
 reconciler skips what ``holds`` says waits here. The delayed publish first drops the lost
 attempt's old job (``JobQueue.replace``), which may still hold the evaluation's subject until its
@@ -31,7 +31,7 @@ import time
 from evalmesh.storage.v1 import record_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import DomainError, FailedPrecondition, NotFound
-from evalmesh_common.retry import backoff_delay
+from evalmesh_common.backoff import backoff_delay
 from evalmesh_scheduler.jobs import JobQueue, describe
 from evalmesh_scheduler.storage_client import StorageClient
 

@@ -17,7 +17,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from evalmesh.storage.v1 import record_pb2, storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import Unavailable, error_from_rpc
+from evalmesh_common import Unavailable
+from evalmesh_common.server import error_from_rpc
 
 __all__ = ["Created", "StorageClient"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from evalmesh_common.runner import run
+from evalmesh_common.server.runner import run
 from evalmesh_storage.app import build_app
 from evalmesh_storage.config import StorageConfig
 

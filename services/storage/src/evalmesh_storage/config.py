@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from evalmesh_common.config import Seconds, Secret, env_field, env_group
-from evalmesh_common.server_config import ServerConfig
+from evalmesh_common.server.config import ServerConfig
 from evalmesh_storage.db import DatabaseSettings
 from evalmesh_storage.retry import RetryPolicy
 

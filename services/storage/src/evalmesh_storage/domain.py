@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Generic, TypeVar
 
+from evalmesh_common.states import TERMINAL_STATES, State
+
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BYTES",
     "TERMINAL_STATES",
@@ -48,28 +50,6 @@ T = TypeVar("T")
 
 DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
 """The per-stream cap when neither the applied nor the requested limits name one."""
-
-
-class State(IntEnum):
-    """Where an evaluation is in its life (``evalmesh.v1.Evaluation.State``)."""
-
-    QUEUED = 1
-    RUNNING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-    TIMED_OUT = 5
-    MEMORY_LIMIT_EXCEEDED = 6
-    OUTPUT_LIMIT_EXCEEDED = 7
-    CANCELLED = 8
-    ERROR = 9
-
-    @property
-    def terminal(self) -> bool:
-        """True for the absorbing states."""
-        return self >= State.SUCCEEDED
-
-
-TERMINAL_STATES = tuple(s for s in State if s.terminal)
 
 
 class Priority(IntEnum):

@@ -132,7 +132,7 @@ def up(state_dir: Path, edge_port: int | None, timeout: float) -> None:
     .evalmesh/mesh.json, where every other command finds the mesh.
     """
     try:
-        from evalmesh.local.__main__ import main as launch
+        from evalmesh_deploy.local.__main__ import main as launch
     except ImportError as error:
         raise click.ClickException(
             f"the local launcher is not installed ({error}): pip install 'evalmesh[local]'"

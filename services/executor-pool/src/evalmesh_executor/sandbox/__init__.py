@@ -1,11 +1,16 @@
-"""Sandbox backends of the executor pool. Domain code: it never imports grpc."""
+"""Sandbox backends of the executor pool. Domain code: it never imports grpc.
 
-from .bwrap import BwrapConfig, BwrapSandbox
-from .models import (
+This face hands on the value types every backend speaks (``core.models``). The backends are
+their own packages, ``bwrap`` and ``docker``; what both share is in ``core``.
+"""
+
+from .core.models import (
     MAX_CHUNK_BYTES,
     OutputCallback,
     OutputChunk,
     OutputStream,
+    Package,
+    RuntimeDetails,
     SandboxError,
     SandboxLimits,
     SandboxOutcome,
@@ -13,18 +18,14 @@ from .models import (
     SandboxResult,
     SandboxUnavailableError,
 )
-from .runtime import DEFAULT_RUNTIMES, PYTHON, Runtime
 
 __all__ = [
-    "DEFAULT_RUNTIMES",
     "MAX_CHUNK_BYTES",
-    "PYTHON",
-    "BwrapConfig",
-    "BwrapSandbox",
     "OutputCallback",
     "OutputChunk",
     "OutputStream",
-    "Runtime",
+    "Package",
+    "RuntimeDetails",
     "SandboxError",
     "SandboxLimits",
     "SandboxOutcome",

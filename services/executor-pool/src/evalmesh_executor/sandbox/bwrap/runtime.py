@@ -1,0 +1,107 @@
+"""Named runtimes: which interpreter runs the code and which host paths it needs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from evalmesh_executor.sandbox.core.models import SandboxUnavailableError
+
+from .tree import PackageTree
+
+__all__ = ["DEFAULT_RUNTIMES", "PYTHON", "Runtime", "python_with_tree", "runtime_identity"]
+
+# Read through a pipe, never through the environment: -I ignores PYTHON* variables.
+_VERSION_PROBE = "import sys; print(sys.version.split()[0])"
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """An interpreter and the host paths it sees.
+
+    argv: interpreter and flags; `-c` and the boot program (``boot``) are appended.
+    ro_binds: host directories bound read-only at the same path inside the sandbox.
+    masked: directories inside those binds replaced by an empty read-only tmpfs (used to
+        keep site-packages the host happens to have out of a standard-library runtime).
+    tree: a package tree (see tree.py) mounted read-only at its site directory, which lies
+        inside a masked directory: the runtime's packages are then exactly the tree's.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    ro_binds: tuple[str, ...] = ("/usr",)
+    masked: tuple[str, ...] = ()
+    tree: PackageTree | None = None
+
+    @property
+    def interpreter(self) -> str:
+        """Absolute path of the interpreter (the same inside and outside the sandbox)."""
+        return self.argv[0]
+
+
+# -I: isolated (no env vars, no user site, script dir not on sys.path); -B: no .pyc writes;
+# -u: unbuffered, so output reaches watchers live and survives a kill.
+PYTHON = Runtime(
+    name="python",
+    argv=("/usr/bin/python3", "-I", "-B", "-u"),
+    masked=("/usr/local", "/usr/lib/python3/dist-packages"),
+)
+
+DEFAULT_RUNTIMES: Mapping[str, Runtime] = {PYTHON.name: PYTHON}
+
+
+def python_with_tree(tree: PackageTree) -> Runtime:
+    """The standard-library runtime plus a package tree, named after the tree's runtime."""
+    masked = [m for m in PYTHON.masked if tree.site_dir.startswith(m.rstrip("/") + "/")]
+    if not masked:  # bwrap could not create the mount point in the read-only /usr
+        raise SandboxUnavailableError(
+            f"runtime {tree.runtime}: its site directory {tree.site_dir} is not under "
+            f"{' or '.join(PYTHON.masked)}"
+        )
+    return replace(PYTHON, name=tree.runtime, tree=tree)
+
+
+def _sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(os.path.realpath(path), "rb") as binary:
+        for block in iter(lambda: binary.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _combined(interpreter: str, tree: PackageTree) -> str:
+    material = f"interpreter sha256:{interpreter}\ntree {tree.digest}\n"
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+async def runtime_identity(runtime: Runtime) -> str:
+    """`<name> <version> sha256:<digest>`: the digest of the resolved interpreter binary, or,
+    for a runtime with a package tree, of that digest and the tree's together."""
+    if not await asyncio.to_thread(os.access, runtime.interpreter, os.X_OK):
+        raise SandboxUnavailableError(f"runtime {runtime.name}: {runtime.interpreter} is missing")
+    probe = await asyncio.create_subprocess_exec(
+        runtime.interpreter,
+        "-I",
+        "-c",
+        _VERSION_PROBE,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        env={},
+    )
+    out, _ = await probe.communicate()
+    if probe.returncode != 0:
+        raise SandboxUnavailableError(f"runtime {runtime.name}: version probe failed")
+    version = out.decode().strip()
+    digest = await asyncio.to_thread(_sha256_of, runtime.interpreter)
+    tree = runtime.tree
+    if tree is not None:
+        if version.rsplit(".", 1)[0] != tree.python:
+            raise SandboxUnavailableError(
+                f"runtime {runtime.name}: its tree is for Python {tree.python}, "
+                f"{runtime.interpreter} is {version} (scripts/setup rebuilds it)"
+            )
+        digest = _combined(digest, tree)
+    return f"{runtime.name} {version} sha256:{digest}"
