@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from evalmesh.deploy.certs import TlsFiles, local_tls
+from evalmesh_deploy.certs import TlsFiles, local_tls
 from evalmesh_envoy import HSTS, EdgeSettings, render_yaml
 from evalmesh_envoy.healthcheck import check
 

@@ -23,7 +23,13 @@ def _host_port(value: str) -> tuple[str, int]:
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="evalmesh-envoy-config", description=__doc__)
     parser.add_argument("--listen", type=_host_port, required=True, help="edge HOST:PORT")
-    parser.add_argument("--gateway", type=_host_port, required=True, help="gateway HOST:PORT")
+    parser.add_argument(
+        "--gateway",
+        type=_host_port,
+        action="append",
+        required=True,
+        help="gateway HOST:PORT; repeat it to balance over several, health-checked",
+    )
     parser.add_argument(
         "--admin", type=_host_port, default=("127.0.0.1", 0), help="admin HOST:PORT (loopback)"
     )
@@ -56,8 +62,9 @@ def _settings(args: argparse.Namespace) -> EdgeSettings:
     return EdgeSettings(
         listen_host=args.listen[0],
         listen_port=args.listen[1],
-        gateway_host=args.gateway[0],
-        gateway_port=args.gateway[1],
+        gateway_host=args.gateway[0][0],
+        gateway_port=args.gateway[0][1],
+        gateway_replicas=tuple(args.gateway[1:]),
         admin_host=args.admin[0],
         admin_port=args.admin[1],
         allowed_origins=tuple(args.origin),

@@ -15,30 +15,19 @@ frame denial, no referrer), set by the first filter so the file server's answers
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any as AnyValue
 
 import yaml
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
-from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
 from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation as Mutation
 from envoy_data_plane.envoy.config.core.v3 import (
-    Address,
     DataSource,
     HeaderValue,
     HeaderValueOption,
     HeaderValueOptionHeaderAppendAction,
-    Http2ProtocolOptions,
-    SocketAddress,
     TransportSocket,
-)
-from envoy_data_plane.envoy.config.endpoint.v3 import (
-    ClusterLoadAssignment,
-    Endpoint,
-    LbEndpoint,
-    LocalityLbEndpoints,
 )
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.route.v3 import (
@@ -82,16 +71,18 @@ from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
     TlsParameters,
     TlsParametersTlsProtocol,
 )
-from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
-    HttpProtocolOptions,
-    HttpProtocolOptionsExplicitHttpConfig,
-)
 from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Any
 
+from evalmesh_envoy.upstream import (
+    GATEWAY_CLUSTER,
+    failover_retries,
+    gateway_cluster,
+    socket_address,
+)
+
 __all__ = ["HSTS", "EdgeSettings", "build_bootstrap", "render_yaml", "security_headers"]
 
-GATEWAY_CLUSTER = "gateway"
 # Headers a gRPC-web client sends and must be allowed to send cross-origin.
 ALLOWED_HEADERS = (
     "content-type,x-grpc-web,x-user-agent,grpc-timeout,authorization,"
@@ -176,6 +167,11 @@ class EdgeSettings:
     listen_port: int
     gateway_host: str
     gateway_port: int
+    # gateway_replicas are further gateways (host, port) beside the first. With any, the edge
+    # balances calls over all of them, checks each one's grpc.health.v1 every second, takes one
+    # that stops answering out of rotation, and retries on another gateway a call that never
+    # reached one. A lone gateway is configured as before: nothing to balance or fail over to.
+    gateway_replicas: tuple[tuple[str, int], ...] = ()
     admin_host: str = "127.0.0.1"
     admin_port: int = 0
     allowed_origins: tuple[str, ...] = ()
@@ -203,9 +199,10 @@ class EdgeSettings:
         """True when the listener speaks TLS."""
         return self.tls_cert_file is not None
 
-
-def _socket(host: str, port: int) -> Address:
-    return Address(socket_address=SocketAddress(address=host, port_value=port))
+    @property
+    def gateways(self) -> tuple[tuple[str, int], ...]:
+        """Every gateway behind the edge, the first one first."""
+        return ((self.gateway_host, self.gateway_port), *self.gateway_replicas)
 
 
 def _typed_filter(name: str, config: AnyValue) -> HttpFilter:
@@ -224,16 +221,16 @@ def _cors_policy(origins: tuple[str, ...]) -> CorsPolicy:
     )
 
 
-def _gateway_route(prefix: str) -> Route:
-    return Route(
-        match=RouteMatch(prefix=prefix),
-        route=RouteAction(
-            cluster=GATEWAY_CLUSTER,
-            # 0 disables Envoy's 15 s default, which would cut WatchEvaluation streams.
-            timeout=timedelta(0),
-            max_stream_duration=RouteActionMaxStreamDuration(grpc_timeout_header_max=timedelta(0)),
-        ),
+def _gateway_route(prefix: str, replicated: bool) -> Route:
+    action = RouteAction(
+        cluster=GATEWAY_CLUSTER,
+        # 0 disables Envoy's 15 s default, which would cut WatchEvaluation streams.
+        timeout=timedelta(0),
+        max_stream_duration=RouteActionMaxStreamDuration(grpc_timeout_header_max=timedelta(0)),
     )
+    if replicated:
+        action.retry_policy = failover_retries()
+    return Route(match=RouteMatch(prefix=prefix), route=action)
 
 
 def _file_manager() -> AsyncFileManagerConfig:
@@ -324,7 +321,8 @@ def _static_routes(static_dir: Path) -> list[Route]:
 
 
 def _route_config(settings: EdgeSettings) -> RouteConfiguration:
-    routes = [_gateway_route(prefix) for prefix in PUBLIC_PREFIXES]
+    replicated = len(settings.gateways) > 1
+    routes = [_gateway_route(prefix, replicated) for prefix in PUBLIC_PREFIXES]
     if settings.static_dir is not None:
         routes.extend(_static_routes(settings.static_dir))
     host = VirtualHost(
@@ -395,7 +393,7 @@ def _listener(settings: EdgeSettings) -> Listener:
         chain.transport_socket = _tls_socket(settings)
     return Listener(
         name="edge",
-        address=_socket(settings.listen_host, settings.listen_port),
+        address=socket_address(settings.listen_host, settings.listen_port),
         filter_chains=[chain],
     )
 
@@ -425,41 +423,8 @@ def _redirect_listener(settings: EdgeSettings, port: int) -> Listener:
     )
     return Listener(
         name="edge_redirect",
-        address=_socket(settings.listen_host, port),
+        address=socket_address(settings.listen_host, port),
         filter_chains=[FilterChain(filters=[_manager_filter(manager)])],
-    )
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _gateway_cluster(settings: EdgeSettings) -> Cluster:
-    address = _socket(settings.gateway_host, settings.gateway_port)
-    endpoint = LbEndpoint(endpoint=Endpoint(address=address))
-    http2 = HttpProtocolOptions(
-        explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-            http2_protocol_options=Http2ProtocolOptions()
-        )
-    )
-    return Cluster(
-        name=GATEWAY_CLUSTER,
-        # An address is used as it is; a name (a compose service) is resolved and re-resolved.
-        type=ClusterDiscoveryType.STATIC
-        if _is_address(settings.gateway_host)
-        else ClusterDiscoveryType.STRICT_DNS,
-        connect_timeout=settings.connect_timeout,
-        load_assignment=ClusterLoadAssignment(
-            cluster_name=GATEWAY_CLUSTER,
-            endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])],
-        ),
-        typed_extension_protocol_options={
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(http2),
-        },
     )
 
 
@@ -473,10 +438,10 @@ def _listeners(settings: EdgeSettings) -> list[Listener]:
 def build_bootstrap(settings: EdgeSettings) -> Bootstrap:
     """Return the complete Envoy bootstrap for the edge described by ``settings``."""
     return Bootstrap(
-        admin=Admin(address=_socket(settings.admin_host, settings.admin_port)),
+        admin=Admin(address=socket_address(settings.admin_host, settings.admin_port)),
         static_resources=BootstrapStaticResources(
             listeners=_listeners(settings),
-            clusters=[_gateway_cluster(settings)],
+            clusters=[gateway_cluster(settings.gateways, settings.connect_timeout)],
         ),
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
+import uuid
 
 import grpc.aio
 
@@ -16,9 +18,8 @@ from evalmesh.v1 import (
     evaluation_service_pb2,
     evaluation_service_pb2_grpc,
 )
-from evalmesh_common import ServiceApp, health_probe
 from evalmesh_common.messaging import NatsConnection
-from evalmesh_common.server import AddServicers
+from evalmesh_common.server import AddServicers, ServiceApp, health_probe
 from evalmesh_gateway.auth import Authenticator
 from evalmesh_gateway.config import GatewayConfig
 from evalmesh_gateway.deadline import DeadlineInterceptor
@@ -30,6 +31,8 @@ from evalmesh_gateway.servicer import (
     EvaluationServicer,
     Upstreams,
 )
+from evalmesh_gateway.usage import ClusterUsage, WatchCap
+from evalmesh_gateway.usage_sync import UsageSync
 from evalmesh_gateway.watch import Watcher
 
 __all__ = ["SERVICE_NAMES", "build_app"]
@@ -58,6 +61,18 @@ def _registrar(upstreams: Upstreams, watcher: Watcher) -> AddServicers:
     return add
 
 
+def _usage_sync(
+    config: GatewayConfig, nats: NatsConnection, limiter: RateLimiter, watches: WatchCap
+) -> UsageSync | None:
+    """Share the tenant limits with the other gateways over NATS, unless switched off."""
+    if config.tenant_sync_interval <= 0:
+        return None
+    gateway_id = f"gateway-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    sync = UsageSync(nats, ClusterUsage(gateway_id, limiter, watches), config.tenant_sync_interval)
+    sync.start()
+    return sync
+
+
 async def build_app(config: GatewayConfig) -> ServiceApp:
     """Return the gateway's app; it serves once NATS, storage and the scheduler answer."""
     storage_channel = config.upstream_tls.channel(config.storage_address)
@@ -75,6 +90,7 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
         auth=auth,
     )
     watcher = Watcher(nats.client, storage, max_per_tenant=config.max_watches_per_tenant)
+    sync = _usage_sync(config, nats, upstreams.limiter, watcher.cap)
     server = dataclasses.replace(
         config.server,
         max_receive_message_bytes=min(
@@ -96,6 +112,8 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", health_probe(storage_channel, STORAGE_SERVICE))
     app.add_probe("scheduler", health_probe(scheduler_channel, SCHEDULER_SERVICE))
+    if sync is not None:
+        app.on_drain("tenant-usage", sync.close)
     app.on_drain("nats", nats.close)
     app.on_dispose("storage-channel", lambda: storage_channel.close(None))
     app.on_dispose("scheduler-channel", lambda: scheduler_channel.close(None))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evalmesh_common import ServerConfig, env_field, env_group
-from evalmesh_common.tls import UpstreamTls
+from evalmesh_common import Seconds, env_field, env_group
+from evalmesh_common.server import ServerConfig
+from evalmesh_common.server.tls import UpstreamTls
 from evalmesh_gateway.validation import Bounds
 
 __all__ = ["GatewayConfig"]
@@ -29,6 +30,11 @@ class GatewayConfig:
     rate_per_second: float = env_field("EVALMESH_TENANT_RATE", default=50.0)
     rate_burst: float = env_field("EVALMESH_TENANT_BURST", default=200.0)
     max_watches_per_tenant: int = env_field("EVALMESH_TENANT_MAX_WATCHES", default=200)
+    # How often each gateway tells the others what it admitted and how many watches are open,
+    # per tenant, so the limits above hold over all gateways; 0: each gateway on its own.
+    tenant_sync_interval: Seconds = env_field(
+        "EVALMESH_TENANT_SYNC_INTERVAL", default=Seconds(0.05)
+    )
     # How long storage's answer about an API key is reused; revocations reach every gateway at
     # once over NATS, so this only bounds the cost of a revocation message that was lost.
     api_key_cache_ttl: float = env_field("EVALMESH_API_KEY_CACHE_TTL", default=10.0)
@@ -47,3 +53,7 @@ class GatewayConfig:
         """The validation bounds these settings describe."""
         names = tuple(name.strip() for name in self.runtimes.split(",") if name.strip())
         return Bounds(runtimes=names or ("python",))
+
+    def __post_init__(self) -> None:
+        if self.tenant_sync_interval < 0:
+            raise ValueError("EVALMESH_TENANT_SYNC_INTERVAL must not be negative")

@@ -24,8 +24,9 @@ from nats.aio.msg import Msg
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
-from evalmesh_common import ResourceExhausted
+from evalmesh_common.states import TERMINAL_STATES
 from evalmesh_common.subjects import event_subject
+from evalmesh_gateway.usage import WatchCap
 
 __all__ = ["Watcher"]
 
@@ -33,17 +34,6 @@ State = evaluation_pb2.Evaluation.State
 Response = evaluation_service_pb2.WatchEvaluationResponse
 STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT
 STDERR = evaluation_pb2.OUTPUT_STREAM_STDERR
-TERMINAL = frozenset(
-    {
-        State.STATE_SUCCEEDED,
-        State.STATE_FAILED,
-        State.STATE_TIMED_OUT,
-        State.STATE_MEMORY_LIMIT_EXCEEDED,
-        State.STATE_OUTPUT_LIMIT_EXCEEDED,
-        State.STATE_CANCELLED,
-        State.STATE_ERROR,
-    }
-)
 READ_BYTES = 256 * 1024
 # Every this many quiet polls without news, also re-read the stored output (lost live chunks).
 QUIET_READS_EVERY = 3
@@ -60,30 +50,25 @@ class Watcher:
         storage: storage_service_pb2_grpc.StorageServiceAsyncStub,
         poll_interval: float = 5.0,
         max_per_tenant: int = 100,
+        cap: WatchCap | None = None,
     ) -> None:
         self._nats = nats
         self._storage = storage
         self._poll_interval = poll_interval
-        self._max_per_tenant = max_per_tenant
-        self._open: dict[str, int] = {}
+        # Counts the open watches per tenant, with the other gateways' when the cap is shared.
+        self.cap = cap or WatchCap(max_per_tenant)
 
     async def watch(
         self, tenant: str, evaluation_id: str, offsets: tuple[int, int]
     ) -> AsyncIterator[Response]:
         """Yield the snapshot, output from ``offsets`` (stdout, stderr), then live events."""
-        if self._open.get(tenant, 0) >= self._max_per_tenant:
-            raise ResourceExhausted(
-                f"at most {self._max_per_tenant} open watches per tenant",
-                retry_after=1.0,
-                reason="TOO_MANY_WATCHES",
-            )
-        self._open[tenant] = self._open.get(tenant, 0) + 1
+        self.cap.enter(tenant)
         try:
             session = _Session(self, tenant, evaluation_id, offsets)
             async for response in session.run():
                 yield response
         finally:
-            self._open[tenant] -= 1
+            self.cap.leave(tenant)
 
 
 def _told(event: pool_pb2.RunEvent | None, attempt: int) -> evaluation_pb2.Evaluation | None:
@@ -132,7 +117,7 @@ class _Session:
         if self._unsent(evaluation):
             for response in await self._catch_up():
                 yield response
-        while state not in TERMINAL:
+        while state not in TERMINAL_STATES:
             event = await self._next_event()
             if event is not None and event.HasField("output") and not self._overflowed:
                 if event.attempt < self._attempt:
@@ -156,14 +141,14 @@ class _Session:
                 # A new attempt rewrites the output from offset 0; its snapshot comes first.
                 self._next = {STDOUT: 0, STDERR: 0}
             state, self._attempt = evaluation.state, evaluation.attempt
-            if changed and state not in TERMINAL:
+            if changed and state not in TERMINAL_STATES:
                 yield Response(evaluation=evaluation)
             # At a terminal state everything was persisted already: send the rest, then the end.
             # An event's RUNNING is a claim: the new attempt has stored nothing yet.
-            if told is None or (state in TERMINAL and self._unsent(evaluation)):
+            if told is None or (state in TERMINAL_STATES and self._unsent(evaluation)):
                 for response in await self._catch_up():
                     yield response
-            if changed and state in TERMINAL:
+            if changed and state in TERMINAL_STATES:
                 yield Response(evaluation=evaluation)
 
     def _unsent(self, evaluation: evaluation_pb2.Evaluation) -> bool:
@@ -172,7 +157,7 @@ class _Session:
         A terminal evaluation says how many bytes it stored, and so does the last read of
         storage; a run that just started (or one never claimed) has stored none.
         """
-        if evaluation.state in TERMINAL:
+        if evaluation.state in TERMINAL_STATES:
             stored = (evaluation.result.stdout_bytes, evaluation.result.stderr_bytes)
         elif self._stored is not None:
             stored = self._stored

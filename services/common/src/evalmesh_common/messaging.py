@@ -21,7 +21,7 @@ import nats.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE
 
-__all__ = ["BucketView", "NatsConnection"]
+__all__ = ["BucketView", "NatsConnection", "server_urls"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,18 @@ _CATCH_UP = 1.0
 _WATCH_INACTIVE = 60.0
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of ``url``: one URL, or several separated by commas (the members of a
+    cluster; the client also learns the others from the first one it reaches)."""
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError("no NATS server URL given")
+    return urls
+
+
 class NatsConnection:
-    """A reconnecting NATS client owned by one service."""
+    """A reconnecting NATS client owned by one service (of a cluster: ``url`` may list several
+    servers, separated by commas)."""
 
     def __init__(self, url: str, name: str, drain_timeout: float = 5.0) -> None:
         self.url = url
@@ -81,7 +91,7 @@ class NatsConnection:
 
     async def _connect(self) -> None:
         await self.client.connect(
-            servers=[self.url],
+            servers=server_urls(self.url),
             name=self.name,
             allow_reconnect=True,
             max_reconnect_attempts=-1,

@@ -20,6 +20,7 @@ __all__ = [
     "LEADER_BUCKET",
     "LEASES_RELEASED_SUBJECT",
     "PRIORITY_NAMES",
+    "TENANT_USAGE_SUBJECT",
     "dead_letter_subject",
     "drain_subject",
     "event_subject",
@@ -39,6 +40,9 @@ DEAD_LETTER_STREAM = "EVALMESH_DEAD_LETTERS"
 CANCEL_SUBJECT = "evalmesh.control.cancel"
 # Core NATS: the id of a revoked API key, so every gateway drops it from its cache at once.
 KEY_REVOKED_SUBJECT = "evalmesh.control.keys.revoked"
+# Core NATS: each gateway's per-tenant admissions and open watches (``gateway.v1.GatewayUsage``),
+# so every gateway enforces the tenant limits over the traffic of all of them.
+TENANT_USAGE_SUBJECT = "evalmesh.control.tenants.usage"
 # Core NATS: an executor restarted under its old identity ended its predecessor's leases (the
 # payload is its instance id); the leading scheduler's reaper requeues them now, not next tick.
 LEASES_RELEASED_SUBJECT = "evalmesh.control.leases.released"
