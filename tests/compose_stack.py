@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from docker_helpers import Engine
+from evalmesh_testing.docker_engine import Engine
+from evalmesh_testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,14 +38,8 @@ PORT_VARIABLES = (
     "EVALMESH_SCHEDULER_METRICS_PORT",
     "EVALMESH_EXECUTOR_METRICS_PORT",
     "EVALMESH_GATEWAY_METRICS_PORT",
+    "EVALMESH_PROMETHEUS_PORT",
 )
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def build_images(engine: Engine, timeout: float = 1800) -> str:
@@ -177,6 +172,19 @@ class ComposeStack:
     def http(self) -> str:
         """The edge's published plain-HTTP URL (it only redirects)."""
         return f"http://localhost:{self.settings['EVALMESH_HTTP_PORT']}"
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' published (loopback) URL."""
+        return f"http://127.0.0.1:{self.settings['EVALMESH_PROMETHEUS_PORT']}"
+
+    def prometheus(self, endpoint: str, **params: str) -> Any:
+        """The ``data`` of Prometheus' HTTP API call ``/api/v1/ENDPOINT?PARAMS``."""
+        url = f"{self.prometheus_url}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            body = json.load(reply)
+        assert body["status"] == "success", body
+        return body["data"]
 
     def admin_key(self) -> str:
         """The first admin key, the way the README shows it."""

@@ -1,9 +1,10 @@
 """docker-compose.yml, the Dockerfiles and the executor's seccomp profile, checked offline.
 
-The compose file is parsed by the official compose binary (no engine needed) and held to the
-rules README's "Deploy on one server" states: health-gated start, restart policies, read-only
-roots without capabilities, secrets only in volumes, an internal mesh network, and the executor's
-exact privileges. The whole cycle against a real engine is tests/test_compose_stack.py.
+The compose file (rendered from the catalog of services, see deploy/tests/test_compose_file.py)
+is parsed by the official compose binary (no engine needed) and held to the rules README's
+"Deploy on one server" states: health-gated start, restart policies, read-only roots without
+capabilities, secrets only in volumes, an internal mesh network, and the executor's exact
+privileges. The whole cycle against a real engine is tests/test_compose_stack.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = Path(sys.executable).parent / "docker-compose"
 ONE_SHOTS = {"setup", "bootstrap", "cli"}
-LONG_RUNNING = {"postgres", "nats", "storage", "scheduler", "executor-pool", "gateway", "edge"}
+LONG_RUNNING = {
+    "postgres",
+    "nats",
+    "storage",
+    "scheduler",
+    "executor-pool",
+    "gateway",
+    "edge",
+    "prometheus",
+}
 DOCKERFILES = {
     "postgres": "services/postgres/Dockerfile",
     "nats": "services/nats/Dockerfile",
@@ -33,6 +43,7 @@ DOCKERFILES = {
     "gateway": "gateway/Dockerfile",
     "edge": "envoy/Dockerfile",
     "cli": "clients/python/Dockerfile",
+    "prometheus": "services/prometheus/Dockerfile",
 }
 EXECUTOR_SECURITY = {
     "no-new-privileges:true",
@@ -127,7 +138,7 @@ def test_long_running_services_restart_and_start_only_after_what_they_need_is_he
         "storage": {"postgres"},
         "scheduler": {"nats", "storage"},
         "executor-pool": {"nats", "storage"},
-        "gateway": {"scheduler", "storage"},
+        "gateway": {"nats", "scheduler", "storage"},
         "edge": {"gateway", "bootstrap"},
         "bootstrap": {"setup", "storage"},
     }
@@ -148,7 +159,7 @@ def test_only_the_edge_and_the_gateway_publish_public_ports_and_metrics_stay_on_
     public: dict[str, set[int]] = {}
     for name, service in _services().items():
         for port in service.get("ports", []):
-            if int(port["target"]) in (9464, 8222):
+            if int(port["target"]) in (9464, 8222, 9090):
                 assert port["host_ip"] == "127.0.0.1", name
             else:
                 public.setdefault(name, set()).add(int(port["target"]))
@@ -184,6 +195,7 @@ def test_secrets_are_mounted_read_only_and_only_where_they_are_read() -> None:
             if name not in ("setup", "bootstrap") and volume["source"] not in (
                 "postgres-data",
                 "nats-data",
+                "prometheus-data",
             ):
                 assert volume.get("read_only") is True, (name, volume)
     assert readers["setup-state"] == {"setup"}

@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from docker_helpers import Engine, engine_for_tests
+import yaml
 
+from evalmesh_deploy.prometheus import scrape_targets
+from evalmesh_testing.docker_engine import Engine, engine_for_tests
 from tests.compose_stack import COMPOSE, ROOT, ComposeStack, build_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 
-SERVICES = {"postgres", "nats", "storage", "scheduler", "executor-pool", "gateway", "edge"}
+SERVICES = {"postgres", "nats", "storage", "scheduler", "executor-pool", "gateway", "edge",
+            "prometheus"}  # fmt: skip
 ONE_SHOTS = {"setup", "bootstrap"}
 
 
@@ -239,6 +242,31 @@ print("parent done")
 """
 
 
+def _rule_groups() -> set[str]:
+    rules = ROOT / "services" / "prometheus" / "rules"
+    documents = [yaml.safe_load(path.read_text()) for path in rules.glob("*.rules.yml")]
+    return {group["name"] for document in documents for group in document["groups"]}
+
+
+def test_prometheus_scrapes_every_service_and_evaluates_the_shipped_rules(
+    stack: ComposeStack,
+) -> None:
+    # A target is scraped every 15 s, so one that came up after Prometheus can take that long.
+    wanted = dict.fromkeys(scrape_targets(), "1")
+    deadline = time.monotonic() + 60
+    while True:
+        samples = stack.prometheus("query", query="up")["result"]
+        up = {sample["metric"]["job"]: sample["value"][1] for sample in samples}
+        if up == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert up == wanted
+    groups = stack.prometheus("rules")["groups"]
+    assert {group["name"] for group in groups} == _rule_groups()
+    unhealthy = [rule for group in groups for rule in group["rules"] if rule["health"] == "err"]
+    assert unhealthy == []
+
+
 def _sandbox_processes(stack: ComposeStack) -> list[str]:
     top = stack.docker("top", stack.container("executor-pool"), "-o", "pid,args")
     return top.splitlines()[1:]
@@ -281,7 +309,9 @@ def _wait_terminal(stack: ComposeStack, key: str, ids: list[str]) -> dict[str, s
     return states
 
 
-@pytest.mark.parametrize("service", ["executor-pool", "storage"])
+@pytest.mark.parametrize(
+    "service", ["executor-pool", "storage", "scheduler", "gateway", "nats", "postgres", "edge"]
+)
 def test_a_restarted_service_rejoins_and_no_evaluation_is_lost(
     stack: ComposeStack, key: str, service: str
 ) -> None:
