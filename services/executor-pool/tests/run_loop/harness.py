@@ -32,13 +32,13 @@ from nats.aio.subscription import Subscription
 from sandbox_helpers import job_processes
 
 from evalmesh.executor.v1 import executor_service_pb2_grpc, pool_pb2
-from evalmesh.local.nats import start_nats
-from evalmesh.local.processes import ManagedProcess, read_port_file
 from evalmesh.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common.subjects import event_subject
-from evalmesh_storage.testing import free_port
+from evalmesh_deploy.local.nats import start_nats
+from evalmesh_deploy.local.processes import ManagedProcess, read_port_file
+from evalmesh_testing.ports import free_port
 
 __all__ = [
     "TENANT",
@@ -367,6 +367,19 @@ class Driver:
         log.subscription = await self.nats.subscribe(event_subject("*"), cb=log.on_message)
         await self.nats.flush()
         return log
+
+    async def wait_offered(self, runtime: str, within: float = 10.0) -> None:
+        """Wait until the scheduler's view of the healthy executors includes ``runtime``: an
+        executor is SERVING before its first heartbeat reaches the scheduler."""
+        deadline = time.monotonic() + within
+        request = scheduler_service_pb2.ListRuntimesRequest()
+        while True:
+            reply = await self.scheduler.ListRuntimes(request, timeout=5)
+            if any(offered.name == runtime for offered in reply.runtimes):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no healthy executor offered {runtime!r} within {within} s")
+            await asyncio.sleep(0.05)
 
     async def cancel(self, evaluation_id: str) -> None:
         """Cancel through the scheduler (storage records it, the executor is told)."""

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import grpc.aio
 import pytest
-from docker_helpers import Engine, build_runtime_image
 from sandbox_helpers import python_ml_tree_path
 
 from evalmesh.executor.v1 import executor_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import FailedPrecondition, error_from_rpc
+from evalmesh_common import FailedPrecondition
+from evalmesh_common.server import error_from_rpc
+from evalmesh_testing.docker_engine import Engine, build_runtime_image
 
 from .conftest import MakeMesh
 from .harness import Driver, Service
@@ -97,6 +98,7 @@ async def test_python_ml_is_refused_at_once_where_the_healthy_executors_lack_it(
     mesh = make_mesh({})
     mesh.executor({"EVALMESH_BWRAP_RUNTIME_TREES": ""})
     async with Driver(mesh) as driver:
+        await driver.wait_offered("python")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await driver.submit("import numpy", runtime="python-ml")
         error = error_from_rpc(refused.value)
