@@ -168,6 +168,16 @@ class Load:
             await asyncio.wait(set(self.tasks), timeout=deadline - time.monotonic())
 
 
+async def _until_ended(client: AsyncClient, evaluation_ids: list[str], within: float) -> None:
+    deadline = time.monotonic() + within
+    pending = [evaluation_id for evaluation_id in evaluation_ids if evaluation_id]
+    while pending and time.monotonic() < deadline:
+        ended = [(await client.get(e, full=False)).terminal for e in pending]
+        pending = [e for e, done in zip(pending, ended, strict=True) if not done]
+        if pending:
+            await asyncio.sleep(0.5)
+
+
 @dataclasses.dataclass
 class Verdict:
     """What ``verify`` found; every list should be empty."""
@@ -185,9 +195,12 @@ class Verdict:
         return not (self.lost or self.duplicated or self.phantom or self.wrong or self.watch_wrong)
 
 
-async def verify(client: AsyncClient, ledger: Ledger) -> Verdict:
-    """Read every evaluation of the tenant and hold it to the ledger."""
+async def verify(client: AsyncClient, ledger: Ledger, within: float = 120.0) -> Verdict:
+    """Read every evaluation of the tenant and hold it to the ledger, once every accepted one
+    has ended or ``within`` seconds have passed (the load stops submitting, not running: the
+    last evaluations submitted are still queued or running when it returns)."""
     verdict = Verdict(accepted=len(ledger.accepted()))
+    await _until_ended(client, [r.evaluation_id for r in ledger.accepted()], within)
     stored: dict[str, list[Evaluation]] = {}
     async for evaluation in client.list(page_size=500):
         stored.setdefault(evaluation.request_id, []).append(evaluation)

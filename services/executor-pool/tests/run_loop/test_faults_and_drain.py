@@ -154,6 +154,29 @@ async def test_storage_killed_mid_run_the_executor_retries_its_fenced_writes(
     ]
 
 
+async def test_a_job_delivered_while_storage_is_down_waits_for_it_instead_of_spending_deliveries(
+    make_mesh: MakeMesh,
+) -> None:
+    # Two deliveries, and a claim gives up on storage after a second: naking each failed claim
+    # would dead-letter the job within the outage.
+    mesh = make_mesh({"EVALMESH_QUEUE_MAX_DELIVER": "2"})
+    executor = mesh.executor({"EVALMESH_EXECUTOR_SLOTS": "1", "EVALMESH_STORAGE_RETRY_BUDGET": "1"})
+    async with Driver(mesh) as driver:
+        log = await driver.events()
+        first = await driver.submit("import time\ntime.sleep(2)")
+        await log.wait_for(lambda: State.STATE_RUNNING in log.states(first), 20)
+        second = await driver.submit("print('after the outage')")
+        # The slot frees while storage is away, so the second job's claim meets the outage.
+        await asyncio.to_thread(mesh.restart_storage, 5.0)
+        evaluation = await driver.wait_terminal(second, within=40)
+    assert evaluation.state == State.STATE_SUCCEEDED
+    assert evaluation.attempt == 1
+    assert evaluation.result.stdout == b"after the outage\n"
+    lines = executor.process.log_path.read_text().splitlines()
+    started = [json.loads(x) for x in lines if second in x and '"running"' in x]
+    assert [line["deliveries"] for line in started] == [1]  # the outage spent no delivery
+
+
 async def test_an_undecodable_job_is_never_run_and_stops_at_max_deliveries(
     make_mesh: MakeMesh,
 ) -> None:

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import FailedPrecondition
+from evalmesh_common import FailedPrecondition, Unavailable
 from evalmesh_executor.config import OutputConfig
 from evalmesh_executor.metrics import ExecutorMetrics
 from evalmesh_executor.output import OutputLostError, OutputSink
@@ -25,11 +25,11 @@ from evalmesh_executor.runs import RunRegistry, Stop
 from evalmesh_executor.sandbox import (
     OutputCallback,
     OutputChunk,
+    RuntimeDetails,
     SandboxError,
     SandboxRequest,
     SandboxResult,
 )
-from evalmesh_executor.sandbox.tree import RuntimeDetails
 from evalmesh_executor.selfcheck import SelfCheck
 from evalmesh_executor.status import InstanceInfo, StatusReporter
 
@@ -45,6 +45,7 @@ class Recorder:
         self.open = asyncio.Event()
         self.open.set()
         self.fail = False
+        self.unavailable = 0  # how many more appends storage answers UNAVAILABLE
         self.stored_a_batch = asyncio.Event()
 
     async def publish(self, subject: str, data: bytes) -> None:
@@ -55,6 +56,9 @@ class Recorder:
         await self.open.wait()
         if self.fail:
             raise FailedPrecondition("attempt 1 no longer holds it", reason="STALE_ATTEMPT")
+        if self.unavailable:
+            self.unavailable -= 1
+            raise Unavailable("the database is unavailable", reason="DATABASE_UNAVAILABLE")
         self.batches.append(chunks)
         self.stored_a_batch.set()
 
@@ -117,6 +121,17 @@ async def test_a_refused_append_loses_the_output_and_never_blocks_the_reader() -
         await asyncio.wait_for(sink.add(_chunk(seq, 8 * KiB)), 1)
     with pytest.raises(OutputLostError):
         await sink.close()
+
+
+async def test_output_is_kept_and_stored_in_order_while_storage_is_away_for_a_while() -> None:
+    recorder = Recorder()
+    recorder.unavailable = 4  # beyond the storage client's own retries: a restart, a full disk
+    sink = _sink(recorder, flush_interval=0.01, flush_bytes=8 * KiB, buffer_bytes=32 * KiB)
+    for seq in range(10):
+        await asyncio.wait_for(sink.add(_chunk(seq, 8 * KiB)), 10)
+    await asyncio.wait_for(sink.close(), 10)
+    assert recorder.unavailable == 0
+    assert recorder.stored() == b"".join(_chunk(s, 8 * KiB).data for s in range(10))
 
 
 class CannedBackend:

@@ -12,8 +12,9 @@ Each pass does two things:
 2. **Presence.** It walks the QUEUED evaluations published more than ``check_after`` ago, in
    queue order, a few pages per pass (a cursor carries the walk over to the next pass and wraps
    at the end), and looks each job up on its subject. A job that is gone (acked away by an
-   executor that never claimed it, dropped with a lost NATS store) is published again at once
-   under a new ``Nats-Msg-Id``. Lookups create nothing on the server and write nothing to the
+   executor that never claimed it, dropped with a lost NATS store) or stranded (still in the
+   stream but below its consumer's ack floor, so never delivered again) is published again at
+   once under a new ``Nats-Msg-Id``. Lookups create nothing on the server and write nothing to the
    database; only a missing job costs a publish and a row update. So a backlog of up to
    ``pages * batch`` jobs is fully checked every pass, and a larger one every few passes.
 

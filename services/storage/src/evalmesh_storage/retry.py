@@ -1,15 +1,15 @@
 """Which database errors are worth retrying, and the bounded backoff that retries them.
 
-A transient error (connection refused or lost, SQLite busy/locked, PostgreSQL serialization
-failure, deadlock or shutdown) rolls the whole transaction back, so re-running the unit of work
-is safe. When the budget is spent the caller gets :class:`Unavailable`, never a false success.
+A transient error (connection refused or lost, SQLite busy/locked, a full disk, PostgreSQL
+serialization failure, deadlock or shutdown) rolls the whole transaction back, so re-running the
+unit of work is safe. When the budget is spent the caller gets :class:`Unavailable`, never a
+false success.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from sqlalchemy import exc as sa_exc
 
+from evalmesh_common.backoff import backoff_delay
 from evalmesh_storage.errors import Unavailable
 
 __all__ = ["RetryPolicy", "is_transient", "run_with_retries"]
@@ -29,12 +30,20 @@ T = TypeVar("T")
 # (admin shutdown, crash shutdown, cannot connect now); and single codes for lost races.
 _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_CODES = frozenset({"40001", "40P01", "55P03"})
-_SQLITE_TRANSIENT = ("database is locked", "database is busy", "disk i/o error", "unable to open")
+# A full disk is an outage of the database, not a wrong request: the same call succeeds once
+# space is freed, so the caller gets UNAVAILABLE and retries (PostgreSQL's 53100 is in class 53).
+_SQLITE_TRANSIENT = (
+    "database is locked",
+    "database is busy",
+    "disk i/o error",
+    "unable to open",
+    "database or disk is full",
+)
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter, within ``budget`` seconds in total."""
+    """Exponential backoff with equal jitter, within ``budget`` seconds in total."""
 
     budget: float = 3.0
     initial_backoff: float = 0.05
@@ -42,8 +51,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Return the sleep before retry number ``attempt`` (1-based)."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+        return backoff_delay(attempt, base=self.initial_backoff, cap=self.max_backoff)
 
 
 def is_transient(error: BaseException) -> bool:
