@@ -100,7 +100,7 @@ def test_thousands_of_streams_on_one_connection_do_not_slow_other_clients(
                     ES.GetEvaluationRequest(id=sleeper), metadata=auth, timeout=5
                 )
                 assert got.evaluation.id == sleeper
-                assert time.monotonic() - started < 1.0
+                assert time.monotonic() - started < 3.0  # starved, it would take the whole 5 s
         finally:
             flood.kill()
             flood.communicate()

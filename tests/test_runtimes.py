@@ -95,7 +95,7 @@ def test_a_runtime_no_executor_offers_is_refused_at_once_and_creates_nothing(
             started = time.monotonic()
             with pytest.raises(grpc.RpcError) as raised:
                 stub.CreateEvaluation(request, metadata=_metadata(ml_mesh), timeout=10)
-            assert time.monotonic() - started < 2, "refused at once, not after deliveries"
+            assert time.monotonic() - started < 5, "refused at once, not after deliveries"
             assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
             error = error_from_rpc(raised.value)
             assert isinstance(error, FailedPrecondition)

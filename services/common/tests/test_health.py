@@ -112,13 +112,13 @@ async def test_wait_for_serving_gives_up_after_its_timeout() -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="did not report"):
         await wait_for_serving("127.0.0.1:1", timeout=0.3)
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5
 
 
 async def test_health_watchers_see_not_serving_and_are_released_at_shutdown(
     start_app: StartApp, open_channel: OpenChannel
 ) -> None:
-    app = await start_app(shutdown_grace=5.0)
+    app = await start_app(shutdown_grace=30.0)
     stub = health_pb2_grpc.HealthStub(open_channel(app.address))
     await wait_for_serving(app.address, timeout=3)
     watch = stub.Watch(health_pb2.HealthCheckRequest(service=""))
@@ -128,7 +128,7 @@ async def test_health_watchers_see_not_serving_and_are_released_at_shutdown(
     started = time.monotonic()
     await app.shutdown()
 
-    assert time.monotonic() - started < 2, "an open Watch held the server for the whole grace"
+    assert time.monotonic() - started < 10, "an open Watch held the server for the whole grace"
     rest = [response.status async for response in statuses]
     assert rest[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert await watch.code() == grpc.StatusCode.OK

@@ -176,7 +176,7 @@ async def test_task_cancellation_tears_the_sandbox_down_and_propagates(
     started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10, "the wall timeout (30 s), not the cancel, ended it"
     assert sandbox.live_jobs() == []
 
 

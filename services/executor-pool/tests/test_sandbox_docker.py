@@ -156,7 +156,7 @@ async def test_task_cancellation_removes_the_container_and_propagates(
     started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 10, "the wall timeout (30 s), not the cancel, ended it"
     await box.settle()
     assert await box.live_containers() == []
 
