@@ -4,7 +4,8 @@ A service must start serving health (NOT_SERVING) even while NATS is down, so th
 made by a background task and :meth:`NatsConnection.probe` is the health dependency. JetStream
 contexts are taken from :attr:`NatsConnection.client` once :meth:`wait_connected` returns.
 :class:`BucketView` reads a KV bucket through one long-lived watch, so frequent reads create
-nothing on the server.
+nothing on the server. :func:`inject_trace_context` and :func:`extract_trace_context` carry a
+trace across a message in its headers (W3C ``traceparent``), for services whose traces are on.
 """
 
 from __future__ import annotations
@@ -13,15 +14,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import nats
 import nats.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE
 
-__all__ = ["BucketView", "NatsConnection", "server_urls"]
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+__all__ = [
+    "BucketView",
+    "NatsConnection",
+    "extract_trace_context",
+    "inject_trace_context",
+    "server_urls",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +51,24 @@ def server_urls(url: str) -> list[str]:
     if not urls:
         raise ValueError("no NATS server URL given")
     return urls
+
+
+def inject_trace_context(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with the current span's W3C trace context added (``traceparent``, and
+    ``tracestate`` when there is one). Called only by services whose traces are on: the
+    OpenTelemetry API is imported on first use, so a mesh without traces never loads it."""
+    from opentelemetry import propagate
+
+    propagate.inject(headers)
+    return headers
+
+
+def extract_trace_context(headers: Mapping[str, str] | None) -> Context:
+    """The trace context a message's ``headers`` carry (an empty one when they carry none), to
+    parent the span that handles the message."""
+    from opentelemetry import propagate
+
+    return propagate.extract(headers or {})
 
 
 class NatsConnection:

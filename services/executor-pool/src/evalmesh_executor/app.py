@@ -13,6 +13,7 @@ from evalmesh.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from evalmesh_common.messaging import NatsConnection
 from evalmesh_common.server import ServiceApp, health_probe
 from evalmesh_common.server.channels import plaintext_channel
+from evalmesh_common.server.tracing import tracer
 from evalmesh_executor.backend import choose_backend
 from evalmesh_executor.config import ExecutorConfig, default_instance_id
 from evalmesh_executor.instance import ExecutorInstance
@@ -65,6 +66,7 @@ async def build_app(config: ExecutorConfig) -> ServiceApp:
         executor_id=executor_id,
         gate=lambda: app.health.serving,
         on_finished=RunMetrics(app.metrics).observe,
+        tracer=tracer("evalmesh_executor"),
     )
     app.metrics.register(ExecutorMetrics(instance.status, instance.runs, instance.self_check))
     app.add_probe("nats", nats.probe)

@@ -1,8 +1,9 @@
 """A running attempt's heartbeat: renew the lease in storage, keep the message in progress.
 
-Two clocks, one loop: the lease is renewed every third of its length (and the reply says
+Two clocks, two loops: the lease is renewed every third of its length (and the reply says
 whether a client asked to cancel); ``in_progress()`` goes to JetStream every third of the
-consumer's ack_wait, so a job longer than ack_wait is never redelivered while it runs. A
+consumer's ack_wait (or of the lease, when shorter), so a job longer than ack_wait is never
+redelivered while it runs. Neither waits for the other: a NATS link that stalls costs no lease. A
 refused renewal means another attempt owns the evaluation: the run is stopped as LOST.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from evalmesh_common import DomainError, FailedPrecondition, NotFound
@@ -46,8 +46,7 @@ class Heartbeat:
 
     def start(self) -> None:
         """Begin beating in the background."""
-        name = f"heartbeat-{self._handle.evaluation_id}"
-        self._task = asyncio.create_task(self._run(), name=name)
+        self._task = asyncio.create_task(self._run(), name=self._task_name())
 
     async def stop(self) -> None:
         """Stop beating; the lease then runs out unless the attempt ends first."""
@@ -57,20 +56,35 @@ class Heartbeat:
                 await self._task
 
     async def _run(self) -> None:
-        renewed = time.monotonic()
+        # Two loops, so a stalled NATS link (where in_progress() blocks rather than fails)
+        # never holds back the renewal that keeps storage from requeueing the run.
+        touching = asyncio.create_task(self._touch_loop(), name=f"{self._task_name()}-nats")
+        try:
+            await self._lease_loop()
+        finally:
+            touching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await touching
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            if not await self._renew_lease():
+                return
+
+    async def _touch_loop(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
             await self._touch_message()
-            if time.monotonic() - renewed >= self._lease / 3 - self._tick / 2:
-                if not await self._renew_lease():
-                    return
-                renewed = time.monotonic()
 
     async def _touch_message(self) -> None:
         try:
-            await self._in_progress()
+            await asyncio.wait_for(self._in_progress(), timeout=self._tick)
         except Exception as exc:  # NATS away: the lease in storage still protects the run
-            logger.warning("in_progress failed: %s", exc, extra=self._extra())
+            logger.warning("in_progress failed: %r", exc, extra=self._extra())
+
+    def _task_name(self) -> str:
+        return f"heartbeat-{self._handle.evaluation_id}"
 
     async def _renew_lease(self) -> bool:
         handle = self._handle

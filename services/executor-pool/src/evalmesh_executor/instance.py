@@ -17,7 +17,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import nats.errors
 from nats.js.errors import Error as JetStreamError
@@ -37,6 +37,9 @@ from evalmesh_executor.share import TenantShares, send_to_back
 from evalmesh_executor.status import InstanceInfo, StatusReporter, runtime_infos
 from evalmesh_executor.storage_client import StorageClient
 from evalmesh_executor.worker import JobRunner, RunnerSettings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 __all__ = ["ExecutorInstance"]
 
@@ -68,6 +71,7 @@ class ExecutorInstance:
         executor_id: str,
         gate: Callable[[], bool],
         on_finished: Callable[[record_pb2.EvaluationRecord], None] = lambda record: None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.config = config
         self.nats = nats_connection
@@ -87,6 +91,7 @@ class ExecutorInstance:
             lambda msg, evaluation_id: send_to_back(client, msg, evaluation_id),
             before_ack=crash_now if config.test_crash_before_ack else lambda: None,
             finished=on_finished,
+            tracer=tracer,
         )
         self.pool = Pool(
             client,

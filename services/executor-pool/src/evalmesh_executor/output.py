@@ -2,7 +2,8 @@
 
 Live events are core NATS, best effort: a lost one only makes a watcher re-read storage. The
 durable copy is appended in batches (every ``flush_interval`` or ``flush_bytes``, whichever
-comes first), retried by the storage client, fenced by the attempt. At most ``buffer_bytes``
+comes first), retried by the storage client and then here for as long as storage is away,
+fenced by the attempt. At most ``buffer_bytes``
 wait unpersisted: past that the sandbox's reader waits, so the program blocks in write()
 instead of the executor growing. :meth:`OutputSink.close` returns only once everything is
 stored, which is what lets watchers trust storage once the terminal state is written.
@@ -18,7 +19,8 @@ from collections.abc import Awaitable, Callable
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import DomainError
+from evalmesh_common import Aborted, DeadlineExceeded, DomainError, Unavailable
+from evalmesh_common.backoff import backoff_delay
 from evalmesh_common.subjects import event_subject
 from evalmesh_executor.config import OutputConfig
 from evalmesh_executor.sandbox import OutputChunk
@@ -32,6 +34,11 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 AppendOutput = Callable[[list[evaluation_pb2.OutputChunk]], Awaitable[None]]
 """Stores a batch of the attempt's chunks durably (raises a DomainError when it cannot)."""
+
+# Storage down (a restart, a full disk): keep the batch and try again; the buffer's limit makes
+# the program wait in write() meanwhile. Only a refusal (the attempt lost its claim) is final.
+_TRANSIENT = (Unavailable, DeadlineExceeded, Aborted)
+_RETRY_BASE, _RETRY_CAP = 0.1, 2.0
 
 _STREAMS = {
     "stdout": evaluation_pb2.OUTPUT_STREAM_STDOUT,
@@ -126,13 +133,26 @@ class OutputSink:
                 return
 
     async def _flush(self) -> None:
+        failures = 0
         while self._pending and self._failure is None:
             batch, size = self._take_batch()
             try:
                 await self._append(batch)
+            except _TRANSIENT as exc:
+                self._pending.extendleft(reversed(batch))
+                failures += 1
+                logger.info(
+                    "could not store output yet (try %d): %s",
+                    failures,
+                    exc,
+                    extra={"evaluation": self._id},
+                )
+                await asyncio.sleep(backoff_delay(failures, base=_RETRY_BASE, cap=_RETRY_CAP))
+                continue
             except DomainError as exc:
                 logger.warning("could not store output: %s", exc, extra={"evaluation": self._id})
                 self._failure = exc
+            failures = 0
             async with self._changed:
                 self._pending_bytes -= size
                 self._changed.notify_all()

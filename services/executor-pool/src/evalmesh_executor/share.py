@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 _NATS_ERRORS = (nats.errors.Error, JetStreamError, OSError)
 _PUBLISH_TRIES = 5
 _ALREADY_QUEUED = "maximum messages per subject exceeded"
+_TRACE_HEADERS = ("traceparent", "tracestate")
 
 
 def fair_running(pool_slots: int, fair_share: float) -> int:
@@ -127,6 +128,9 @@ async def send_to_back(client: Client, msg: Msg, evaluation_id: str) -> bool:
     js = client.jetstream()
     msg_id = f"{evaluation_id}.back.{msg.metadata.sequence.stream}"
     headers = {"Nats-Msg-Id": msg_id}
+    for name in _TRACE_HEADERS:  # the job stays in its evaluation's trace (traces on)
+        if msg.headers and name in msg.headers:
+            headers[name] = msg.headers[name]
     for attempt in range(_PUBLISH_TRIES):
         try:
             await js.publish(msg.subject, msg.data, stream=JOBS_STREAM, headers=headers)

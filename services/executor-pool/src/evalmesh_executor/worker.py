@@ -9,17 +9,26 @@ dropped without running. One whose tenant is at its share goes to the back of th
 (``share.send_to_back``). A user-caused outcome is recorded and acked: final, never retried. A
 platform fault before the result is recorded gives the evaluation back (requeued in storage,
 message nak'd with backoff from its delivery count), so another attempt runs it and the
-consumer's max deliveries bound the retries. A lost lease writes nothing at all.
+consumer's max deliveries bound the retries; storage being away for the claim is waited out with
+the message kept, not nak'd. A lost lease writes nothing at all.
+
+With traces on (a ``tracer``), a delivery is one ``executor.job`` span (``spans``) holding
+``executor.claim``, ``executor.sandbox`` (with ``sandbox.prepare`` and ``sandbox.run``),
+``executor.output.flush`` per stored batch and ``executor.complete``. With traces off, each of
+them costs one comparison.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -28,20 +37,33 @@ from evalmesh.executor.v1 import pool_pb2
 from evalmesh.scheduler.v1 import job_pb2
 from evalmesh.storage.v1 import record_pb2, storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import DomainError, FailedPrecondition, NotFound, ResourceExhausted
-from evalmesh_common.retry import backoff_delay
+from evalmesh_common import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+)
+from evalmesh_common.backoff import backoff_delay
+from evalmesh_common.server.tracing import span
 from evalmesh_common.subjects import event_subject
-from evalmesh_executor.backend import SandboxBackend
 from evalmesh_executor.config import LimitDefaults, OutputConfig, PullConfig
+from evalmesh_executor.delivery import ack, deliveries, nak, parse_job, touch
 from evalmesh_executor.heartbeat import Heartbeat
 from evalmesh_executor.limits import applied_limits, sandbox_limits
 from evalmesh_executor.outcome import Verdict, verdict
 from evalmesh_executor.output import OutputLostError, OutputSink, Publish
 from evalmesh_executor.runs import RunHandle, RunRegistry, Stop
 from evalmesh_executor.sandbox import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
+from evalmesh_executor.sandbox.core.backend import SandboxBackend
 from evalmesh_executor.share import TenantShares
+from evalmesh_executor.spans import job_span, sandbox_phases
 from evalmesh_executor.storage_client import STALE_ATTEMPT, StorageClient
 from evalmesh_executor.timings import run_timings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 __all__ = ["JobRunner", "RunnerSettings"]
 
@@ -78,6 +100,7 @@ class JobRunner:
         send_back: SendBack,
         before_ack: Callable[[], None] = lambda: None,
         finished: Callable[[Record], None] = lambda record: None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.store = store
         self.sandbox = sandbox
@@ -88,6 +111,7 @@ class JobRunner:
         self.send_back = send_back
         self.before_ack = before_ack
         self.finished = finished  # sees each recorded result (the run metrics)
+        self.tracer = tracer  # None: traces are off
 
     async def process(
         self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None] = lambda: None
@@ -98,18 +122,24 @@ class JobRunner:
         its result is recorded.
         """
         try:
-            job = _parse(msg.data)
+            job = parse_job(msg.data)
         except DecodeError as exc:
             logger.error("undecodable job on %s: %s", msg.subject, exc)
             await self.retry_later(msg)
             return
+        with job_span(self.tracer, msg, job):
+            await self._process(msg, job, ack_wait, sandbox_done)
+
+    async def _process(
+        self, msg: Msg, job: job_pb2.Job, ack_wait: float, sandbox_done: Callable[[], None]
+    ) -> None:
         if (job.runtime or DEFAULT_RUNTIME) not in self.sandbox.runtimes:
             logger.info("runtime %r not offered here; passing the job on", job.runtime)
-            await _nak(msg, self.settings.pull.pass_on_delay)
+            await nak(msg, self.settings.pull.pass_on_delay)
             return
         handle = self.runs.open(job.evaluation_id, job.tenant)
         if handle is None:  # a duplicate delivery of a job this instance already runs
-            await _ack(msg)
+            await ack(msg)
             return
         completed = False
         try:
@@ -125,9 +155,9 @@ class JobRunner:
     async def retry_later(self, msg: Msg) -> None:
         """Nak with exponential backoff and jitter from the delivery count."""
         pull = self.settings.pull
-        delivered = max(1, _deliveries(msg))
+        delivered = max(1, deliveries(msg))
         delay = backoff_delay(delivered, base=pull.backoff_base, cap=pull.backoff_cap)
-        await _nak(msg, delay)
+        await nak(msg, delay)
 
     async def give_back(self, msg: Msg, handle: RunHandle, *, at_once: bool = False) -> None:
         """Return a claimed evaluation to the queue and the message to the consumer."""
@@ -135,7 +165,7 @@ class JobRunner:
             why = handle.reason or "the executor gave the evaluation back"
             await self.store.release(handle.evaluation_id, handle.attempt, why)
         if at_once:
-            await _nak(msg, 0)
+            await nak(msg, 0)
         else:
             await self.retry_later(msg)
 
@@ -175,6 +205,9 @@ class _Attempt:
         self._marks = {"received": time.monotonic()}
         self.claimed_at: float | None = None  # when the claim's answer arrived (monotonic)
 
+    def _span(self, name: str) -> AbstractContextManager[Span | None]:
+        return span(self.runner.tracer, name)
+
     def _mark(self, name: str) -> None:
         self._marks[name] = time.monotonic()
 
@@ -193,7 +226,8 @@ class _Attempt:
             await self.runner.send_back(self.msg, self.job.evaluation_id)
             return False
         try:
-            record = await self._claim()
+            with self._span("executor.claim"):
+                record = await self._claim_through_outages()
         except ResourceExhausted as exc:
             if exc.reason == TENANT_AT_LIMIT:
                 logger.info("tenant at its share; job sent back: %s", exc, extra=self._extra())
@@ -207,12 +241,29 @@ class _Attempt:
             await self.runner.retry_later(self.msg)
             return False
         if record is None:
-            await _ack(self.msg)
+            await ack(self.msg)
             return False
         if self.handle.stopped is Stop.GIVE_BACK:  # draining began while we claimed
             await self.runner.give_back(self.msg, self.handle, at_once=True)
             return False
         return await self._run(record)
+
+    async def _claim_through_outages(self) -> Record | None:
+        """Claim; while storage is away, keep the message in progress and try again for up to
+        ack_wait: a nak would spend one of the job's deliveries on an outage (a restart, a full
+        disk), and five of them go in seconds."""
+        give_up = time.monotonic() + self.ack_wait
+        failures = 0
+        while True:
+            try:
+                return await self._claim()
+            except (Unavailable, DeadlineExceeded) as exc:
+                failures += 1
+                if time.monotonic() >= give_up or self.handle.stopped is not None:
+                    raise
+                logger.info("storage away; keeping the job to claim: %s", exc, extra=self._extra())
+            await asyncio.sleep(backoff_delay(failures, base=0.2, cap=2.0))
+            await touch(self.msg, patience=1.0)
 
     async def _claim(self) -> Record | None:
         store, evaluation_id = self.runner.store, self.job.evaluation_id
@@ -280,7 +331,11 @@ class _Attempt:
             self._append,
             runner.settings.output,
         )
-        result = await self._sandbox(record, sink)
+        with self._span("executor.sandbox") as current:
+            began = time.monotonic()
+            result = await self._sandbox(record, sink)
+            if current is not None and result is not None:
+                sandbox_phases(self.runner.tracer, began, result)
         self.sandbox_done()
         self._mark("ran")
         found = verdict(result) if result is not None else None
@@ -327,7 +382,13 @@ class _Attempt:
 
     async def _append(self, chunks: list[evaluation_pb2.OutputChunk]) -> None:
         try:
-            await self.runner.store.append(self.handle.evaluation_id, self.handle.attempt, chunks)
+            with self._span("executor.output.flush") as current:
+                if current is not None:
+                    current.set_attribute("evalmesh.chunks", len(chunks))
+                    current.set_attribute("evalmesh.bytes", sum(len(c.data) for c in chunks))
+                await self.runner.store.append(
+                    self.handle.evaluation_id, self.handle.attempt, chunks
+                )
         except FailedPrecondition as exc:
             if exc.reason == STALE_ATTEMPT:
                 self.handle.stop(Stop.LOST, str(exc))
@@ -357,9 +418,10 @@ class _Attempt:
     ) -> bool:
         runner, handle = self.runner, self.handle
         try:
-            final = await runner.store.complete(
-                handle.evaluation_id, handle.attempt, found.state, found.result, rest, timings
-            )
+            with self._span("executor.complete"):
+                final = await runner.store.complete(
+                    handle.evaluation_id, handle.attempt, found.state, found.result, rest, timings
+                )
         except FailedPrecondition as exc:
             handle.stop(Stop.LOST, str(exc))
             await self._abandon(None)
@@ -375,14 +437,14 @@ class _Attempt:
         logger.info("finished %s", State.Name(state), extra=extra)
         runner.finished(final)
         runner.before_ack()
-        await _ack(self.msg)
+        await ack(self.msg)
         return True
 
     def _extra(self, record: Record | None = None) -> dict[str, object]:
         extra: dict[str, object] = {
             "evaluation": self.job.evaluation_id,
             "attempt": self.handle.attempt,
-            "deliveries": _deliveries(self.msg),
+            "deliveries": deliveries(self.msg),
         }
         if record is not None:
             extra["state"] = State.Name(record.evaluation.state)
@@ -397,31 +459,3 @@ def _basic_view(evaluation: evaluation_pb2.Evaluation) -> None:
     evaluation.result.ClearField("stderr")
     if evaluation.result.ByteSize() == 0:
         evaluation.ClearField("result")
-
-
-def _parse(data: bytes) -> job_pb2.Job:
-    job = job_pb2.Job.FromString(data)
-    if not job.evaluation_id:
-        raise DecodeError("the job names no evaluation")
-    return job
-
-
-def _deliveries(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:  # not a JetStream delivery (no metadata in its reply subject)
-        return 1
-
-
-async def _ack(msg: Msg) -> None:
-    try:
-        await msg.ack()
-    except Exception as exc:  # redelivery finds the evaluation terminal and drops it
-        logger.warning("ack failed: %s", exc)
-
-
-async def _nak(msg: Msg, delay: float) -> None:
-    try:
-        await msg.nak(delay=delay if delay > 0 else None)
-    except Exception as exc:  # ack_wait redelivers it anyway
-        logger.warning("nak failed: %s", exc)

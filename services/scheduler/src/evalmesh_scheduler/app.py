@@ -12,6 +12,7 @@ from evalmesh_common.messaging import BucketView, NatsConnection
 from evalmesh_common.server import ServiceApp, health_probe
 from evalmesh_common.server.channels import plaintext_channel
 from evalmesh_common.server.metrics import LoopSnapshot
+from evalmesh_common.server.tracing import tracing_enabled
 from evalmesh_common.subjects import EXECUTORS_BUCKET
 from evalmesh_scheduler.background import Background
 from evalmesh_scheduler.config import SchedulerConfig, default_instance_id
@@ -57,7 +58,14 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     storage = StorageClient(channel, config.storage_timeout)
     js = nats.client.jetstream(timeout=config.nats_timeout)
     queue, loops = config.queue, config.loops
-    jobs = JobQueue(nats.client, js, queue.max_jobs, queue.max_bytes, config.nats_timeout)
+    jobs = JobQueue(
+        nats.client,
+        js,
+        queue.max_jobs,
+        queue.max_bytes,
+        config.nats_timeout,
+        trace_jobs=tracing_enabled(),
+    )
     publications = PublicationLog(storage)
     executors = BucketView(nats, EXECUTORS_BUCKET, timeout=config.nats_timeout)
     executors.start()

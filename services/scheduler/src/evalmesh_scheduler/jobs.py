@@ -11,6 +11,9 @@ which no earlier publication used.
 Every failed publish is logged with the exception's type and text: some of them (a
 ``TimeoutError`` from a deadline) have an empty message, which once made "job not published"
 lines say nothing at all.
+
+With traces on (``trace_jobs``), a job also carries the W3C ``traceparent`` of the submit that
+published it, so the executor's spans join the evaluation's trace.
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from nats.js.errors import APIError, NotFoundError
 from evalmesh.scheduler.v1 import job_pb2
 from evalmesh.storage.v1 import record_pb2
 from evalmesh_common import ResourceExhausted, Unavailable
+from evalmesh_common.messaging import inject_trace_context
 from evalmesh_common.subjects import (
     CANCEL_SUBJECT,
     JOBS_STREAM,
+    job_consumer,
     job_message_subject,
     priority_name,
 )
@@ -58,6 +63,9 @@ _RETRY_AFTER_FULL = 5.0
 _DEPTH_TTL = 0.1  # seconds a stream depth read serves admissions for
 _PUBLISH_CONCURRENCY = 256  # publish requests in flight at once
 _PRESENCE_CONCURRENCY = 64  # presence lookups in flight at once, so a page never floods NATS
+# A job below its consumer's ack floor for this long is stranded, not on its way to the dead
+# letters: the max-deliveries advisory, when there is one, is handled within a second.
+_STRANDED_AFTER = 10.0
 
 
 def describe(error: BaseException) -> str:
@@ -117,6 +125,10 @@ def republish_id(record: Record) -> str:
     return f"{message_id(record)}.r{record.publish_count}"
 
 
+def _consumer_for(record: Record) -> str:
+    return job_consumer(priority_name(record.evaluation.spec.priority))
+
+
 def subject_for(record: Record) -> str:
     """The subject of a stored evaluation's job."""
     evaluation = record.evaluation
@@ -127,9 +139,17 @@ class JobQueue:
     """Publishes and inspects jobs on ``JOBS_STREAM``."""
 
     def __init__(
-        self, client: Client, js: JetStreamContext, max_jobs: int, max_bytes: int, timeout: float
+        self,
+        client: Client,
+        js: JetStreamContext,
+        max_jobs: int,
+        max_bytes: int,
+        timeout: float,
+        *,
+        trace_jobs: bool = False,
     ) -> None:
         self._client = client
+        self._trace_jobs = trace_jobs
         self._js = js
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
@@ -137,6 +157,7 @@ class JobQueue:
         self._depth: QueueDepth | None = None
         self._depth_at = 0.0
         self._admitted = 0
+        self._below_floor: dict[int, float] = {}  # stream sequence -> when first seen there
 
     async def depth(self) -> QueueDepth:
         """Messages and bytes in the work queue now."""
@@ -189,12 +210,15 @@ class JobQueue:
         gate = asyncio.Semaphore(_PUBLISH_CONCURRENCY)
 
         async def one(record: Record) -> object:
+            headers = {"Nats-Msg-Id": msg_id(record)}
+            if self._trace_jobs:
+                inject_trace_context(headers)
             async with gate:
                 return await self._js.publish(
                     subject_for(record),
                     job_for(record).SerializeToString(),
                     timeout=self.timeout,
-                    headers={"Nats-Msg-Id": msg_id(record)},
+                    headers=headers,
                 )
 
         tasks = [asyncio.ensure_future(one(record)) for record in records]
@@ -222,20 +246,64 @@ class JobQueue:
         return await self.publish(records)
 
     async def missing(self, records: Sequence[Record]) -> list[Record]:
-        """The records whose job is not in the work queue now (neither waiting nor in flight).
+        """The records whose job is not deliverable now: gone from the work queue, or stranded.
 
-        One lookup of the evaluation's subject each, a bounded number at a time; nothing is
-        created on the server. Raises Unavailable if NATS does not answer.
+        A job is stranded when it is still in the stream but below its consumer's ack floor
+        for a while: JetStream will never deliver it again (its deliveries were spent and the
+        advisory that dead-letters such a job never came, or a restarted nats-server lost the
+        consumer's record of it). A stranded job is deleted, so the caller can publish it anew.
+        One lookup of the evaluation's subject each, a bounded number at a time, and one
+        consumer lookup per priority. Raises Unavailable if NATS does not answer.
         """
         gate = asyncio.Semaphore(_PRESENCE_CONCURRENCY)
+        seen_at = time.monotonic()
 
-        async def absent(record: Record) -> bool:
+        async def absent(record: Record, floors: dict[str, int]) -> bool:
             async with gate:
-                return not await self.is_queued(record)
+                try:
+                    message = await self._js.get_last_msg(JOBS_STREAM, subject_for(record))
+                except NotFoundError:
+                    return True
+                floor = floors.get(_consumer_for(record), 0)
+                if message.seq is None or message.seq > floor:
+                    return False
+                return await self._drop_if_stranded(record, message.seq, seen_at)
 
         async with nats_unavailable("cannot check the work queue"):
-            flags = await asyncio.gather(*(absent(record) for record in records))
+            floors = await self._ack_floors(records)
+            flags = await asyncio.gather(*(absent(record, floors) for record in records))
+        self._forget_old_sightings(seen_at)
         return [record for record, gone in zip(records, flags, strict=True) if gone]
+
+    async def _ack_floors(self, records: Sequence[Record]) -> dict[str, int]:
+        floors = {}
+        for consumer in {_consumer_for(record) for record in records}:
+            try:
+                info = await self._js.consumer_info(JOBS_STREAM, consumer)
+            except NotFoundError:
+                continue
+            floors[consumer] = info.ack_floor.stream_seq if info.ack_floor else 0
+        return floors
+
+    async def _drop_if_stranded(self, record: Record, seq: int, now: float) -> bool:
+        first = self._below_floor.setdefault(seq, now)
+        if now - first < _STRANDED_AFTER:
+            return False
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_msg(JOBS_STREAM, seq)
+        self._below_floor.pop(seq, None)
+        logger.warning(
+            "a job was stranded below its consumer's ack floor; dropped to publish it anew",
+            extra={"evaluation": record.evaluation.id, "stream_seq": seq},
+        )
+        return True
+
+    def _forget_old_sightings(self, now: float) -> None:
+        stale = [
+            seq for seq, first in self._below_floor.items() if now - first > 60 * _STRANDED_AFTER
+        ]
+        for seq in stale:
+            del self._below_floor[seq]
 
     async def is_queued(self, record: Record) -> bool:
         """Whether the evaluation's job is in the work queue now."""

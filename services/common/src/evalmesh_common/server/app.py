@@ -36,6 +36,7 @@ from evalmesh_common.server.metrics import MetricsListener, service_registry
 from evalmesh_common.server.portfile import remove_port_file, write_port_file
 from evalmesh_common.server.rpc_metrics import RpcMetricsInterceptor
 from evalmesh_common.server.shutdown import Hook, Phase, ShutdownHooks
+from evalmesh_common.server.tracing import server_interceptors
 
 __all__ = ["AddServicers", "ServiceApp"]
 
@@ -140,8 +141,16 @@ class ServiceApp:
         """Bind, start serving (health NOT_SERVING), write the port file, start probing."""
         if self._server is not None:
             raise RuntimeError(f"{self.name} was already started")
+        # Tracing's interceptor (none while traces are off) sits outside the error interceptor,
+        # so a failed call's span ends with the status the caller got, and the incident lines
+        # the error interceptor logs carry the trace id.
         server = grpc.aio.server(
-            interceptors=[self._rpc_metrics, ErrorInterceptor(), *self._interceptors],
+            interceptors=[
+                self._rpc_metrics,
+                *server_interceptors(),
+                ErrorInterceptor(),
+                *self._interceptors,
+            ],
             options=self.config.grpc_options(),
             maximum_concurrent_rpcs=self.config.maximum_concurrent_rpcs,
         )

@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc.aio
 
+from evalmesh_common.server.tracing import client_interceptors
+
 __all__ = ["BALANCED", "RECONNECT", "channel_options", "grpc_target", "plaintext_channel"]
 
 # gRPC's own round-robin policy, as a channel's default service config.
@@ -71,5 +73,7 @@ def channel_options(options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, 
 
 
 def plaintext_channel(address: str) -> grpc.aio.Channel:
-    """A balanced plaintext channel to the replicas at ``address``."""
-    return grpc.aio.insecure_channel(grpc_target(address), options=channel_options())
+    """A balanced plaintext channel to the replicas at ``address`` (traced when traces are on)."""
+    return grpc.aio.insecure_channel(
+        grpc_target(address), options=channel_options(), interceptors=client_interceptors()
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from evalmesh_common.config import Seconds, env_field, env_group
 from evalmesh_common.server.tls import ServerTls
+from evalmesh_common.server.tracing import TracingConfig
 
 __all__ = ["MIB", "ServerConfig"]
 
@@ -57,6 +58,8 @@ class ServerConfig:
     )
     # TLS (and mutual TLS) on the listener; see evalmesh_common.server.tls.
     tls: ServerTls = env_group(ServerTls)
+    # OpenTelemetry traces (the standard OTEL_* variables); off unless an endpoint is set.
+    tracing: TracingConfig = env_group(TracingConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):

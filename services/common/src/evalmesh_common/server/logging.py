@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 __all__ = ["JsonFormatter", "TraceIds", "configure_logging", "set_trace_ids"]
@@ -32,7 +32,7 @@ _trace_ids: TraceIds | None = None  # set by tracing while traces are on
 
 def set_trace_ids(source: TraceIds | None) -> None:
     """Stamp every line with what ``source`` returns (None: no ids, the default)."""
-    global _trace_ids  # noqa: PLW0603 - one log pipeline per process, like the root logger
+    global _trace_ids  # one log pipeline per process, like the root logger
     _trace_ids = source
 
 

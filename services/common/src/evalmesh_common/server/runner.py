@@ -1,9 +1,10 @@
 """The entry point every service's ``__main__.py`` calls.
 
 ``run`` loads the config (failing fast with every problem listed), configures JSON logging at
-the configured level, logs the config with secrets redacted, builds the app inside the event
-loop (so async resources such as a NATS connection bind to it), serves until SIGTERM/SIGINT,
-and exits 0 after a clean shutdown, 78 (EX_CONFIG) on bad config, 1 on a crash.
+the configured level, turns traces on when an OTLP endpoint is configured, logs the config with
+secrets redacted, builds the app inside the event loop (so async resources such as a NATS
+connection bind to it), serves until SIGTERM/SIGINT, exports the spans still buffered, and
+exits 0 after a clean shutdown, 78 (EX_CONFIG) on bad config, 1 on a crash.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from evalmesh_common.config import ConfigError, describe, load_config
 from evalmesh_common.server.app import ServiceApp
 from evalmesh_common.server.config import ServerConfig
 from evalmesh_common.server.logging import configure_logging
+from evalmesh_common.server.tracing import setup_tracing, shutdown_tracing
 
 __all__ = ["EXIT_CONFIG", "ServiceConfig", "main", "run"]
 
@@ -63,6 +65,8 @@ def main(
         logger.error("%s", exc, extra={"problems": list(exc.problems)})
         return EXIT_CONFIG
     configure_logging(service, config.server.log_level)
+    # Before the app is built: its server and channels take their interceptors from it.
+    setup_tracing(service, config.server.tracing)
     logger.info("starting %s", service, extra={"config": describe(config), "pid": os.getpid()})
     try:
         asyncio.run(_serve(config, build))
@@ -71,6 +75,8 @@ def main(
     except Exception:
         logger.exception("%s crashed", service)
         return 1
+    finally:
+        shutdown_tracing()
     return 0
 
 

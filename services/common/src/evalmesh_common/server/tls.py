@@ -22,6 +22,7 @@ import grpc.aio
 
 from evalmesh_common.config import env_field
 from evalmesh_common.server.channels import channel_options, grpc_target
+from evalmesh_common.server.tracing import client_interceptors
 
 __all__ = ["ServerTls", "UpstreamTls"]
 
@@ -111,10 +112,14 @@ class UpstreamTls:
 
     def channel(self, address: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         """An asyncio channel to ``address`` (one or several replicas, see ``channels``),
-        balanced over them: TLS when configured, else plaintext."""
+        balanced over them: TLS when configured, else plaintext; traced when traces are on."""
         target, balanced = grpc_target(address), channel_options(options)
+        traced = client_interceptors()
         if not self.enabled:
-            return grpc.aio.insecure_channel(target, options=balanced)
+            return grpc.aio.insecure_channel(target, options=balanced, interceptors=traced)
         return grpc.aio.secure_channel(
-            target, self.credentials(), options=[*balanced, *self.options()]
+            target,
+            self.credentials(),
+            options=[*balanced, *self.options()],
+            interceptors=traced,
         )
