@@ -3,7 +3,10 @@
 Core NATS, not JetStream: a report is news for a second at most and the next one supersedes
 it, so nothing is stored, acknowledged or replicated. Reports of changes are sent when there is
 news, at most one per ``interval``; an idle gateway wakes only for its heartbeat (a full report
-once a second). While NATS is away each gateway enforces the limits on its own traffic alone.
+once a second). A gateway that has heard of no other stays quiet apart from the hello it says on
+connecting: a gateway that starts later says hello too, and is answered with a full report, so a
+lone gateway (the one-host default) spends nothing on a peer that does not exist. While NATS is
+away each gateway enforces the limits on its own traffic alone.
 """
 
 from __future__ import annotations
@@ -77,7 +80,8 @@ class UsageSync:
 
     def _send_changes(self) -> None:
         self._pending = None
-        self._send(self.usage.report(full=False))
+        if self.usage.peers:  # alone, the news waits in the next full report a hello asks for
+            self._send(self.usage.report(full=False))
 
     def _send(self, reports: Reports) -> None:
         self._last = time.monotonic()
@@ -105,7 +109,8 @@ class UsageSync:
         while True:
             await asyncio.sleep(self.heartbeat)
             self.usage.sweep()
-            self._send(self.usage.report(full=True))
+            if self.usage.peers:
+                self._send(self.usage.report(full=True))
 
     async def _publish(self, reports: Reports) -> None:
         client = self._nats.client
