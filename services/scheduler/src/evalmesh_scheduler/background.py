@@ -3,8 +3,8 @@
 Started once by the app. It waits for NATS, creates or updates the topology (retrying until it
 succeeds; health stays NOT_SERVING until then), then runs:
 
-- the topology check, every ``topology_check_interval``, so a NATS store that lost the streams
-  gets them back without a restart;
+- the topology check, every ``topology_check_interval`` (every second while it fails), so a
+  NATS store that lost the streams gets them back without a restart;
 - the leader election, whose leader alone runs the reconciler, the reaper and the retention
   pass (every replica
   listens for executors that released their leases early and wakes its reaper, which only
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -40,13 +41,29 @@ from evalmesh_scheduler.reconciler import Reconciler
 from evalmesh_scheduler.retention import Retention
 from evalmesh_scheduler.topology import Topology
 
-__all__ = ["Background"]
+__all__ = ["Background", "keep_checking"]
 
 logger = logging.getLogger(__name__)
 
 _RETRY = 1.0
 _ADVISORY_BATCH = 16
 _ADVISORY_RETRY_DELAY = 5.0
+
+
+async def keep_checking(
+    check: Callable[[], Awaitable[bool]],
+    interval: float,
+    retry: float,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Run ``check`` every ``interval`` seconds while it passes and every ``retry`` seconds
+    while it fails: a check that failed during a NATS leader election is tried again within a
+    second, so the scheduler (and every gateway with it) is not NOT_SERVING for a whole interval.
+    """
+    passed = True
+    while True:
+        await sleep(interval if passed else retry)
+        passed = await check()
 
 
 class Background:
@@ -152,9 +169,11 @@ class Background:
             self.ready = True
 
     async def _check_topology(self) -> None:
-        while True:
-            await asyncio.sleep(self.loops.topology_check_interval)
+        async def check() -> bool:
             await self._ensure_topology()
+            return self.ready
+
+        await keep_checking(check, self.loops.topology_check_interval, _RETRY)
 
     async def _handle_advisories(self) -> None:
         subscription = None
