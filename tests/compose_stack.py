@@ -58,10 +58,12 @@ def build_images(engine: Engine, timeout: float = 1800) -> str:
 
 
 class ComposeStack:
-    """One compose project of docker-compose.yml on ``engine``, with settings of its own."""
+    """One compose project on ``engine``, with settings of its own: docker-compose.yml, or the
+    compose ``files`` given (relative to the repository root)."""
 
-    def __init__(self, engine: Engine, workdir: Path) -> None:
+    def __init__(self, engine: Engine, workdir: Path, files: tuple[str, ...] = ()) -> None:
         self.engine = engine
+        self.files = [arg for name in files for arg in ("-f", name)]
         self.project = "emtest" + uuid.uuid4().hex[:8]
         self.secrets = workdir / "secrets"
         self.settings = {name: str(free_port()) for name in PORT_VARIABLES}
@@ -81,7 +83,8 @@ class ComposeStack:
 
     def compose(self, *args: str, timeout: float = 300, check: bool = True) -> str:
         """Run ``docker compose ARGS`` for this project from the repository root."""
-        argv = [COMPOSE, "-p", self.project, "--env-file", str(self.env_file), *args]
+        env_file = ["--env-file", str(self.env_file)]
+        argv = [COMPOSE, "-p", self.project, *self.files, *env_file, *args]
         done = subprocess.run(
             argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout
         )
@@ -89,10 +92,11 @@ class ComposeStack:
             raise AssertionError(f"compose {' '.join(args)} failed:\n{done.stderr[-4000:]}")
         return done.stdout
 
-    def up(self) -> None:
-        """``up -d --wait``: every service healthy (or a one-shot done), else the logs."""
+    def up(self, wait: int = 240) -> None:
+        """``up -d --wait``: every service healthy (or a one-shot done) within ``wait`` seconds,
+        else the logs."""
         try:
-            self.compose("up", "-d", "--wait", "--wait-timeout", "240", timeout=400)
+            self.compose("up", "-d", "--wait", "--wait-timeout", str(wait), timeout=wait + 160)
         except AssertionError as error:
             logs = self.compose("logs", "--no-color", "--tail", "40", check=False)
             raise AssertionError(f"{error}\n{logs[-6000:]}") from None

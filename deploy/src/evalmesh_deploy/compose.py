@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from evalmesh_deploy.catalog import (
@@ -32,7 +32,7 @@ from evalmesh_deploy.catalog import (
 from evalmesh_deploy.prometheus import CONFIG_DIR
 from evalmesh_deploy.yamltext import block_yaml
 
-__all__ = ["render"]
+__all__ = ["ENTRIES", "SERVICE_DEFAULTS", "STEP_DEFAULTS", "Entry", "document", "render"]
 
 TAG = "${EVALMESH_TAG:-latest}"
 PUBLIC_BIND = "${EVALMESH_BIND:-0.0.0.0}"
@@ -310,7 +310,7 @@ def _scheduler() -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Entry:
+class Entry:
     """One compose service: the defaults it extends, its body, and why it is there."""
 
     name: str
@@ -320,40 +320,40 @@ class _Entry:
 
 
 ENTRIES = (
-    _Entry("setup", "step", _setup, (
+    Entry("setup", "step", _setup, (
         "One-shot, before everything: TLS certificate (the operator's from ./secrets/tls, else one",
         "from a local CA), database password, storage's secrets. As root without a network, and",
         "only allowed to chown, so each file belongs to the one user that reads it.",
     )),
-    _Entry("postgres", "service", _postgres),
-    _Entry("nats", "service", _nats),
-    _Entry("storage", "service", _storage, (
+    Entry("postgres", "service", _postgres),
+    Entry("nats", "service", _nats),
+    Entry("storage", "service", _storage, (
         "libpq reads the database password from PGPASSFILE, so it is in no environment variable.",
     )),
-    _Entry("scheduler", "service", _scheduler),
-    _Entry("executor-pool", "service", _executor_pool, (
+    Entry("scheduler", "service", _scheduler),
+    Entry("executor-pool", "service", _executor_pool, (
         "Runs each evaluation in a bwrap sandbox inside this container. It starts as root only to",
         "delegate its own cgroups to the user evalmesh, then runs with no capabilities; README,",
         '"Sandboxes under compose", gives the reason for each setting below.',
     )),
-    _Entry("gateway", "service", _gateway, (
+    Entry("gateway", "service", _gateway, (
         "The public API, TLS on its published port. The edge and the health check use its",
         "plaintext listener (EVALMESH_PLAINTEXT_LISTEN_ADDRESS), on the private networks only.",
     )),
-    _Entry("edge", "service", _edge, (
+    Entry("edge", "service", _edge, (
         "Envoy: HTTPS and the browser UI in front of the gateway. It starts last: once it serves,",
         "the first admin key exists (and `docker compose up --wait` sees it done).",
     )),
-    _Entry("bootstrap", "step", _bootstrap, (
+    Entry("bootstrap", "step", _bootstrap, (
         "One-shot, once storage answers: the first admin API key, made once and kept in its",
         "volume. Show it: docker compose run --rm bootstrap show-admin-key",
     )),
-    _Entry("prometheus", "service", _prometheus, (
+    Entry("prometheus", "service", _prometheus, (
         "Scrapes every service's metrics port (prometheus.yml is rendered from the catalog into",
         "the image) and evaluates the rules of services/prometheus/rules, mounted from here: after",
         "changing them, docker compose kill -s HUP prometheus. Published on loopback by default.",
     )),
-    _Entry("cli", "step", _cli, (
+    Entry("cli", "step", _cli, (
         "The CLI inside the mesh with the first admin key, over the internal network:",
         "  docker compose run --rm cli run -c 'print(1)'",
     )),
@@ -374,25 +374,33 @@ volumes:
 """
 
 
-def _entry(entry: _Entry) -> str:
+def _entry(entry: Entry) -> str:
     comment = "".join(f"  # {line}".rstrip() + "\n" for line in entry.comment)
     return f"{comment}  {entry.name}:\n    <<: *{entry.extends}\n{block_yaml(entry.body(), 4)}"
 
 
-def render() -> str:
-    """The whole docker-compose.yml."""
+def document(
+    header: str, name: str, entries: Iterable[Entry], footer: str, volumes: Iterable[str]
+) -> str:
+    """A whole compose file: ``header``, the project ``name``, the defaults each entry extends,
+    the entries, then ``footer`` (networks) and the named ``volumes``."""
     parts = [
-        HEADER,
-        "name: evalmesh\n\n",
+        header,
+        f"name: {name}\n\n",
         f"x-service: &service\n{block_yaml(SERVICE_DEFAULTS, 2)}\n",
         f"x-step: &step\n{block_yaml(STEP_DEFAULTS, 2)}\n",
         "services:\n",
-        "\n".join(_entry(entry) for entry in ENTRIES),
+        "\n".join(_entry(entry) for entry in entries),
         "\n",
-        FOOTER,
-        "".join(f"  {name}:\n" for name in VOLUMES),
+        footer,
+        "".join(f"  {volume}:\n" for volume in volumes),
     ]
     return "".join(parts)
+
+
+def render() -> str:
+    """The whole docker-compose.yml."""
+    return document(HEADER, "evalmesh", ENTRIES, FOOTER, VOLUMES)
 
 
 def main() -> int:
