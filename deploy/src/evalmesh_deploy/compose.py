@@ -40,11 +40,11 @@ METRICS_BIND = "${EVALMESH_METRICS_BIND:-127.0.0.1}"
 # The image of the evalmesh CLI, which also runs the one-shot steps (python -m evalmesh_deploy).
 CLI_IMAGE = f"{IMAGE_PREFIX}/cli:{TAG}"
 DATABASE = "evalmesh"  # PostgreSQL's user and database
-# The host port (a .env setting and its default) each service's metrics are published on.
+# The host port (a .env setting and its default) of the metrics published on the host. Only the
+# gateway's: Docker publishes no port of a container whose networks are all internal, so the
+# metrics of storage, the scheduler, the executor pool and NATS are read inside the mesh, by
+# Prometheus (which is published).
 METRICS_HOST_PORTS = {
-    STORAGE.name: "${EVALMESH_STORAGE_METRICS_PORT:-9461}",
-    SCHEDULER.name: "${EVALMESH_SCHEDULER_METRICS_PORT:-9462}",
-    EXECUTOR_POOL.name: "${EVALMESH_EXECUTOR_METRICS_PORT:-9463}",
     GATEWAY.name: "${EVALMESH_GATEWAY_METRICS_PORT:-9464}",
 }
 
@@ -126,7 +126,7 @@ def _service(component: Component, **details: Any) -> dict[str, Any]:
     """A long-running component: its image, what compose adds, and after what it starts."""
     metrics = component.ports.get("metrics")
     ports = list(details.pop("ports", []))
-    if metrics is not None:
+    if metrics is not None and component.name in METRICS_HOST_PORTS:
         ports.append(_published(METRICS_BIND, METRICS_HOST_PORTS[component.name], metrics))
     service = {"image": f"{component.image}:{TAG}", **details}
     if ports:
@@ -239,13 +239,7 @@ def _postgres() -> dict[str, Any]:
 
 
 def _nats() -> dict[str, Any]:
-    monitor = NATS.ports["monitor"]
-    return _service(
-        NATS,
-        volumes=["nats-data:/data"],
-        networks=["mesh"],
-        ports=[_published(METRICS_BIND, f"${{EVALMESH_NATS_MONITOR_PORT:-{monitor}}}", monitor)],
-    )
+    return _service(NATS, volumes=["nats-data:/data"], networks=["mesh"])
 
 
 def _setup() -> dict[str, Any]:
