@@ -1,4 +1,5 @@
-"""One evaluation is one trace, from the gateway's CreateEvaluation to the executor's last span.
+"""One evaluation is one trace, from the gateway's CreateEvaluation to the executor's last span
+and a watcher's delivery of its end.
 
 A real OTLP/gRPC receiver (the collector's TraceService, a grpc.aio server on port 0 in a thread
 of its own) takes what the whole mesh exports; the mesh runs as ``scripts/up`` runs it, with
@@ -36,7 +37,9 @@ from evalmesh_testing.mesh import running_mesh
 ES = evaluation_service_pb2
 State = evaluation_pb2.Evaluation.State
 CREATE = "/evalmesh.v1.EvaluationService/CreateEvaluation"
+WATCH = "/evalmesh.v1.EvaluationService/WatchEvaluation"
 SERVER, CONSUMER = trace_pb2.Span.SPAN_KIND_SERVER, trace_pb2.Span.SPAN_KIND_CONSUMER
+DELIVER = "gateway.watch.deliver"
 SERVICES = ("gateway", "scheduler", "storage", "executor-pool")
 # Output while it runs, so a batch is stored before the result (an output.flush span).
 CODE = "import time\nprint('traced', flush=True)\ntime.sleep(0.5)\nprint('done')\n"
@@ -61,6 +64,7 @@ class Span:
     trace_id: str
     span_id: str
     parent_id: str
+    links: tuple[str, ...] = ()  # the span ids it links to
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -86,6 +90,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                 span.trace_id.hex(),
                 span.span_id.hex(),
                 span.parent_span_id.hex(),
+                tuple(link.span_id.hex() for link in span.links),
             )
             for resource in request.resource_spans
             for service in [_service_name(resource.resource.attributes)]
@@ -153,8 +158,36 @@ def _auth(key: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {key}"),)
 
 
+class Watch:
+    """A WatchEvaluation stream read to its end by a thread of its own."""
+
+    def __init__(self, evaluations: evaluation_service_pb2_grpc.EvaluationServiceStub) -> None:
+        self._evaluations = evaluations
+        self.states: list[int] = []
+        self._thread: threading.Thread | None = None
+
+    def open(self, evaluation_id: str, key: str) -> None:
+        request = ES.WatchEvaluationRequest(id=evaluation_id)
+        stream = self._evaluations.WatchEvaluation(request, metadata=_auth(key), timeout=60)
+        self._thread = threading.Thread(target=self._read, args=(stream,), name="watch")
+        self._thread.start()
+
+    def close(self) -> list[int]:
+        """The states the stream passed on, once it ended."""
+        assert self._thread is not None
+        self._thread.join(60)
+        assert not self._thread.is_alive(), "the watch stream did not end"
+        return self.states
+
+    def _read(self, stream: Iterator[ES.WatchEvaluationResponse]) -> None:
+        for response in stream:
+            if response.HasField("evaluation"):
+                self.states.append(response.evaluation.state)
+
+
 def _run_one_evaluation(gateway: str, admin_key: str) -> str:
-    """Create an evaluation as a fresh tenant, wait for it to succeed; return its id."""
+    """Create an evaluation as a fresh tenant, watch it from the start and wait for it to
+    succeed; return its id."""
     with grpc.insecure_channel(gateway) as channel:
         keys = api_key_service_pb2_grpc.ApiKeyServiceStub(channel)
         evaluations = evaluation_service_pb2_grpc.EvaluationServiceStub(channel)
@@ -166,6 +199,9 @@ def _run_one_evaluation(gateway: str, admin_key: str) -> str:
         spec = evaluation_pb2.EvaluationSpec(code=CODE)
         create = ES.CreateEvaluationRequest(request_id=uuid.uuid4().hex, spec=spec)
         created = evaluations.CreateEvaluation(create, metadata=_auth(key), timeout=10)
+        # Opened while the evaluation waits or runs, so its end reaches the watcher as an event.
+        watch = Watch(evaluations)
+        watch.open(created.evaluation.id, key)
 
         def finished() -> evaluation_pb2.Evaluation | None:
             get = ES.GetEvaluationRequest(id=created.evaluation.id)
@@ -174,6 +210,9 @@ def _run_one_evaluation(gateway: str, admin_key: str) -> str:
 
         done = _eventually(finished, 60, "the evaluation's end")
         assert done.state == State.STATE_SUCCEEDED, done.result
+        states = watch.close()
+        assert states[0] in (State.STATE_QUEUED, State.STATE_RUNNING), states
+        assert states[-1] == State.STATE_SUCCEEDED, states
         return str(created.evaluation.id)
 
 
@@ -197,7 +236,7 @@ def _arrived(trace: list[Span]) -> bool:
     """Every span the test looks at has been exported."""
     names = {s.name for s in trace}
     phases = ("executor.claim", "executor.complete")
-    return set(EXECUTOR_SPANS) <= names and all(_stored_under(p, trace) for p in phases)
+    return {*EXECUTOR_SPANS, DELIVER} <= names and all(_stored_under(p, trace) for p in phases)
 
 
 def _log_lines(path: Path) -> list[dict[str, Any]]:
@@ -226,11 +265,13 @@ def test_one_evaluation_is_one_trace_from_the_gateway_through_nats_to_the_execut
             roots = [s for s in spans if s.name == CREATE and s.kind == SERVER]
             if len(roots) != 1:
                 return None
+            if not any(s.name == WATCH for s in spans):
+                return None  # the watch stream's span, to show it is not in the trace
             trace = [s for s in spans if s.trace_id == roots[0].trace_id]
             # Each process exports in its own batches: wait for the last of them.
             return trace if _arrived(trace) else None
 
-        trace = _eventually(the_trace, 30, "the evaluation's trace, every executor span in it")
+        trace = _eventually(the_trace, 30, "the evaluation's trace, every span it needs in it")
         logs = mesh.state_dir / "logs"
 
     by_id = {s.span_id: s for s in trace}
@@ -256,6 +297,20 @@ def test_one_evaluation_is_one_trace_from_the_gateway_through_nats_to_the_execut
     assert (chain[0].kind, chain[0].service) == (CONSUMER, "executor-pool")
     assert chain[1] in submits
     assert chain[-1] == root
+    # The watcher's delivery of the end continues it through the event's NATS header: one
+    # delivery span, in the gateway, whose parent is the executor's job span.
+    deliveries = [s for s in trace if s.name == DELIVER]
+    assert len(deliveries) == 1, deliveries
+    delivery = deliveries[0]
+    assert (delivery.service, delivery.kind) == ("gateway", CONSUMER)
+    delivered_under = _ancestors(delivery, by_id)
+    assert delivered_under[0] == chain[0]
+    assert delivered_under[-1] == root
+    # The watch stream's own server span is not part of the evaluation's trace.
+    watches = [s for s in receiver.spans() if s.name == WATCH and s.kind == SERVER]
+    assert watches
+    assert all(s.trace_id != root.trace_id for s in watches)
+    assert any(s.span_id in delivery.links for s in watches), delivery.links
     # Storage's claim and completion answer inside the executor's spans.
     assert _stored_under("executor.claim", trace)
     assert _stored_under("executor.complete", trace)

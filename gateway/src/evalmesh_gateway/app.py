@@ -20,6 +20,7 @@ from evalmesh.v1 import (
 )
 from evalmesh_common.messaging import NatsConnection
 from evalmesh_common.server import AddServicers, ServiceApp, health_probe
+from evalmesh_common.server.tracing import tracer
 from evalmesh_gateway.auth import Authenticator
 from evalmesh_gateway.config import GatewayConfig
 from evalmesh_gateway.deadline import DeadlineInterceptor
@@ -89,7 +90,12 @@ async def build_app(config: GatewayConfig) -> ServiceApp:
         limiter=RateLimiter(config.rate_per_second, config.rate_burst),
         auth=auth,
     )
-    watcher = Watcher(nats.client, storage, max_per_tenant=config.max_watches_per_tenant)
+    watcher = Watcher(
+        nats.client,
+        storage,
+        max_per_tenant=config.max_watches_per_tenant,
+        tracer=tracer("evalmesh_gateway"),
+    )
     sync = _usage_sync(config, nats, upstreams.limiter, watcher.cap)
     server = dataclasses.replace(
         config.server,

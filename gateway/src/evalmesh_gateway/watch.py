@@ -9,6 +9,11 @@ change on without reading storage, and reads output only when the terminal resul
 were stored than it has sent. Storage is re-read at any change an event does not describe and on a
 quiet timer, so a lost event can delay a watcher but never leave it hanging or skipping bytes. The
 stream ends after the terminal snapshot.
+
+With traces on (a ``tracer``), passing on a terminal state event is one ``gateway.watch.deliver``
+span (kind CONSUMER) in the evaluation's trace: its parent is the executor's job span, from the
+event's ``traceparent`` header, and it lasts from the event's arrival until the stream has sent
+the terminal snapshot. With traces off, each event costs one comparison.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -24,9 +31,13 @@ from nats.aio.msg import Msg
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
+from evalmesh_common.messaging import extract_trace_context
 from evalmesh_common.states import TERMINAL_STATES
 from evalmesh_common.subjects import event_subject
 from evalmesh_gateway.usage import WatchCap
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
 
 __all__ = ["Watcher"]
 
@@ -51,12 +62,14 @@ class Watcher:
         poll_interval: float = 5.0,
         max_per_tenant: int = 100,
         cap: WatchCap | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._nats = nats
         self._storage = storage
         self._poll_interval = poll_interval
         # Counts the open watches per tenant, with the other gateways' when the cap is shared.
         self.cap = cap or WatchCap(max_per_tenant)
+        self._tracer = tracer  # None: traces are off
 
     async def watch(
         self, tenant: str, evaluation_id: str, offsets: tuple[int, int]
@@ -78,6 +91,31 @@ def _told(event: pool_pb2.RunEvent | None, attempt: int) -> evaluation_pb2.Evalu
     return event.evaluation
 
 
+def _delivery_span(
+    tracer: Tracer, arrival: tuple[dict[str, str], int], evaluation: evaluation_pb2.Evaluation
+) -> Span:
+    """The span of passing on a terminal event that arrived (headers, wall-clock ns) then; a
+    child of the span that published it, linked to the watch stream's own span if there is one."""
+    from opentelemetry.trace import Link, SpanKind, get_current_span
+
+    headers, arrived_ns = arrival
+    watch = get_current_span().get_span_context()
+    return tracer.start_span(
+        "gateway.watch.deliver",
+        context=extract_trace_context(headers),
+        kind=SpanKind.CONSUMER,
+        start_time=arrived_ns,
+        links=[Link(watch)] if watch.is_valid else None,
+        attributes={
+            "evalmesh.evaluation_id": evaluation.id,
+            "evalmesh.attempt": evaluation.attempt,
+            "evalmesh.state": State.Name(evaluation.state),
+            "messaging.system": "nats",
+            "messaging.destination.name": event_subject(evaluation.id),
+        },
+    )
+
+
 class _Session:
     """One watch stream's state: the next byte to send per stream, and the live event queue."""
 
@@ -85,6 +123,7 @@ class _Session:
         self, watcher: Watcher, tenant: str, evaluation_id: str, offsets: tuple[int, int]
     ) -> None:
         self._watcher = watcher
+        self._tracer = watcher._tracer
         self._tenant = tenant
         self._id = evaluation_id
         self._next = {STDOUT: offsets[0], STDERR: offsets[1]}
@@ -93,6 +132,8 @@ class _Session:
         self._attempt = 0
         self._quiet = 0
         self._stored: tuple[int, int] | None = None  # output bytes storage held at the last read
+        # Traces on: the trace headers of the last terminal event and when it arrived (ns).
+        self._terminal_arrival: tuple[dict[str, str], int] | None = None
 
     async def run(self) -> AsyncIterator[Response]:
         # Interest first, then the read: an event published in between is queued, not lost.
@@ -149,7 +190,20 @@ class _Session:
                 for response in await self._catch_up():
                     yield response
             if changed and state in TERMINAL_STATES:
-                yield Response(evaluation=evaluation)
+                delivery = self._delivery(told)
+                try:
+                    yield Response(evaluation=evaluation)
+                finally:
+                    if delivery is not None:
+                        delivery.end()
+
+    def _delivery(self, told: evaluation_pb2.Evaluation | None) -> Span | None:
+        """The delivery span of the terminal event ``told``; None while traces are off, or when
+        the terminal state came from storage or from an event without trace headers."""
+        tracer, arrival = self._tracer, self._terminal_arrival
+        if tracer is None or told is None or arrival is None:
+            return None
+        return _delivery_span(tracer, arrival, told)
 
     def _unsent(self, evaluation: evaluation_pb2.Evaluation) -> bool:
         """Whether storage may hold output of ``evaluation`` this stream has not sent yet.
@@ -180,11 +234,17 @@ class _Session:
             event.ParseFromString(message.data)
         except Exception:
             return
+        if self._tracer is not None and message.headers:
+            self._note_arrival(event, message.headers)
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:
             # A slow watcher stops taking live chunks and re-reads storage instead.
             self._overflowed = True
+
+    def _note_arrival(self, event: pool_pb2.RunEvent, headers: dict[str, str]) -> None:
+        if event.HasField("evaluation") and event.evaluation.state in TERMINAL_STATES:
+            self._terminal_arrival = (headers, time.time_ns())
 
     async def _apply(self, chunk: evaluation_pb2.OutputChunk) -> list[Response]:
         if chunk.stream in self._next and chunk.offset > self._next[chunk.stream]:

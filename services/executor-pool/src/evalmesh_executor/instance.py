@@ -134,9 +134,11 @@ class ExecutorInstance:
         )
         return [port for port in ports if port]
 
-    async def _publish(self, subject: str, data: bytes) -> None:
+    async def _publish(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
         try:
-            await self.nats.client.publish(subject, data)
+            await self.nats.client.publish(subject, data, headers=headers)
         except _NATS_ERRORS as exc:  # live events are best effort; storage has the output
             logger.debug("event not published: %s", exc)
 

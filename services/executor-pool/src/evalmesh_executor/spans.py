@@ -3,6 +3,8 @@
 A delivery is one ``executor.job`` span (kind CONSUMER) whose parent is the submit that
 published the job, found in the message's ``traceparent`` header. The sandbox's phases are
 placed afterwards from its own monotonic times, so the run itself carries no tracing code.
+The run's live events carry the job span's ``traceparent`` (:func:`event_headers`), so a
+watcher's delivery of them joins the evaluation's trace.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 from nats.aio.msg import Msg
 
 from evalmesh.scheduler.v1 import job_pb2
-from evalmesh_common.messaging import extract_trace_context
+from evalmesh_common.messaging import extract_trace_context, inject_trace_context
 from evalmesh_common.server.tracing import span
 from evalmesh_executor.delivery import deliveries
 from evalmesh_executor.sandbox import SandboxResult
@@ -22,7 +24,7 @@ from evalmesh_executor.sandbox import SandboxResult
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["job_span", "sandbox_phases"]
+__all__ = ["event_headers", "job_span", "sandbox_phases"]
 
 
 def job_span(
@@ -44,6 +46,12 @@ def job_span(
     return span(
         tracer, "executor.job", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
     )
+
+
+def event_headers(tracer: Tracer | None) -> dict[str, str] | None:
+    """The NATS headers that put the current span (the job's) under a run's live events, or
+    None while traces are off."""
+    return None if tracer is None else inject_trace_context({})
 
 
 def sandbox_phases(tracer: Tracer | None, began: float, result: SandboxResult) -> None:

@@ -14,7 +14,8 @@ the message kept, not nak'd. A lost lease writes nothing at all.
 
 With traces on (a ``tracer``), a delivery is one ``executor.job`` span (``spans``) holding
 ``executor.claim``, ``executor.sandbox`` (with ``sandbox.prepare`` and ``sandbox.run``),
-``executor.output.flush`` per stored batch and ``executor.complete``. With traces off, each of
+``executor.output.flush`` per stored batch and ``executor.complete``, and the attempt's live
+events carry the job span's ``traceparent`` in their NATS headers. With traces off, each of
 them costs one comparison.
 """
 
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -58,14 +59,14 @@ from evalmesh_executor.runs import RunHandle, RunRegistry, Stop
 from evalmesh_executor.sandbox import SandboxError, SandboxLimits, SandboxRequest, SandboxResult
 from evalmesh_executor.sandbox.core.backend import SandboxBackend
 from evalmesh_executor.share import TenantShares
-from evalmesh_executor.spans import job_span, sandbox_phases
+from evalmesh_executor.spans import event_headers, job_span, sandbox_phases
 from evalmesh_executor.storage_client import STALE_ATTEMPT, StorageClient
 from evalmesh_executor.timings import run_timings
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ["JobRunner", "RunnerSettings"]
+__all__ = ["JobRunner", "PublishEvent", "RunnerSettings"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,14 @@ State = evaluation_pb2.Evaluation.State
 DEFAULT_RUNTIME = "python"
 TENANT_AT_LIMIT = "TENANT_AT_LIMIT"
 SendBack = Callable[[Msg, str], Awaitable[bool]]
+
+
+class PublishEvent(Protocol):
+    """Publishes a live event on a core NATS subject (best effort), with ``headers`` if any."""
+
+    def __call__(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> Awaitable[None]: ...
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ class JobRunner:
         self,
         store: StorageClient,
         sandbox: SandboxBackend,
-        publish: Publish,
+        publish: PublishEvent,
         runs: RunRegistry,
         settings: RunnerSettings,
         shares: TenantShares,
@@ -169,8 +178,11 @@ class JobRunner:
         else:
             await self.retry_later(msg)
 
-    async def event(self, handle: RunHandle, record: Record) -> None:
-        """Publish a state change, with the evaluation as stored, for watchers (best effort)."""
+    async def event(
+        self, handle: RunHandle, record: Record, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish a state change, with the evaluation as stored, for watchers (best effort);
+        ``headers`` carry the trace context while traces are on."""
         evaluation = evaluation_pb2.Evaluation()
         evaluation.CopyFrom(record.evaluation)
         _basic_view(evaluation)
@@ -180,7 +192,7 @@ class JobRunner:
             state=evaluation.state,
             evaluation=evaluation,
         )
-        await self.publish(event_subject(handle.evaluation_id), event.SerializeToString())
+        await self.publish(event_subject(handle.evaluation_id), event.SerializeToString(), headers)
 
 
 class _Attempt:
@@ -204,6 +216,8 @@ class _Attempt:
         self.limits = SandboxLimits()
         self._marks = {"received": time.monotonic()}
         self.claimed_at: float | None = None  # when the claim's answer arrived (monotonic)
+        # The job span's trace context for the live events; None (no headers) with traces off.
+        self.headers = event_headers(runner.tracer)
 
     def _span(self, name: str) -> AbstractContextManager[Span | None]:
         return span(self.runner.tracer, name)
@@ -306,7 +320,7 @@ class _Attempt:
     async def _run(self, record: Record) -> bool:
         runner, handle = self.runner, self.handle
         settings = runner.settings
-        await runner.event(handle, record)
+        await runner.event(handle, record, self.headers)
         self._mark("claimed")
         logger.info("running", extra={**self._extra(), **self._timings()})
         heartbeat = Heartbeat(
@@ -327,7 +341,7 @@ class _Attempt:
         sink = OutputSink(
             handle.evaluation_id,
             handle.attempt,
-            runner.publish,
+            self._publish_live(),
             self._append,
             runner.settings.output,
         )
@@ -353,6 +367,13 @@ class _Attempt:
         stored_at = None if rest else self._marks["stored"]
         timings = run_timings(self.claimed_at, result, stored_at) if result else None
         return await self._record(found, rest, timings)
+
+    def _publish_live(self) -> Publish:
+        """The sink's publish: the runner's own, or (traces on) one that adds the headers."""
+        publish, headers = self.runner.publish, self.headers
+        if headers is None:
+            return publish
+        return lambda subject, data: publish(subject, data, headers)
 
     def _recordable(self, found: Verdict) -> bool:
         """False when this attempt must not write: its lease is lost, or it was stopped
@@ -432,7 +453,7 @@ class _Attempt:
             return False
         self._mark("completed")
         state = final.evaluation.state
-        await runner.event(handle, final)
+        await runner.event(handle, final, self.headers)
         extra = {**self._extra(), **self._timings(), "state": State.Name(state)}
         logger.info("finished %s", State.Name(state), extra=extra)
         runner.finished(final)
