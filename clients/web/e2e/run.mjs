@@ -239,6 +239,24 @@ async function scenarios(page, mesh) {
     await shot(page, "05-exception");
   });
 
+  await step("the NumPy example runs on python-ml and shows where its time went", async () => {
+    await newEvaluation(page);
+    await clearLimits(page);
+    await page.getByRole("button", { name: "NumPy job" }).click();
+    await page.getByRole("button", { name: /^Run/ }).click();
+    await openedEvaluationId(page);
+    await waitForState(page, "Succeeded", 120_000);
+    const stdout = await stdoutOf(page);
+    check(/^numpy \d+\.\d+/.test(stdout) && stdout.includes("largest eigenvalues:"), `stdout: ${stdout}`);
+    // Its output may be stored before the result or with it: "Output" then "Result", or one stage.
+    const last = (await page.getByTestId("stage-finishing").count()) > 0 ? "finishing" : "recording";
+    for (const stage of ["queued", "preparing", "running", last]) {
+      const text = await page.getByTestId(`stage-${stage}`).textContent({ timeout: 10_000 });
+      check(/\d+(\.\d+)? (ms|s)\b|< 1 ms/.test(text), `stage ${stage} shows its span: ${text}`);
+    }
+    await shot(page, "05-numpy");
+  });
+
   await step("binary output and terminal escapes are shown safely, not obeyed", async () => {
     await newEvaluation(page);
     await page.getByRole("button", { name: "Binary output" }).click();
