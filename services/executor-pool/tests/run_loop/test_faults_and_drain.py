@@ -146,6 +146,8 @@ async def test_storage_killed_mid_run_the_executor_retries_its_fenced_writes(
         await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
         await asyncio.to_thread(mesh.restart_storage, 2.0)  # down across the completion
         evaluation = await driver.wait_terminal(evaluation_id, within=30)
+        # The terminal event is published once storage has the result: it may arrive after.
+        await log.wait_for(lambda: State.STATE_SUCCEEDED in log.states(evaluation_id), 10)
     assert evaluation.state == State.STATE_SUCCEEDED
     assert evaluation.attempt == 1
     assert evaluation.result.stdout == b"a\nb\n"
