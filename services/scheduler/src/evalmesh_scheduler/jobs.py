@@ -305,14 +305,6 @@ class JobQueue:
         for seq in stale:
             del self._below_floor[seq]
 
-    async def is_queued(self, record: Record) -> bool:
-        """Whether the evaluation's job is in the work queue now."""
-        try:
-            await self._js.get_last_msg(JOBS_STREAM, subject_for(record))
-        except NotFoundError:
-            return False
-        return True
-
     async def remove(self, record: Record) -> None:
         """Drop the evaluation's job from the queue (best effort: executors also drop a job
         whose evaluation is terminal or claimed)."""
