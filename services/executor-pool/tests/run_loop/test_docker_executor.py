@@ -98,6 +98,8 @@ async def test_kill_9_mid_run_takes_every_container_along_and_the_evaluation_run
             second = mesh.executor(env)  # the same instance id: it removes what the first left
             assert not set(left) & set(containers()), "leftovers were reaped at the start"
             evaluation = await driver.wait_terminal(evaluation_id, within=40)
+            # The terminal event is published once storage has the result: it may arrive after.
+            await log.wait_for(lambda: State.STATE_SUCCEEDED in log.states(evaluation_id), 10)
     finally:
         api.close()
     assert evaluation.state == State.STATE_SUCCEEDED

@@ -92,6 +92,8 @@ async def test_kill_9_mid_run_kills_the_sandbox_and_the_evaluation_runs_again_on
         )
         second = mesh.executor(lease)
         evaluation = await driver.wait_terminal(evaluation_id, within=40)
+        # The terminal event is published once storage has the result: it may arrive after.
+        await log.wait_for(lambda: State.STATE_SUCCEEDED in log.states(evaluation_id), 10)
     assert evaluation.state == State.STATE_SUCCEEDED
     assert evaluation.attempt == 2
     assert evaluation.result.stdout == b"started\ndone\n"  # attempt 2's output only
