@@ -26,6 +26,7 @@ __all__ = [
     "event_subject",
     "job_consumer",
     "job_filter",
+    "job_hint_subject",
     "job_message_subject",
     "max_deliveries_advisory_subject",
     "priority_name",
@@ -46,6 +47,10 @@ TENANT_USAGE_SUBJECT = "evalmesh.control.tenants.usage"
 # Core NATS: an executor restarted under its old identity ended its predecessor's leases (the
 # payload is its instance id); the leading scheduler's reaper requeues them now, not next tick.
 LEASES_RELEASED_SUBJECT = "evalmesh.control.leases.released"
+# Core NATS: "jobs of this class are queued now" (``job_hint_subject``), sent by whoever published
+# them once JetStream acknowledged the publication (a job is stored, so a pull finds it), and
+# heard by every executor whose pool sleeps; the payload is how many, as ASCII digits.
+JOB_HINT_PREFIX = "evalmesh.control.queued"
 # Core NATS request/reply, one subject per executor instance (``drain_subject``): a serialized
 # ``executor.v1.DrainRequest`` asks that instance to drain; it answers with its ``PoolStatus`` once
 # the drain began. The scheduler sends it for ``DrainExecutor``: every executor is already on NATS,
@@ -78,6 +83,12 @@ def job_subject(priority: str) -> str:
 def job_filter(priority: str) -> str:
     """The subjects of one priority class's jobs: one subject per evaluation under the class."""
     return f"{job_subject(priority)}.*"
+
+
+def job_hint_subject(priority: str) -> str:
+    """Where the publisher of a class's jobs says that some are queued (core NATS, a wake-up
+    hint for idle executors: the work itself is only ever pulled from the stream)."""
+    return f"{JOB_HINT_PREFIX}.{_check(priority)}"
 
 
 def job_message_subject(priority: str, evaluation_id: str) -> str:

@@ -7,10 +7,11 @@ consumer is asked for one message with ``no_wait``, which answers at once either
 with "no messages", and an empty class is dropped from this round (its share goes to the
 others). ``fetch(1)`` of nats-py cannot probe like that: an empty class costs its whole expiry,
 and the late 408 it leaves behind costs another. A class that answered "no messages" is not
-asked again until a job is published on its subjects (a core NATS hint every executor receives)
-or ``recheck_interval`` passes (how redeliveries after ack_wait or a nak delay are found), so a
-steady stream of one class's jobs costs one pull per job, not one per class. When every class is
-empty the loop sleeps until such a hint or the recheck interval.
+asked again until a job of its class is stored (the publisher's core NATS hint, sent once
+JetStream acknowledged the job, which every executor receives) or ``recheck_interval`` passes
+(how redeliveries after ack_wait or a nak delay are found), so a steady stream of one class's
+jobs costs one pull per job, not one per class. When every class is empty the loop sleeps until
+such a hint or the recheck interval.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from nats.js import api
 from nats.js.errors import Error as JetStreamError
 
 from evalmesh_common.priority import WeightedPriority
-from evalmesh_common.subjects import JOBS_STREAM, PRIORITY_NAMES, job_consumer, job_filter
+from evalmesh_common.subjects import JOBS_STREAM, PRIORITY_NAMES, job_consumer, job_hint_subject
 from evalmesh_executor.config import PullConfig
 from evalmesh_executor.runs import RunRegistry, Stop
 from evalmesh_executor.worker import JobRunner
@@ -138,7 +139,8 @@ class Pool:
             ack_wait = float(info.config.ack_wait or 30)
             self._sources[name] = _Source(name, subject, inbox, ack_wait)
         for name in PRIORITY_NAMES:
-            self._hints.append(await self._client.subscribe(job_filter(name), cb=self._on_hint))
+            hints = await self._client.subscribe(job_hint_subject(name), cb=self._on_hint)
+            self._hints.append(hints)
 
     async def run(self) -> None:
         """Pull and start jobs until cancelled or drained."""
@@ -242,9 +244,7 @@ class Pool:
         return None
 
     async def _on_hint(self, msg: Msg) -> None:
-        parts = msg.subject.split(".")  # evalmesh.jobs.<class>.<evaluation id>
-        if len(parts) > 2:
-            self._hinted[parts[2]] += 1
+        self._hinted[msg.subject.rpartition(".")[2]] += 1  # evalmesh.control.queued.<class>
         self._wakeup.hint()
 
     async def drain(self, grace: float) -> tuple[int, int]:

@@ -16,6 +16,7 @@ long run of one tenant's jobs in front of another's costs NATS round trips only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -31,7 +32,7 @@ from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh_common.backoff import exponential_delay
 from evalmesh_common.messaging import BucketView
-from evalmesh_common.subjects import JOBS_STREAM
+from evalmesh_common.subjects import JOBS_STREAM, job_hint_subject
 from evalmesh_executor.config import TenantShareConfig
 
 __all__ = ["TenantShares", "fair_running", "send_to_back"]
@@ -134,6 +135,8 @@ async def send_to_back(client: Client, msg: Msg, evaluation_id: str) -> bool:
     for attempt in range(_PUBLISH_TRIES):
         try:
             await js.publish(msg.subject, msg.data, stream=JOBS_STREAM, headers=headers)
+            with contextlib.suppress(*_NATS_ERRORS):  # idle executors find it on their recheck
+                await client.publish(job_hint_subject(msg.subject.split(".")[2]), b"1")
             return True
         except JetStreamError as exc:
             if _ALREADY_QUEUED in str(exc) and await _queued_anew(js, msg):

@@ -9,7 +9,8 @@ from nats.aio.msg import Msg
 
 from evalmesh_common.subjects import JOBS_STREAM, job_consumer
 
-from .harness import Driver
+from .conftest import MakeMesh
+from .harness import Driver, State
 
 
 async def test_a_stream_of_one_class_costs_one_pull_per_job_not_one_per_class(
@@ -30,3 +31,15 @@ async def test_a_stream_of_one_class_costs_one_pull_per_job_not_one_per_class(
     # Before, the policy asked the (empty) high class first for every job: 12 pulls or more.
     # Now it asks again only when a job of that class is published or on the recheck timer.
     assert pulls[job_consumer("high")] < 6, pulls
+
+
+async def test_an_idle_executor_takes_every_new_job_on_its_hint_without_waiting_to_recheck(
+    make_mesh: MakeMesh,
+) -> None:
+    mesh = make_mesh({})
+    # Rechecking an empty queue once an hour: only the new-job hints can wake the pool.
+    mesh.executor({"EVALMESH_FETCH_RECHECK": "3600"})
+    async with Driver(mesh) as driver:
+        for index in range(20):  # one at a time: the pool is idle when each job arrives
+            evaluation = await driver.run(f"print({index})", within=20)
+            assert evaluation.state == State.STATE_SUCCEEDED, evaluation

@@ -38,6 +38,7 @@ from evalmesh_common.subjects import (
     CANCEL_SUBJECT,
     JOBS_STREAM,
     job_consumer,
+    job_hint_subject,
     job_message_subject,
     priority_name,
 )
@@ -158,6 +159,8 @@ class JobQueue:
         self._depth_at = 0.0
         self._admitted = 0
         self._below_floor: dict[int, float] = {}  # stream sequence -> when first seen there
+        self._hints: dict[str, int] = {}  # class -> jobs stored since the last hint went out
+        self._hinting: asyncio.Task[None] | None = None
 
     async def depth(self) -> QueueDepth:
         """Messages and bytes in the work queue now."""
@@ -214,12 +217,14 @@ class JobQueue:
             if self._trace_jobs:
                 inject_trace_context(headers)
             async with gate:
-                return await self._js.publish(
+                ack = await self._js.publish(
                     subject_for(record),
                     job_for(record).SerializeToString(),
                     timeout=self.timeout,
                     headers=headers,
                 )
+            self._hint(priority_name(record.evaluation.spec.priority))
+            return ack
 
         tasks = [asyncio.ensure_future(one(record)) for record in records]
         done, pending = await asyncio.wait(tasks, timeout=self.timeout)
@@ -231,6 +236,27 @@ class JobQueue:
         )
         results = [_outcome(task) if task in done else late for task in tasks]
         return [r.evaluation.id for r, res in zip(records, results, strict=True) if _ok(r, res)]
+
+    def _hint(self, priority: str) -> None:
+        """Tell idle executors that a job of ``priority`` is stored (see ``job_hint_subject``).
+
+        Only after JetStream's acknowledgement: a pull that a hint prompts finds the job, where
+        a hint racing the store would find the class empty and leave the job waiting for the
+        executors' recheck interval. The jobs acknowledged while one hint is being sent share
+        the next, so a batch costs a hint or two, not one per job.
+        """
+        self._hints[priority] = self._hints.get(priority, 0) + 1
+        if self._hinting is None or self._hinting.done():
+            self._hinting = asyncio.ensure_future(self._send_hints())
+
+    async def _send_hints(self) -> None:
+        while self._hints:
+            hints, self._hints = self._hints, {}
+            for priority, count in hints.items():
+                try:
+                    await self._client.publish(job_hint_subject(priority), str(count).encode())
+                except (nats.errors.Error, OSError) as exc:  # executors recheck on their own
+                    logger.debug("new-job hint not sent: %s", describe(exc))
 
     async def replace(self, records: Sequence[Record]) -> list[str]:
         """Drop whatever job the evaluations have on the queue, then publish new ones.
