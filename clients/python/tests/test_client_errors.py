@@ -142,6 +142,36 @@ def test_retries_stop_after_the_policys_attempts(fake_gateway: FakeGateway) -> N
     assert len(fake_gateway.requests("GetEvaluation")) == 3
 
 
+# What gRPC says when the server refused a stream before reading it (HTTP/2 REFUSED_STREAM).
+REFUSED = "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))"
+
+
+def test_refused_streams_are_resent_without_spending_the_calls_attempts(
+    fake_gateway: FakeGateway,
+) -> None:
+    fake_gateway.errors["CreateEvaluation"] += [
+        rich_status(grpc.StatusCode.UNAVAILABLE, REFUSED) for _ in range(12)
+    ]
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.02)
+    with connect(fake_gateway, policy) as client:
+        created = client.submit("print(1)")
+    # Twelve refusals resent, though the policy allows a call two attempts.
+    sent = fake_gateway.requests("CreateEvaluation")
+    assert len(sent) == 13
+    assert {request.request_id for request in sent} == {created.request_id}
+
+
+def test_refused_streams_are_resent_a_bounded_number_of_times(fake_gateway: FakeGateway) -> None:
+    fake_gateway.errors["GetEvaluation"] += [
+        rich_status(grpc.StatusCode.UNAVAILABLE, REFUSED) for _ in range(10)
+    ]
+    policy = RetryPolicy(max_attempts=2, max_refused=3, initial_backoff=0.01, max_backoff=0.02)
+    with connect(fake_gateway, policy) as client, pytest.raises(UnavailableError):
+        client.get("ev-1")
+    # Three refusals resent at once, then the policy's two attempts.
+    assert len(fake_gateway.requests("GetEvaluation")) == 5
+
+
 def test_rate_limits_are_retried_no_sooner_than_the_server_asks(
     fake_gateway: FakeGateway,
 ) -> None:

@@ -44,8 +44,12 @@ class GatewayConfig:
     # Calls (watches included) the gateway handles at once; beyond it new calls get
     # RESOURCE_EXHAUSTED at once instead of queueing without bound.
     max_concurrent_rpcs: int = env_field("EVALMESH_GATEWAY_MAX_CONCURRENT_RPCS", default=4096)
-    # Streams one client connection may have open at once; more wait for a free one.
-    max_streams_per_connection: int = env_field("EVALMESH_MAX_STREAMS_PER_CONNECTION", default=100)
+    # Streams one client connection may have open at once; more wait in the client for a free
+    # one. At the limit, gRPC's server refuses a stream now and then (REFUSED_STREAM): a client
+    # opens the next the moment an answer arrives, before the server counts that stream closed.
+    # evalmesh's client resends those at once; at 100, 500 runs at once on one connection saw
+    # about 400 refusals, so the limit sits well above what one client usually keeps open.
+    max_streams_per_connection: int = env_field("EVALMESH_MAX_STREAMS_PER_CONNECTION", default=1000)
     # Unary calls end at this deadline whatever the client asked for; watches are not limited.
     max_deadline: float = env_field("EVALMESH_MAX_DEADLINE", default=60.0)
 

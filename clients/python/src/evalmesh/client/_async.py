@@ -32,7 +32,7 @@ from evalmesh.client._cluster import (
 from evalmesh.client._errors import EvalmeshError, error_from_rpc
 from evalmesh.client._models import Evaluation, Priority, State
 from evalmesh.client._requests import BatchProgress, Spec, create_request, list_request
-from evalmesh.client._retry import RetryPolicy
+from evalmesh.client._retry import CallRetries, RetryPolicy
 from evalmesh.client._target import resolve_target
 from evalmesh.client._units import Duration, Size
 from evalmesh.client._watch import Output, Transcript, WatchCursor, WatchEvent, WatchGapError
@@ -400,16 +400,15 @@ class AsyncClient:
         *,
         retry: bool = True,
     ) -> Response:
-        attempt = 0
+        retries = CallRetries(self.retry)
         while True:
-            attempt += 1
             try:
                 response: Any = await method(request, metadata=self._metadata, timeout=self.timeout)
                 return response  # type: ignore[no-any-return]
             except grpc.aio.AioRpcError as exc:
                 error = error_from_rpc(exc)
-                delay = self.retry.delay(error, attempt) if retry else None
+                delay = retries.after(error) if retry else None
                 if delay is None:
                     raise error from exc
-            logger.info("call failed (%r); retry %d in %.2fs", error, attempt, delay)
+            logger.info("call failed (%r); retry %d in %.3fs", error, retries.attempt, delay)
             await asyncio.sleep(delay)

@@ -2,6 +2,12 @@
 
 Only calls that are safe to repeat are retried: reads, cancels (idempotent) and submits (every
 submit carries a request_id, so a repeat returns the evaluation the first attempt created).
+
+A stream the server refused (HTTP/2 RST_STREAM with REFUSED_STREAM) never reached it, so it is
+sent again after a few milliseconds without spending one of the call's attempts. A client that
+keeps a connection at the server's concurrent-stream limit sees such refusals now and then: the
+client may open a stream the moment an answer arrives, before the server has counted the answered
+stream as closed.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import grpc
 
 from evalmesh.client._errors import EvalmeshError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["CallRetries", "RetryPolicy", "refused_stream"]
 
 _TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # A watch stream also ends CANCELLED when the gateway shuts down under it; the client never
@@ -23,7 +29,8 @@ _WATCH_TRANSIENT = _TRANSIENT | {grpc.StatusCode.CANCELLED}
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """Bounds on retrying: ``max_attempts`` per call, ``max_reconnects`` consecutive failed watch
+    """Bounds on retrying: ``max_attempts`` per call (besides up to ``max_refused`` refused
+    streams, resent at once), ``max_reconnects`` consecutive failed watch
     reconnects, waits growing from ``initial_backoff`` by ``multiplier`` up to ``max_backoff``
     seconds, each drawn between half and all of that ("equal jitter"). RESOURCE_EXHAUSTED is
     retried only when the server says when (RetryInfo), and only if that is at most
@@ -31,6 +38,7 @@ class RetryPolicy:
     """
 
     max_attempts: int = 5
+    max_refused: int = 100
     max_reconnects: int = 30
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
@@ -48,6 +56,8 @@ class RetryPolicy:
 
         ``error`` is None when the stream ended cleanly before the terminal state.
         """
+        if error is not None and refused_stream(error) and failures <= self.max_refused:
+            return random.uniform(*_REFUSED_DELAY)  # noqa: S311 - spreading, not secrecy
         if failures > self.max_reconnects:
             return None
         if error is None:
@@ -70,3 +80,36 @@ class RetryPolicy:
         )
         # Jitter spreads the retries of many clients that failed together; it needs no secrecy.
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311
+
+
+_REFUSED_DELAY = (0.002, 0.02)
+
+
+def refused_stream(error: EvalmeshError) -> bool:
+    """Whether the server refused the call's stream before reading it (REFUSED_STREAM, code 7).
+
+    gRPC reports it as UNAVAILABLE with only this text to tell it from a lost connection.
+    """
+    return (
+        error.code is grpc.StatusCode.UNAVAILABLE
+        and "RST_STREAM" in error.message
+        and "error code 7" in error.message
+    )
+
+
+class CallRetries:
+    """The retries of one unary call: ``after(error)`` is the wait before the next try, or None."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self.attempt = 1
+        self._refused = 0
+
+    def after(self, error: EvalmeshError) -> float | None:
+        """Seconds to wait before trying again after ``error``, or None to give up."""
+        if refused_stream(error) and self._refused < self._policy.max_refused:
+            self._refused += 1
+            return random.uniform(*_REFUSED_DELAY)  # noqa: S311 - spreading, not secrecy
+        delay = self._policy.delay(error, self.attempt)
+        self.attempt += 1
+        return delay
