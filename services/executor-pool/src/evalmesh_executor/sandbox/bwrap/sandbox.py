@@ -30,7 +30,7 @@ from .cgroups import CgroupDriver
 from .host import HostSetup, Shape
 from .layout import host_root_links
 from .prepared import PreparedPool, prepare
-from .reaper import become_subreaper
+from .reaper import become_subreaper, watch_children_by_pidfd
 from .run import BwrapRun
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 from .scratch import ScratchMounts
@@ -125,6 +125,7 @@ class BwrapSandbox(BaseSandbox):
             if self._host is None:
                 self._host = await self._discover()
                 become_subreaper()  # orphans of a sandbox are this process's to reap
+                watch_children_by_pidfd()
                 self._start_pool(self._host)
                 log.info(
                     "bwrap sandbox ready (%s): cgroup v%d, runtimes %s, seccomp %s, "
