@@ -117,6 +117,21 @@ async def test_a_prepared_sandbox_serves_one_run_and_the_pool_refills(pooled: Bw
     assert second.stdout == b"[]\n", "a new sandbox: nothing of the first run is there"
 
 
+async def test_the_pool_is_refilled_after_the_job_that_emptied_it_not_while_it_runs(
+    pooled: BwrapSandbox,
+) -> None:
+    # The job says when it runs; the pool stays empty for as long as it does.
+    run = asyncio.ensure_future(
+        pooled.run(_request(b"import time; print('running', flush=True); time.sleep(1.5)"))
+    )
+    await _eventually(lambda: pooled.live_jobs() != [], 10, "the job never started")
+    await asyncio.sleep(1.0)  # a preparation takes tens of milliseconds
+    assert pooled.prepared_waiting() == 0
+    assert len({job.name for job in pooled.live_jobs()}) == 1, "only the running job has cgroups"
+    assert (await run).stdout == b"running\n"
+    await _eventually(lambda: pooled.prepared_waiting() == 1, 20, "the pool did not refill")
+
+
 async def test_a_prepared_sandbox_is_the_same_sandbox_as_one_prepared_on_demand(
     pooled: BwrapSandbox, parent: str
 ) -> None:

@@ -56,6 +56,8 @@ class BwrapConfig:
     seccomp: load the deny-list filter (see seccomp.py).
     prepared: sandboxes kept started per runtime for requests with `prepared_limits`' shape
         (its scratch size and rlimits; see prepared.py). 0: every run prepares its own.
+    refill_delay_s: a sandbox taken from the pool is replaced this long after its job ended,
+        so the preparation does not compete with the result's way out (see prepared.py).
     """
 
     bwrap_path: str | None = None
@@ -71,6 +73,7 @@ class BwrapConfig:
     poll_interval_s: float = 0.05
     prepared: int = 0
     prepared_limits: SandboxLimits = field(default_factory=SandboxLimits)
+    refill_delay_s: float = 0.03
 
 
 def _find_bwrap(configured: str | None) -> str:
@@ -183,7 +186,7 @@ class BwrapSandbox(BaseSandbox):
         shapes = {
             Shape.of(name, config.prepared_limits): config.prepared for name in host.identities
         }
-        self._pool = PreparedPool(host, config.runtimes, shapes)
+        self._pool = PreparedPool(host, config.runtimes, shapes, config.refill_delay_s)
         self._pool.start()
 
     def _seccomp_filter(self) -> bytes | None:
@@ -264,13 +267,17 @@ class BwrapSandbox(BaseSandbox):
     async def _execute(
         self, request: SandboxRequest, on_output: OutputCallback | None, cancel: asyncio.Event
     ) -> SandboxResult:
-        host = self._require_host()
+        host, pool = self._require_host(), self._pool
         shape = Shape.of(request.runtime, request.limits)
-        prepared = self._pool.take(shape) if self._pool is not None else None
-        if prepared is None:
-            try:
-                prepared = await prepare(host, self._config.runtimes[request.runtime], shape)
-            except (OSError, SandboxError) as exc:
-                log.warning("preparing a sandbox failed: %s", exc)
-                return setup_failed(request, f"sandbox setup: {exc}")
-        return await BwrapRun(host, prepared, request, on_output, cancel).execute()
+        prepared = pool.take(shape) if pool is not None else None
+        try:
+            if prepared is None:
+                try:
+                    prepared = await prepare(host, self._config.runtimes[request.runtime], shape)
+                except (OSError, SandboxError) as exc:
+                    log.warning("preparing a sandbox failed: %s", exc)
+                    return setup_failed(request, f"sandbox setup: {exc}")
+            return await BwrapRun(host, prepared, request, on_output, cancel).execute()
+        finally:
+            if pool is not None:
+                pool.job_ended(shape)
