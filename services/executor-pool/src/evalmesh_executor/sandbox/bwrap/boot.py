@@ -1,16 +1,19 @@
 """The first Python code of every bwrap sandbox: wait for the job, then become it.
 
-The executor starts the interpreter ahead of demand (``python3 -I -B -u -c <this file>``) in a
-fresh sandbox whose stdin is a pipe; this code blocks on that pipe until the executor hands the
-job over: a header (two big-endian 8-byte lengths), the code, then the job's stdin. It puts the
-job's stdin on fd 0 as an in-memory file (immediate end of file when empty, as before), writes
+The executor starts the interpreter ahead of demand (``python3 -I -B -u -c <this file> NOFILE
+FSIZE``) in a fresh sandbox whose stdin is a pipe. This code first sets the job's rlimits
+(RLIMIT_NOFILE and RLIMIT_FSIZE from its arguments, RLIMIT_CORE 0, hard = soft: no process of
+the job can raise them again), then blocks on that pipe until the executor hands the job over:
+a header (two big-endian 8-byte lengths), the code, then the job's stdin. It puts the job's
+stdin on fd 0 as an in-memory file (immediate end of file when empty, as before), writes
 the code to ``/job/main.py`` (a small tmpfs of this sandbox's own: tracebacks show its lines)
 and runs it as that script would run (``sys.argv``, ``__file__``, a ``__main__`` holding no
 trace of this code). Interpreter start-up is thus off the job's critical path, and a sandbox
 started on demand runs exactly the same way as one started ahead: there is one way in.
 
-It runs inside the sandbox, as the job, using only what the interpreter loaded at start-up (no
-import). When run as the executor's module it does nothing: its source is what the sandbox gets.
+It runs inside the sandbox, as the job, using only what the interpreter loaded at start-up, and
+``resource``, which it drops from ``sys.modules`` again. When run as the executor's module it
+does nothing: its source is what the sandbox gets.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ HEADER_BYTES = 16
 
 def _evalmesh_boot() -> CodeType:
     import os
+    import resource
     import sys
+
+    limits = (int(sys.argv[1]), int(sys.argv[2]), 0)
+    for which, value in zip(
+        (resource.RLIMIT_NOFILE, resource.RLIMIT_FSIZE, resource.RLIMIT_CORE), limits, strict=True
+    ):
+        resource.setrlimit(which, (value, value))
+    del sys.modules["resource"]
 
     def read_exact(size: int) -> bytes:
         parts = []

