@@ -93,6 +93,16 @@ async def wait_for_job_processes(marker: bytes, count: int, within_s: float) -> 
         await asyncio.sleep(0.02)
 
 
+async def assert_gone(paths: list[Path], within_s: float = 1.0) -> None:
+    """Within ``within_s`` none of ``paths`` exists (a finished job's cgroup directories are
+    removed shortly after its result, off the result's way)."""
+    deadline = time.monotonic() + within_s
+    while left := [path for path in paths if path.exists()]:
+        if time.monotonic() > deadline:
+            pytest.fail(f"still there after {within_s} s: {left}")
+        await asyncio.sleep(0.02)
+
+
 async def assert_no_process_left(marker: bytes, within_s: float = 1.0) -> None:
     """U2: within `within_s` of a job's result, no host process carries `marker`."""
     await wait_for_job_processes(marker, 0, within_s)

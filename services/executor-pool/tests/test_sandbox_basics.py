@@ -9,7 +9,7 @@ import socket
 import time
 
 import pytest
-from sandbox_helpers import SMALL, Runner, sha256_of_file
+from sandbox_helpers import SMALL, Runner, assert_gone, sha256_of_file
 
 from evalmesh_executor.sandbox import (
     MAX_CHUNK_BYTES,
@@ -171,12 +171,14 @@ async def test_task_cancellation_tears_the_sandbox_down_and_propagates(
     limits = SandboxLimits(wall_timeout=30)
     task = asyncio.ensure_future(sandbox.run(SandboxRequest(code, limits=limits)))
     await asyncio.sleep(0.5)
-    assert sandbox.live_jobs(), "the job should be running"
+    running = sandbox.live_jobs()
+    assert running, "the job should be running"
     task.cancel()
     started = time.monotonic()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - started < 10, "the wall timeout (30 s), not the cancel, ended it"
+    await assert_gone(running)
     assert sandbox.live_jobs() == []
 
 

@@ -109,7 +109,7 @@ async def test_a_prepared_sandbox_serves_one_run_and_the_pool_refills(pooled: Bw
     waiting = _waiting_job(pooled)
     first = await pooled.run(_request(b"open('/tmp/left', 'w').write('x'); print('first')"))
     assert first.stdout == b"first\n"
-    assert not waiting.exists(), "the run took the prepared sandbox and tore it down"
+    await _eventually(lambda: not waiting.exists(), 1, "the run took it and tore it down")
     await _eventually(lambda: pooled.prepared_waiting() == 1, 20, "the pool did not refill")
     refilled = _waiting_job(pooled)
     assert refilled != waiting

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sandbox_helpers import (
     Runner,
+    assert_gone,
     assert_no_process_left,
     assert_still_fast,
     job_processes,
@@ -58,8 +59,8 @@ async def test_u2_no_process_or_cgroup_of_a_job_exists_after_its_result(
     await wait_for_job_processes(marker.encode(), 3, within_s=1.0)
     result = await job
     assert result.outcome is SandboxOutcome.EXITED
-    assert not any(path.exists() for path in cgroup_dirs)
     await assert_no_process_left(marker.encode())
+    await assert_gone(cgroup_dirs)
 
 
 async def test_a_sandbox_whose_bwrap_dies_first_leaves_no_zombie_and_is_reaped_here(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 
+import pytest
 from nats.aio.msg import Msg
 
 from evalmesh_common.subjects import JOBS_STREAM, job_consumer
@@ -38,8 +39,11 @@ async def test_an_idle_executor_takes_every_new_job_on_its_hint_without_waiting_
 ) -> None:
     mesh = make_mesh({})
     # Rechecking an empty queue once an hour: only the new-job hints can wake the pool.
-    mesh.executor({"EVALMESH_FETCH_RECHECK": "3600"})
+    executor = mesh.executor({"EVALMESH_FETCH_RECHECK": "3600"})
     async with Driver(mesh) as driver:
         for index in range(20):  # one at a time: the pool is idle when each job arrives
-            evaluation = await driver.run(f"print({index})", within=20)
+            try:
+                evaluation = await driver.run(f"print({index})", within=20)
+            except TimeoutError as exc:
+                pytest.fail(f"job {index}: {exc}\n{executor.process.log_tail()}")
             assert evaluation.state == State.STATE_SUCCEEDED, evaluation

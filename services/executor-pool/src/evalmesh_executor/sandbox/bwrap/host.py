@@ -36,6 +36,7 @@ class HostSetup:
     """What `BwrapSandbox.prepare()` found out about this host, shared by all runs.
 
     cleanups: removing finished sandboxes' cgroups and scratch, after their results.
+    after_job_s: how long after a job's end its cleanup and its replacement begin.
     """
 
     bwrap: str
@@ -52,6 +53,7 @@ class HostSetup:
     setup_timeout_s: float
     kill_timeout_s: float
     poll_interval_s: float
+    after_job_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +92,11 @@ class Launch:
     handover: int
 
 
-async def remove(prepared: Prepared) -> None:
-    """Remove the cgroups and scratch of a sandbox whose processes are all gone."""
+async def remove(prepared: Prepared, after_s: float = 0.0) -> None:
+    """Remove the cgroups and scratch of a sandbox whose processes are all gone, ``after_s``
+    from now."""
+    if after_s > 0:
+        await asyncio.sleep(after_s)
     for _ in range(_REMOVE_TRIES):
         try:
             prepared.cgroup.remove()

@@ -18,8 +18,9 @@ made, an interpreter's start-up) on the executor's event loop and on the CPUs th
 result's path use. Measured on two cores, one ``print(1)`` at a time: begun at the hand-over, it
 held the program's end back by about 10 ms (its end seen 14-16 ms after its last line, against
 3.3-3.6 ms); begun as the job ended, it held the result back as much (end_time to the client's
-hands 11-12 ms, against 3-4 ms). ``refill_delay_s`` after the job's end covers the result's way
-to storage and to its watchers (p90 about 15 ms there) on such a host.
+hands 11-12 ms, against 3-4 ms). ``after_job_s`` (``BwrapConfig``, 30 ms) after the job's end
+covers the result's way to storage and to its watchers (p90 about 15 ms there) on such a host;
+the finished sandbox's cgroups and scratch are removed then too.
 """
 
 from __future__ import annotations
@@ -136,10 +137,8 @@ class PreparedPool:
         host: HostSetup,
         runtimes: Mapping[str, Runtime],
         targets: Mapping[Shape, int],
-        refill_delay_s: float = 0.03,
     ) -> None:
         self._host = host
-        self._refill_delay_s = refill_delay_s
         self._runtimes = runtimes
         self._targets = {shape: n for shape, n in targets.items() if n > 0}
         self._ready: dict[Shape, collections.deque[Prepared]] = {
@@ -172,10 +171,10 @@ class PreparedPool:
 
     def job_ended(self, shape: Shape) -> None:
         """A job of ``shape`` ended: prepare what the pool lacks once its result is on its way
-        (``refill_delay_s`` later)."""
+        (the host's ``after_job_s`` later)."""
         wake = self._wake.get(shape)
         if wake is not None:
-            asyncio.get_running_loop().call_later(self._refill_delay_s, wake.set)
+            asyncio.get_running_loop().call_later(self._host.after_job_s, wake.set)
 
     def waiting(self) -> int:
         """How many prepared sandboxes wait now, all shapes together."""

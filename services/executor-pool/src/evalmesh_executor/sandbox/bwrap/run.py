@@ -139,8 +139,9 @@ class BwrapRun(SandboxRun):
         if not await wait_gone([self._prepared.child_pid], self._host.kill_timeout_s):
             raise SandboxError(f"pid {self._prepared.child_pid} of the sandbox outlived it")
         stats = cgroup.stats()
-        # Every process is gone: the empty cgroups and the scratch go, in the background.
-        self._host.cleanups.start(remove(self._prepared))
+        # Every process is gone: the empty cgroups and the scratch go, in the background, once
+        # the result is on its way (host.after_job_s).
+        self._host.cleanups.start(remove(self._prepared, self._host.after_job_s))
         self._stats = stats
 
     async def _kill(self, cgroup: JobCgroup) -> None:
@@ -172,8 +173,8 @@ class BwrapRun(SandboxRun):
         self._prepared.launch.status_transport.close()
 
     def _after_result(self) -> None:
-        """Nothing: the removal started with the teardown, so it has run its first step (the
-        cgroups' rmdir) by the time the caller resumes; a returned run has left no cgroup."""
+        """Nothing: the removal started with the teardown and waits ``after_job_s`` for the
+        result to be on its way; ``close()`` waits for it."""
 
     def _describe(self) -> str:
         return self._prepared.cgroup.name

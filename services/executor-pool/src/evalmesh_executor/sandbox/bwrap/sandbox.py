@@ -55,8 +55,9 @@ class BwrapConfig:
     seccomp: load the deny-list filter (see seccomp.py).
     prepared: sandboxes kept started per runtime for requests with `prepared_limits`' shape
         (its scratch size and rlimits; see prepared.py). 0: every run prepares its own.
-    refill_delay_s: a sandbox taken from the pool is replaced this long after its job ended,
-        so the preparation does not compete with the result's way out (see prepared.py).
+    after_job_s: what a finished job leaves to do (removing its empty cgroups and scratch,
+        preparing the sandbox that replaces it) starts this long after the job ended, so it
+        does not compete with the result on its way out (see prepared.py).
     """
 
     bwrap_path: str | None = None
@@ -71,7 +72,7 @@ class BwrapConfig:
     poll_interval_s: float = 0.05
     prepared: int = 0
     prepared_limits: SandboxLimits = field(default_factory=SandboxLimits)
-    refill_delay_s: float = 0.03
+    after_job_s: float = 0.03
 
 
 def _find_bwrap(configured: str | None) -> str:
@@ -173,6 +174,7 @@ class BwrapSandbox(BaseSandbox):
             setup_timeout_s=config.setup_timeout_s,
             kill_timeout_s=config.kill_timeout_s,
             poll_interval_s=config.poll_interval_s,
+            after_job_s=config.after_job_s,
         )
 
     def _start_pool(self, host: HostSetup) -> None:
@@ -182,7 +184,7 @@ class BwrapSandbox(BaseSandbox):
         shapes = {
             Shape.of(name, config.prepared_limits): config.prepared for name in host.identities
         }
-        self._pool = PreparedPool(host, config.runtimes, shapes, config.refill_delay_s)
+        self._pool = PreparedPool(host, config.runtimes, shapes)
         self._pool.start()
 
     def _seccomp_filter(self) -> bytes | None:
@@ -246,7 +248,8 @@ class BwrapSandbox(BaseSandbox):
         return self._pool.waiting() if self._pool is not None else 0
 
     def live_jobs(self) -> list[Path]:
-        """This sandbox's job cgroup directories that still exist (none once runs ended)."""
+        """This sandbox's job cgroup directories that still exist (none shortly after runs
+        ended: ``after_job_s``)."""
         cgroups = self._require_host().cgroups
         live = [parent / name for name in cgroups.created for parent in cgroups.parents]
         existing = sorted(path for path in live if path.exists())
