@@ -8,9 +8,10 @@ with "no messages", and an empty class is dropped from this round (its share goe
 others). ``fetch(1)`` of nats-py cannot probe like that: an empty class costs its whole expiry,
 and the late 408 it leaves behind costs another. A class that answered "no messages" is not
 asked again until a job of its class is stored (the publisher's core NATS hint, sent once
-JetStream acknowledged the job, which every executor receives) or ``recheck_interval`` passes
-(how redeliveries after ack_wait or a nak delay are found), so a steady stream of one class's
-jobs costs one pull per job, not one per class. When every class is empty the loop sleeps until
+JetStream acknowledged the job, which every executor receives), an executor's nak makes one
+deliverable again (hinted the same way when its delay ends), or ``recheck_interval`` passes
+(how redeliveries after ack_wait are found), so a steady stream of one class's jobs costs one
+pull per job, not one per class. When every class is empty the loop sleeps until
 such a hint or the recheck interval.
 """
 
@@ -48,11 +49,6 @@ _STEP_RETRY = 1.0
 _GIVE_BACK_TIMEOUT = 2.5
 _PULL_ONE = json.dumps({"batch": 1, "no_wait": True}).encode()
 _NO_MESSAGES = frozenset({"404", "408"})
-
-
-async def _give_back_unclaimed(msg: Msg) -> None:
-    with contextlib.suppress(*_NATS_ERRORS):
-        await msg.nak()
 
 
 def _status(msg: Msg) -> str:
@@ -171,7 +167,7 @@ class Pool:
         msg, ack_wait = taken
         if self._draining_now():  # the drain began while this pull was in flight
             self._free.release()
-            work = _give_back_unclaimed(msg)
+            work = self._runner.requeue(msg, 0)  # unclaimed: at once, to whoever pulls
         else:
             work = self._process(msg, ack_wait)
         task = asyncio.create_task(work)

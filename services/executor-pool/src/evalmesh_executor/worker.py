@@ -48,7 +48,7 @@ from evalmesh_common import (
 )
 from evalmesh_common.backoff import backoff_delay
 from evalmesh_common.server.tracing import span
-from evalmesh_common.subjects import event_subject
+from evalmesh_common.subjects import PRIORITY_NAMES, event_subject, job_hint_subject
 from evalmesh_executor.config import LimitDefaults, OutputConfig, PullConfig
 from evalmesh_executor.delivery import ack, deliveries, nak, parse_job, touch
 from evalmesh_executor.heartbeat import Heartbeat
@@ -121,6 +121,7 @@ class JobRunner:
         self.before_ack = before_ack
         self.finished = finished  # sees each recorded result (the run metrics)
         self.tracer = tracer  # None: traces are off
+        self._hints: set[asyncio.Task[None]] = set()
 
     async def process(
         self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None] = lambda: None
@@ -144,7 +145,7 @@ class JobRunner:
     ) -> None:
         if (job.runtime or DEFAULT_RUNTIME) not in self.sandbox.runtimes:
             logger.info("runtime %r not offered here; passing the job on", job.runtime)
-            await nak(msg, self.settings.pull.pass_on_delay)
+            await self.requeue(msg, self.settings.pull.pass_on_delay)
             return
         handle = self.runs.open(job.evaluation_id, job.tenant)
         if handle is None:  # a duplicate delivery of a job this instance already runs
@@ -166,7 +167,28 @@ class JobRunner:
         pull = self.settings.pull
         delivered = max(1, deliveries(msg))
         delay = backoff_delay(delivered, base=pull.backoff_base, cap=pull.backoff_cap)
+        await self.requeue(msg, delay)
+
+    async def requeue(self, msg: Msg, delay: float) -> None:
+        """Nak ``msg`` for delivery again after ``delay`` seconds, and tell idle executors (this
+        one too) once it is deliverable: a redelivery is no publication, so without the hint
+        they would find it only at their recheck."""
         await nak(msg, delay)
+        parts = msg.subject.split(".")  # evalmesh.jobs.<class>.<evaluation id>
+        if len(parts) < 3 or parts[2] not in PRIORITY_NAMES:
+            return
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._spawn_hint, parts[2])
+        else:
+            await self._hint(parts[2])
+
+    def _spawn_hint(self, priority: str) -> None:
+        task = asyncio.ensure_future(self._hint(priority))
+        self._hints.add(task)
+        task.add_done_callback(self._hints.discard)
+
+    async def _hint(self, priority: str) -> None:
+        await self.publish(job_hint_subject(priority), b"1", None)  # best effort, as events
 
     async def give_back(self, msg: Msg, handle: RunHandle, *, at_once: bool = False) -> None:
         """Return a claimed evaluation to the queue and the message to the consumer."""
@@ -174,7 +196,7 @@ class JobRunner:
             why = handle.reason or "the executor gave the evaluation back"
             await self.store.release(handle.evaluation_id, handle.attempt, why)
         if at_once:
-            await nak(msg, 0)
+            await self.requeue(msg, 0)
         else:
             await self.retry_later(msg)
 

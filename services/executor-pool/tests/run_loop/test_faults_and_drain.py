@@ -301,3 +301,25 @@ async def test_drain_gives_back_runs_that_outlast_the_grace_and_they_run_elsewhe
     assert evaluation.state == State.STATE_SUCCEEDED
     assert evaluation.attempt == 2
     assert evaluation.result.stdout == b"started\ndone\n"
+
+
+async def test_a_job_given_back_reaches_an_idle_executor_at_once_not_at_its_recheck(
+    make_mesh: MakeMesh,
+) -> None:
+    mesh = make_mesh({})
+    first = mesh.executor()
+    async with Driver(mesh) as driver:
+        log = await driver.events()
+        code = "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('done')"
+        evaluation_id = await driver.submit(code)
+        await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
+        # Idle, and rechecking an empty queue once an hour: a redelivery must be hinted.
+        mesh.executor({"EVALMESH_FETCH_RECHECK": "3600"})
+        request = executor_service_pb2.DrainRequest()
+        request.grace.FromMilliseconds(200)
+        reply = await driver.executor_stub(first).Drain(request, timeout=10)
+        assert (reply.finished, reply.returned) == (0, 1)
+        evaluation = await driver.wait_terminal(evaluation_id, within=20)
+    assert evaluation.state == State.STATE_SUCCEEDED
+    assert evaluation.attempt == 2
+    assert evaluation.result.stdout == b"started\ndone\n"
