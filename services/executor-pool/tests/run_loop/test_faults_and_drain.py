@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from nats.js.errors import NotFoundError
 
-from evalmesh.executor.v1 import executor_service_pb2
+from evalmesh.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common.priority import start_order
 from evalmesh_common.subjects import (
@@ -275,20 +275,35 @@ async def test_sigterm_during_a_run_lets_it_finish_within_the_grace_and_exits_ze
     assert evaluation.result.stdout == b"started\nfinished\n"
 
 
+LONGER_THAN_GRACE = "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('done')"
+
+
+async def _started(driver: Driver, code: str) -> str:
+    """Submit ``code`` and return its evaluation id once its first output is seen."""
+    log = await driver.events()
+    evaluation_id = await driver.submit(code)
+    await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
+    return evaluation_id
+
+
+async def _drain(
+    stub: executor_service_pb2_grpc.ExecutorServiceAsyncStub, grace_ms: int
+) -> executor_service_pb2.DrainResponse:
+    request = executor_service_pb2.DrainRequest()
+    request.grace.FromMilliseconds(grace_ms)
+    reply: executor_service_pb2.DrainResponse = await stub.Drain(request, timeout=10)
+    return reply
+
+
 async def test_drain_gives_back_runs_that_outlast_the_grace_and_they_run_elsewhere(
     make_mesh: MakeMesh,
 ) -> None:
     mesh = make_mesh({})
     first = mesh.executor()
     async with Driver(mesh) as driver:
-        log = await driver.events()
-        code = "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('done')"
-        evaluation_id = await driver.submit(code)
-        await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
+        evaluation_id = await _started(driver, LONGER_THAN_GRACE)
         stub = driver.executor_stub(first)
-        request = executor_service_pb2.DrainRequest()
-        request.grace.FromMilliseconds(200)
-        reply = await stub.Drain(request, timeout=10)
+        reply = await _drain(stub, grace_ms=200)
         assert (reply.finished, reply.returned) == (0, 1)
         status = (await stub.GetPoolStatus(executor_service_pb2.GetPoolStatusRequest())).status
         assert status.draining
@@ -309,15 +324,10 @@ async def test_a_job_given_back_reaches_an_idle_executor_at_once_not_at_its_rech
     mesh = make_mesh({})
     first = mesh.executor()
     async with Driver(mesh) as driver:
-        log = await driver.events()
-        code = "import time\nprint('started', flush=True)\ntime.sleep(1.5)\nprint('done')"
-        evaluation_id = await driver.submit(code)
-        await log.wait_for(lambda: bool(log.output(evaluation_id, STDOUT)), 20)
+        evaluation_id = await _started(driver, LONGER_THAN_GRACE)
         # Idle, and rechecking an empty queue once an hour: a redelivery must be hinted.
         mesh.executor({"EVALMESH_FETCH_RECHECK": "3600"})
-        request = executor_service_pb2.DrainRequest()
-        request.grace.FromMilliseconds(200)
-        reply = await driver.executor_stub(first).Drain(request, timeout=10)
+        reply = await _drain(driver.executor_stub(first), grace_ms=200)
         assert (reply.finished, reply.returned) == (0, 1)
         evaluation = await driver.wait_terminal(evaluation_id, within=20)
     assert evaluation.state == State.STATE_SUCCEEDED
