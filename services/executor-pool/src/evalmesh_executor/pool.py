@@ -11,8 +11,8 @@ asked again until a job of its class is stored (the publisher's core NATS hint, 
 JetStream acknowledged the job, which every executor receives), an executor's nak makes one
 deliverable again (hinted the same way when its delay ends), or ``recheck_interval`` passes
 (how redeliveries after ack_wait are found), so a steady stream of one class's jobs costs one
-pull per job, not one per class. When every class is empty the loop sleeps until
-such a hint or the recheck interval.
+pull per job, not one per class. When every class is empty the loop sleeps until such a hint or
+the recheck interval.
 """
 
 from __future__ import annotations
