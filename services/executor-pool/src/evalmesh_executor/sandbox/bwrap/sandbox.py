@@ -182,7 +182,7 @@ class BwrapSandbox(BaseSandbox):
         )
 
     async def _sweep_stranded(self, host: HostSetup) -> None:
-        """Kill, at once and then every STRANDED_SWEEP_S, the sandboxes an executor killed while
+        """Kill, now and then every STRANDED_SWEEP_S, the sandboxes an executor killed while
         starting them left behind on this host (see reaper.kill_stranded)."""
         uid = host.host_ids[0] if host.host_ids is not None else os.getuid()
         while True:
