@@ -35,7 +35,6 @@ from evalmesh_executor.sandbox.core.inside import (
 from .runtime import Runtime
 
 __all__ = [
-    "BOOT_MARKER",
     "BOOT_SOURCE",
     "ETC_FILES",
     "BwrapFds",
@@ -54,11 +53,6 @@ BOOT_SOURCE = (
     .joinpath("boot.py")
     .read_text(encoding="utf-8")
 )
-
-#: In every sandbox's command line (the boot program's function name): how an executor finds
-#: sandboxes that a dead predecessor left behind (reaper.kill_stranded).
-BOOT_MARKER = b"_evalmesh_boot"
-assert BOOT_MARKER.decode() in BOOT_SOURCE
 
 ETC_FILES: Mapping[str, bytes] = {
     "/etc/passwd": (

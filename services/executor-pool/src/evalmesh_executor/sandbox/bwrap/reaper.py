@@ -17,19 +17,12 @@ import contextlib
 import ctypes
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-__all__ = [
-    "become_subreaper",
-    "kill_stranded",
-    "reap_orphans",
-    "wait_gone",
-    "watch_children_by_pidfd",
-]
+__all__ = ["become_subreaper", "reap_orphans", "wait_gone", "watch_children_by_pidfd"]
 
 log = logging.getLogger(__name__)
 
@@ -98,52 +91,6 @@ async def wait_gone(pids: list[int], within_s: float, poll_s: float = 0.002) -> 
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(poll_s)
-
-
-def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
-    """SIGKILL every sandbox left without its bwrap monitor; return how many.
-
-    A sandbox's pid 1 lives under its monitor, the outer bwrap, for as long as it lives. bwrap
-    reports the sandbox's pid on the status pipe before it writes the uid maps and tells the
-    sandbox to go on; an executor killed in between takes the pipe's reader along, the monitor
-    dies of SIGPIPE on that report, and the sandbox waits for it on an eventfd for good (pid 1
-    of its namespace, so nothing inside can kill it). Such a process is found by what only
-    evalmesh's sandboxes have: ``marker`` in its command line (the boot program), ``uid``, a
-    nested pid namespace, a parent that is not bwrap, and an age of at least ``min_age_s``. A
-    live sandbox always has its monitor as parent, so this never touches one of a live executor.
-    """
-    killed = 0
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        status = _status(int(entry.name))
-        if status.get("Uid", "").split()[:1] != [str(uid)]:
-            continue
-        if len(status.get("NSpid", "").split()) < 2:
-            continue
-        try:
-            if marker not in (entry / "cmdline").read_bytes():
-                continue
-            parent = (_PROC / status.get("PPid", "0") / "comm").read_text().strip()
-        except OSError:
-            parent = ""
-        if parent == "bwrap" or _age_s(entry) < min_age_s:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry.name), signal.SIGKILL)
-            killed += 1
-    if killed:
-        log.warning("killed %d sandbox(es) an executor left behind without their bwrap", killed)
-    return killed
-
-
-def _age_s(proc_dir: Path) -> float:
-    try:
-        started = int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float((_PROC / "uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 def _children() -> list[int]:

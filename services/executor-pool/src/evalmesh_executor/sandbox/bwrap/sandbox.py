@@ -28,9 +28,9 @@ from .binary import bundled_bwrap, empty_directory
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .host import HostSetup, Shape
-from .layout import BOOT_MARKER, host_root_links
+from .layout import host_root_links
 from .prepared import PreparedPool, prepare
-from .reaper import become_subreaper, kill_stranded, watch_children_by_pidfd
+from .reaper import become_subreaper, watch_children_by_pidfd
 from .run import BwrapRun
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 from .scratch import ScratchMounts
@@ -40,8 +40,6 @@ __all__ = ["BwrapConfig", "BwrapSandbox"]
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
-# How often an executor looks for sandboxes a dead executor on this host left behind.
-STRANDED_SWEEP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +118,6 @@ class BwrapSandbox(BaseSandbox):
         self._host: HostSetup | None = None
         self._prepare_lock = asyncio.Lock()
         self._pool: PreparedPool | None = None
-        self._sweeper: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -131,7 +128,6 @@ class BwrapSandbox(BaseSandbox):
                 self._host = await self._discover()
                 become_subreaper()  # orphans of a sandbox are this process's to reap
                 watch_children_by_pidfd()
-                self._sweeper = asyncio.create_task(self._sweep_stranded(self._host))
                 self._start_pool(self._host)
                 log.info(
                     "bwrap sandbox ready (%s): cgroup v%d, runtimes %s, seccomp %s, "
@@ -181,17 +177,6 @@ class BwrapSandbox(BaseSandbox):
             after_job_s=config.after_job_s,
         )
 
-    async def _sweep_stranded(self, host: HostSetup) -> None:
-        """Kill, now and then every STRANDED_SWEEP_S, the sandboxes an executor killed while
-        starting them left behind on this host (see reaper.kill_stranded)."""
-        uid = host.host_ids[0] if host.host_ids is not None else os.getuid()
-        while True:
-            try:
-                kill_stranded(BOOT_MARKER, uid)
-            except OSError as exc:  # /proc unreadable: nothing to sweep here
-                log.warning("looking for stranded sandboxes failed: %s", exc)
-            await asyncio.sleep(STRANDED_SWEEP_S)
-
     def _start_pool(self, host: HostSetup) -> None:
         config = self._config
         if config.prepared <= 0:
@@ -227,10 +212,6 @@ class BwrapSandbox(BaseSandbox):
         the prepared sandboxes down."""
         self._runs.cancel_all()
         await self._runs.wait_idle()
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
