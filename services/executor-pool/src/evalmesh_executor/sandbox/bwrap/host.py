@@ -53,7 +53,7 @@ class HostSetup:
     setup_timeout_s: float
     kill_timeout_s: float
     poll_interval_s: float
-    after_job_s: float = 0.0
+    after_job_s: float
 
 
 @dataclass(frozen=True, slots=True)
