@@ -4,7 +4,9 @@ unaffected), and F04's sandbox half (an executor killed with SIGKILL takes its j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import json
 import os
 import signal
 import sys
@@ -27,8 +29,11 @@ from sandbox_helpers import (
 
 from evalmesh_executor.sandbox import SandboxOutcome
 from evalmesh_executor.sandbox.bwrap import BwrapSandbox
+from evalmesh_executor.sandbox.bwrap.binary import bundled_bwrap
 from evalmesh_executor.sandbox.bwrap.cgroup_detect import detect_cgroups
 from evalmesh_executor.sandbox.bwrap.cgroups import JOB_PREFIX
+from evalmesh_executor.sandbox.bwrap.layout import BOOT_MARKER
+from evalmesh_executor.sandbox.bwrap.reaper import kill_stranded
 
 POOL_SPINNER = """
 import multiprocessing
@@ -208,3 +213,62 @@ async def _wait_for(condition: Callable[[], bool], within_s: float) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {within_s} s")
         await asyncio.sleep(0.02)
+
+
+async def test_a_sandbox_a_killed_executor_left_waiting_is_killed_and_a_live_one_is_not(
+    sandbox: BwrapSandbox, run: Runner
+) -> None:
+    if os.geteuid() != 0 or not isinstance(sandbox, BwrapSandbox):
+        pytest.skip("bwrap's sandboxes, as root")
+    # A live job: its sandbox's pid 1 carries the marker too, under its bwrap monitor.
+    code = "import time; print('up', flush=True); time.sleep(1); print('ok')"
+    live = await run_until_printed(run, code, b"up", wall_timeout=20)
+    # What an executor killed while starting a sandbox leaves: the monitor has reported the
+    # sandbox's pid and not yet released it (here it waits on --userns-block-fd), then dies.
+    info_r, info_w = os.pipe()
+    block_r, block_w = os.pipe()
+    monitor = await asyncio.create_subprocess_exec(
+        "/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+        bundled_bwrap() or "bwrap", "--unshare-user", "--unshare-pid",
+        "--info-fd", str(info_w), "--userns-block-fd", str(block_r),
+        "--ro-bind", "/", "/", "--", "/bin/true", BOOT_MARKER.decode(),
+        pass_fds=(info_w, block_r),
+    )  # fmt: skip
+    os.close(info_w)
+    os.close(block_r)
+    try:
+        pid_one = int(json.loads(await asyncio.to_thread(_read_json, info_r))["child-pid"])
+    finally:
+        monitor.kill()
+        await monitor.wait()
+        os.close(info_r)
+        os.close(block_w)
+    await asyncio.sleep(0.2)
+    assert not _zombie(pid_one), "nothing else ends a sandbox left waiting"
+    # At least this one (other evalmesh runs on this host may have left some too).
+    assert kill_stranded(BOOT_MARKER, 65534, min_age_s=0) >= 1
+    await _wait_for(lambda: _zombie(pid_one), 2.0)
+    _reap(pid_one)  # re-parented to this process (a subreaper) when its monitor died
+    result = await live
+    assert (result.outcome, result.stdout) == (SandboxOutcome.EXITED, b"up\nok\n")
+
+
+def _read_json(fd: int) -> str:
+    data = b""
+    while b"}" not in data:
+        part = os.read(fd, 4096)
+        assert part, f"bwrap reported no pid: {data!r}"
+        data += part
+    return data.decode()
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True

@@ -35,6 +35,7 @@ from evalmesh_executor.sandbox.core.inside import (
 from .runtime import Runtime
 
 __all__ = [
+    "BOOT_MARKER",
     "BOOT_SOURCE",
     "ETC_FILES",
     "BwrapFds",
@@ -53,6 +54,11 @@ BOOT_SOURCE = (
     .joinpath("boot.py")
     .read_text(encoding="utf-8")
 )
+
+#: In every sandbox's command line (the boot program's function name): how an executor finds
+#: sandboxes that a killed executor left behind (reaper.kill_stranded).
+BOOT_MARKER = b"_evalmesh_boot"
+assert BOOT_MARKER.decode() in BOOT_SOURCE
 
 ETC_FILES: Mapping[str, bytes] = {
     "/etc/passwd": (

@@ -17,12 +17,20 @@ import contextlib
 import ctypes
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["become_subreaper", "reap_orphans", "wait_gone", "watch_children_by_pidfd"]
+__all__ = [
+    "StrandedSweeper",
+    "become_subreaper",
+    "kill_stranded",
+    "reap_orphans",
+    "wait_gone",
+    "watch_children_by_pidfd",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +99,82 @@ async def wait_gone(pids: list[int], within_s: float, poll_s: float = 0.002) -> 
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(poll_s)
+
+
+def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
+    """SIGKILL every sandbox left waiting for a bwrap monitor that is gone; return how many.
+
+    bwrap's monitor reports the sandbox's pid on the status pipe before it releases the
+    sandbox (through an eventfd) to set itself up. An executor killed in between takes the
+    monitor with it (by SIGPIPE on that report, or --die-with-parent), and the sandbox, not yet
+    bound to anyone's life, waits on the eventfd for good: the pid 1 of its own pid namespace,
+    so nothing inside can kill it. A sandbox's pid 1 lives under its monitor for as long as it
+    lives, so such a process is one with: ``uid``; pid 1 of a nested pid namespace; a parent
+    that is not bwrap; an age of at least ``min_age_s``; and ``marker`` (the boot program) in
+    its command line, read last, as it is the one read that can wait on the process.
+    """
+    killed = 0
+    for entry in _PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        status = _status(int(entry.name))
+        nspid = status.get("NSpid", "").split()
+        if status.get("Uid", "").split()[:1] != [str(uid)] or len(nspid) < 2 or nspid[-1] != "1":
+            continue
+        if _comm(status.get("PPid", "0")) == "bwrap" or _age_s(entry) < min_age_s:
+            continue
+        try:
+            if marker not in (entry / "cmdline").read_bytes():
+                continue
+        except OSError:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+    if killed:
+        log.warning("killed %d sandbox(es) a killed executor left waiting for good", killed)
+    return killed
+
+
+class StrandedSweeper:
+    """Runs kill_stranded at once and then every ``every_s``, on a daemon thread of its own:
+    reading other processes' /proc entries can wait, and must hold up neither the event loop
+    nor the executor's exit."""
+
+    def __init__(self, marker: bytes, uid: int, every_s: float) -> None:
+        self._marker, self._uid, self._every_s = marker, uid, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stranded-sandboxes", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kill_stranded(self._marker, self._uid)
+            except OSError as exc:  # /proc unreadable: nothing to sweep here
+                log.warning("looking for stranded sandboxes failed: %s", exc)
+            self._stop.wait(self._every_s)
+
+
+def _comm(pid: str) -> str:
+    try:
+        return (_PROC / pid / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _age_s(proc_dir: Path) -> float:
+    try:
+        started = int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float((_PROC / "uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return uptime - started / os.sysconf("SC_CLK_TCK")
 
 
 def _children() -> list[int]:

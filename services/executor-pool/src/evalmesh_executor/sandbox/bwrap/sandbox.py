@@ -28,9 +28,9 @@ from .binary import bundled_bwrap, empty_directory
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .host import HostSetup, Shape
-from .layout import host_root_links
+from .layout import BOOT_MARKER, host_root_links
 from .prepared import PreparedPool, prepare
-from .reaper import become_subreaper, watch_children_by_pidfd
+from .reaper import StrandedSweeper, become_subreaper, watch_children_by_pidfd
 from .run import BwrapRun
 from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
 from .scratch import ScratchMounts
@@ -40,6 +40,8 @@ __all__ = ["BwrapConfig", "BwrapSandbox"]
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
+# How often an executor looks for sandboxes a killed executor on this host left behind.
+STRANDED_SWEEP_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class BwrapSandbox(BaseSandbox):
         self._host: HostSetup | None = None
         self._prepare_lock = asyncio.Lock()
         self._pool: PreparedPool | None = None
+        self._sweeper: StrandedSweeper | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,6 +131,7 @@ class BwrapSandbox(BaseSandbox):
                 self._host = await self._discover()
                 become_subreaper()  # orphans of a sandbox are this process's to reap
                 watch_children_by_pidfd()
+                self._start_sweeper(self._host)
                 self._start_pool(self._host)
                 log.info(
                     "bwrap sandbox ready (%s): cgroup v%d, runtimes %s, seccomp %s, "
@@ -177,6 +181,11 @@ class BwrapSandbox(BaseSandbox):
             after_job_s=config.after_job_s,
         )
 
+    def _start_sweeper(self, host: HostSetup) -> None:
+        uid = host.host_ids[0] if host.host_ids is not None else os.getuid()
+        self._sweeper = StrandedSweeper(BOOT_MARKER, uid, STRANDED_SWEEP_S)
+        self._sweeper.start()
+
     def _start_pool(self, host: HostSetup) -> None:
         config = self._config
         if config.prepared <= 0:
@@ -212,6 +221,9 @@ class BwrapSandbox(BaseSandbox):
         the prepared sandboxes down."""
         self._runs.cancel_all()
         await self._runs.wait_idle()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.stop()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
