@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from storage_test_helpers import claim, create, new, spec
 
+from evalmesh_common.ids import new_evaluation_id
 from evalmesh_storage.creation import NewEvaluation
 from evalmesh_storage.domain import Chunk, Priority, State, Stream, View
 from evalmesh_storage.errors import EvaluationNotFound, InvalidArgument, RequestIdReused
@@ -24,6 +25,30 @@ async def test_a_repeated_create_returns_the_same_evaluation(storage: Storage) -
     assert again.create_time == first.create_time
     assert first.state is State.QUEUED
     assert first.attempt == 0
+
+
+async def test_a_create_given_an_id_makes_the_evaluation_under_it_unless_one_exists(
+    storage: Storage,
+) -> None:
+    chosen = new_evaluation_id()
+    made, created = await storage.create_evaluation(
+        dataclasses.replace(new(request_id="chosen"), id=chosen)
+    )
+    assert (made.id, created) == (chosen, True)
+    assert (await storage.get_evaluation(chosen, "acme", View.BASIC)).id == chosen
+    # The request_id decides: a repeat proposing another id gets the evaluation made first.
+    again, created = await storage.create_evaluation(
+        dataclasses.replace(new(request_id="chosen"), id=new_evaluation_id())
+    )
+    assert (again.id, created) == (chosen, False)
+
+
+async def test_a_create_given_an_id_not_of_the_evaluation_id_form_is_refused(
+    storage: Storage,
+) -> None:
+    for bad in ("ev_short", "key_" + new_evaluation_id()[3:], new_evaluation_id().lower()):
+        with pytest.raises(InvalidArgument):
+            await storage.create_evaluation(dataclasses.replace(new(), id=bad))
 
 
 async def test_concurrent_creates_with_one_request_id_make_one_evaluation(

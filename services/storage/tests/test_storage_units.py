@@ -1,4 +1,4 @@
-"""Fast unit tests: layering, ids, page tokens, transient-error classification."""
+"""Fast unit tests: layering, page tokens, transient-error classification."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from sqlalchemy import exc as sa_exc
 
 import evalmesh_storage
 from evalmesh_storage.errors import InvalidPageToken
-from evalmesh_storage.ids import new_evaluation_id, ulid
 from evalmesh_storage.keys import hash_secret, new_secret
 from evalmesh_storage.retry import is_transient
 from evalmesh_storage.tokens import PageTokens
@@ -37,14 +36,6 @@ def test_domain_modules_never_import_grpc() -> None:
     for path in domain:
         grpc_imports = {m for m in imported_modules(path) if m.split(".")[0] == "grpc"}
         assert not grpc_imports, f"{path.name} imports {grpc_imports}"
-
-
-def test_evaluation_ids_sort_in_creation_order_and_never_repeat() -> None:
-    ids = [new_evaluation_id() for _ in range(2000)]
-    assert ids == sorted(ids)
-    assert len(set(ids)) == len(ids)
-    assert all(i.startswith("ev_") and len(i) == 29 for i in ids)
-    assert ulid(1_000) < ulid(2_000_000_000_000)
 
 
 def test_api_key_secrets_are_long_random_and_hashed_with_sha256() -> None:

@@ -77,7 +77,7 @@ class Submitter:
         self._require_runtimes([request])
         await self._admit(request.tenant, 1)
         record, created = await self.storage.create(
-            request.tenant, request.request_id, request.spec
+            request.tenant, request.request_id, request.spec, request.id
         )
         self._after_commit()
         if needs_publication(record):
@@ -92,7 +92,7 @@ class Submitter:
         results = await self.storage.batch_create(
             [
                 storage_service_pb2.CreateEvaluationRequest(
-                    tenant=r.tenant, request_id=r.request_id, spec=r.spec
+                    tenant=r.tenant, request_id=r.request_id, spec=r.spec, id=r.id
                 )
                 for r in requests
             ]

@@ -36,10 +36,13 @@ class StorageClient:
         self.timeout = timeout
 
     async def create(
-        self, tenant: str, request_id: str, spec: evaluation_pb2.EvaluationSpec
+        self, tenant: str, request_id: str, spec: evaluation_pb2.EvaluationSpec, new_id: str = ""
     ) -> Created:
-        """Create (or find) one QUEUED evaluation; returns it and whether this call created it."""
-        request = _pb.CreateEvaluationRequest(tenant=tenant, request_id=request_id, spec=spec)
+        """Create (or find) one QUEUED evaluation; returns it and whether this call created it.
+        ``new_id``, if given, is the id a new one gets."""
+        request = _pb.CreateEvaluationRequest(
+            tenant=tenant, request_id=request_id, spec=spec, id=new_id
+        )
         response = await self._call(self._stub.CreateEvaluation, request)
         return response.record, response.created
 

@@ -132,7 +132,9 @@ def new_evaluation(request: pb.CreateEvaluationRequest, prefix: str = "") -> New
     """The domain request for one CreateEvaluationRequest."""
     if not request.HasField("spec"):
         raise invalid(f"{prefix}spec", "is required")
-    return NewEvaluation(request.tenant, request.request_id, _spec(request.spec, f"{prefix}spec."))
+    return NewEvaluation(
+        request.tenant, request.request_id, _spec(request.spec, f"{prefix}spec."), request.id
+    )
 
 
 def applied_limits(message: evaluation_pb2.AppliedLimits) -> AppliedLimits:

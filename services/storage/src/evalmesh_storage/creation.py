@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import and_, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from evalmesh_common.ids import is_evaluation_id, new_evaluation_id
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import Evaluation, Spec, State, View
-from evalmesh_storage.errors import Aborted, RequestIdReused
-from evalmesh_storage.ids import new_evaluation_id
+from evalmesh_storage.errors import Aborted, RequestIdReused, invalid
 from evalmesh_storage.models import evaluation_labels, evaluations
 from evalmesh_storage.rows import evaluation_from_row, fetch_evaluations
 from evalmesh_storage.validation import check_spec, require
@@ -80,6 +80,7 @@ class NewEvaluation:
     tenant: str
     request_id: str
     spec: Spec
+    id: str = ""  # the id a new evaluation gets; empty: a new one
 
     @property
     def key(self) -> _Key:
@@ -100,7 +101,7 @@ def create_evaluations(
     fresh: dict[_Key, dict[str, Any]] = {}  # the first request of each key
     for new, fingerprint in zip(batch, fingerprints, strict=True):
         if new.key not in fresh:
-            fresh[new.key] = _row(new_evaluation_id(), new, fingerprint, now)
+            fresh[new.key] = _row(new.id or new_evaluation_id(), new, fingerprint, now)
     inserted = _insert(tx, list(fresh.values()), batch)
     taken = [key for key, row in fresh.items() if row["id"] not in inserted]
     known = {
@@ -136,6 +137,8 @@ def _created(row: dict[str, Any], labels: Mapping[str, str]) -> Evaluation:
 def _checked(new: NewEvaluation, prefix: str) -> str:
     require(f"{prefix}tenant", new.tenant, 64)
     require(f"{prefix}request_id", new.request_id, 128)
+    if new.id and not is_evaluation_id(new.id):
+        raise invalid(f"{prefix}id", 'must be "ev_" and a ULID')
     check_spec(new.spec, f"{prefix}spec.")
     return new.spec.fingerprint()
 

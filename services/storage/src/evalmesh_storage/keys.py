@@ -13,10 +13,10 @@ import secrets
 
 from sqlalchemy import Row, Select, and_, insert, or_, select, update
 
+from evalmesh_common.ids import new_api_key_id
 from evalmesh_storage.db import Tx
 from evalmesh_storage.domain import ApiKey, CreatedApiKey, Page, Role
 from evalmesh_storage.errors import ApiKeyNotFound, InvalidApiKey
-from evalmesh_storage.ids import new_api_key_id
 from evalmesh_storage.models import api_keys
 from evalmesh_storage.tokens import PageTokens
 from evalmesh_storage.validation import check_page_size, check_text, require

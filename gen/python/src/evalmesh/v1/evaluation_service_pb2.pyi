@@ -343,6 +343,70 @@ class CancelEvaluationResponse(_message.Message):
 Global___CancelEvaluationResponse: _TypeAlias = CancelEvaluationResponse  # noqa: Y015
 
 @_typing.final
+class RunEvaluationRequest(_message.Message):
+    """RunEvaluationRequest asks to queue one evaluation and follow it to its end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SPEC_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """request_id is the client's idempotency key, as in CreateEvaluationRequest."""
+    @_builtins.property
+    def spec(self) -> _evaluation_pb2.EvaluationSpec:
+        """spec is what to run."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        spec: _evaluation_pb2.EvaluationSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "spec", b"spec"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunEvaluationRequest: _TypeAlias = RunEvaluationRequest  # noqa: Y015
+
+@_typing.final
+class RunEvaluationResponse(_message.Message):
+    """RunEvaluationResponse is one event of the evaluation run: the same events as WatchEvaluationResponse."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATION_FIELD_NUMBER: _builtins.int
+    OUTPUT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evaluation(self) -> _evaluation_pb2.Evaluation:
+        """evaluation is a snapshot (BASIC view): the queued evaluation first, then one at every state change;
+        the last one is terminal. A higher attempt comes before that attempt's output, which starts at 0.
+        """
+
+    @_builtins.property
+    def output(self) -> _evaluation_pb2.OutputChunk:
+        """output is the next piece of one output stream; per stream and attempt, offsets follow each other
+        without gaps.
+        """
+
+    def __init__(
+        self,
+        *,
+        evaluation: _evaluation_pb2.Evaluation | None = ...,
+        output: _evaluation_pb2.OutputChunk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "event", b"event", "output", b"output"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "event", b"event", "output", b"output"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["evaluation", "output"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___RunEvaluationResponse: _TypeAlias = RunEvaluationResponse  # noqa: Y015
+
+@_typing.final
 class WatchEvaluationRequest(_message.Message):
     """WatchEvaluationRequest names the evaluation to follow and where to resume its output."""
 

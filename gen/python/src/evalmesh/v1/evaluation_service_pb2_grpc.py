@@ -66,6 +66,11 @@ class EvaluationServiceStub:
                 request_serializer=evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationRequest.SerializeToString,
                 response_deserializer=evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationResponse.FromString,
                 _registered_method=True)
+        self.RunEvaluation = channel.unary_stream(
+                '/evalmesh.v1.EvaluationService/RunEvaluation',
+                request_serializer=evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationRequest.SerializeToString,
+                response_deserializer=evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationResponse.FromString,
+                _registered_method=True)
 
 
 class EvaluationServiceServicer:
@@ -126,6 +131,17 @@ class EvaluationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunEvaluation(self, request, context):
+        """RunEvaluation is CreateEvaluation and WatchEvaluation from offset 0 in one call: it queues the evaluation
+        (idempotent on request_id, refused as CreateEvaluation refuses), then streams the queued evaluation first,
+        its output, and the terminal state last, as WatchEvaluation does. A stream that drops before its first
+        message is safely repeated with the same request_id; after it, WatchEvaluation resumes from the offsets
+        received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EvaluationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +174,11 @@ def add_EvaluationServiceServicer_to_server(servicer, server):
                     servicer.WatchEvaluation,
                     request_deserializer=evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationRequest.FromString,
                     response_serializer=evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationResponse.SerializeToString,
+            ),
+            'RunEvaluation': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunEvaluation,
+                    request_deserializer=evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationRequest.FromString,
+                    response_serializer=evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -324,6 +345,33 @@ class EvaluationService:
             '/evalmesh.v1.EvaluationService/WatchEvaluation',
             evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationRequest.SerializeToString,
             evalmesh_dot_v1_dot_evaluation__service__pb2.WatchEvaluationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunEvaluation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/evalmesh.v1.EvaluationService/RunEvaluation',
+            evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationRequest.SerializeToString,
+            evalmesh_dot_v1_dot_evaluation__service__pb2.RunEvaluationResponse.FromString,
             options,
             channel_credentials,
             insecure,

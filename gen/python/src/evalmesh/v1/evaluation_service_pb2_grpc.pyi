@@ -63,6 +63,13 @@ class EvaluationServiceStub:
     """WatchEvaluation replays the stored state and output from the given offsets, then follows live
     events, and ends after the terminal state has been sent.
     """
+    RunEvaluation: _grpc.UnaryStreamMultiCallable[_evaluation_service_pb2.RunEvaluationRequest, _evaluation_service_pb2.RunEvaluationResponse]
+    """RunEvaluation is CreateEvaluation and WatchEvaluation from offset 0 in one call: it queues the evaluation
+    (idempotent on request_id, refused as CreateEvaluation refuses), then streams the queued evaluation first,
+    its output, and the terminal state last, as WatchEvaluation does. A stream that drops before its first
+    message is safely repeated with the same request_id; after it, WatchEvaluation resumes from the offsets
+    received.
+    """
 
 @_typing.type_check_only
 class EvaluationServiceAsyncStub(EvaluationServiceStub):
@@ -98,6 +105,13 @@ class EvaluationServiceAsyncStub(EvaluationServiceStub):
     WatchEvaluation: _aio.UnaryStreamMultiCallable[_evaluation_service_pb2.WatchEvaluationRequest, _evaluation_service_pb2.WatchEvaluationResponse]  # type: ignore[assignment]
     """WatchEvaluation replays the stored state and output from the given offsets, then follows live
     events, and ends after the terminal state has been sent.
+    """
+    RunEvaluation: _aio.UnaryStreamMultiCallable[_evaluation_service_pb2.RunEvaluationRequest, _evaluation_service_pb2.RunEvaluationResponse]  # type: ignore[assignment]
+    """RunEvaluation is CreateEvaluation and WatchEvaluation from offset 0 in one call: it queues the evaluation
+    (idempotent on request_id, refused as CreateEvaluation refuses), then streams the queued evaluation first,
+    its output, and the terminal state last, as WatchEvaluation does. A stream that drops before its first
+    message is safely repeated with the same request_id; after it, WatchEvaluation resumes from the offsets
+    received.
     """
 
 class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +181,19 @@ class EvaluationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_evaluation_service_pb2.WatchEvaluationResponse], _abc.AsyncIterator[_evaluation_service_pb2.WatchEvaluationResponse]]:
         """WatchEvaluation replays the stored state and output from the given offsets, then follows live
         events, and ends after the terminal state has been sent.
+        """
+
+    @_abc_1.abstractmethod
+    def RunEvaluation(
+        self,
+        request: _evaluation_service_pb2.RunEvaluationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_evaluation_service_pb2.RunEvaluationResponse], _abc.AsyncIterator[_evaluation_service_pb2.RunEvaluationResponse]]:
+        """RunEvaluation is CreateEvaluation and WatchEvaluation from offset 0 in one call: it queues the evaluation
+        (idempotent on request_id, refused as CreateEvaluation refuses), then streams the queued evaluation first,
+        its output, and the terminal state last, as WatchEvaluation does. A stream that drops before its first
+        message is safely repeated with the same request_id; after it, WatchEvaluation resumes from the offsets
+        received.
         """
 
 def add_EvaluationServiceServicer_to_server(servicer: EvaluationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file evalmesh/v1/evaluation_service.proto.
  */
 export const file_evalmesh_v1_evaluation_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRldmFsbWVzaC92MS9ldmFsdWF0aW9uX3NlcnZpY2UucHJvdG8SC2V2YWxtZXNoLnYxIlgKF0NyZWF0ZUV2YWx1YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoEc3BlYxgCIAEoCzIbLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25TcGVjIlgKGENyZWF0ZUV2YWx1YXRpb25SZXNwb25zZRIrCgpldmFsdWF0aW9uGAEgASgLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbhIPCgdjcmVhdGVkGAIgASgIIlcKHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0EjYKCHJlcXVlc3RzGAEgAygLMiQuZXZhbG1lc2gudjEuQ3JlYXRlRXZhbHVhdGlvblJlcXVlc3QiTgoeQmF0Y2hDcmVhdGVFdmFsdWF0aW9uc1Jlc3BvbnNlEiwKC2V2YWx1YXRpb25zGAEgAygLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbiJNChRHZXRFdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIpCgR2aWV3GAIgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXciRAoVR2V0RXZhbHVhdGlvblJlc3BvbnNlEisKCmV2YWx1YXRpb24YASABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uIqMDChZMaXN0RXZhbHVhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi0KBnN0YXRlcxgDIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgEIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5Ej8KBmxhYmVscxgFIAMoCzIvLmV2YWxtZXNoLnYxLkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QuTGFiZWxzRW50cnkSNQoRY3JlYXRlX3RpbWVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmNyZWF0ZV90aW1lX2JlZm9yZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoEdmlldxgIIAEoDjIbLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25WaWV3Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYAoXTGlzdEV2YWx1YXRpb25zUmVzcG9uc2USLAoLZXZhbHVhdGlvbnMYASADKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1ChdDYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEisKCmV2YWx1YXRpb24YASABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uIlIKFldhdGNoRXZhbHVhdGlvblJlcXVlc3QSCgoCaWQYASABKAkSFQoNc3Rkb3V0X29mZnNldBgCIAEoAxIVCg1zdGRlcnJfb2Zmc2V0GAMgASgDIn0KF1dhdGNoRXZhbHVhdGlvblJlc3BvbnNlEi0KCmV2YWx1YXRpb24YASABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uSAASKgoGb3V0cHV0GAIgASgLMhguZXZhbG1lc2gudjEuT3V0cHV0Q2h1bmtIAEIHCgVldmVudDLeBAoRRXZhbHVhdGlvblNlcnZpY2USXwoQQ3JlYXRlRXZhbHVhdGlvbhIkLmV2YWxtZXNoLnYxLkNyZWF0ZUV2YWx1YXRpb25SZXF1ZXN0GiUuZXZhbG1lc2gudjEuQ3JlYXRlRXZhbHVhdGlvblJlc3BvbnNlEnEKFkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnMSKi5ldmFsbWVzaC52MS5CYXRjaENyZWF0ZUV2YWx1YXRpb25zUmVxdWVzdBorLmV2YWxtZXNoLnYxLkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXNwb25zZRJWCg1HZXRFdmFsdWF0aW9uEiEuZXZhbG1lc2gudjEuR2V0RXZhbHVhdGlvblJlcXVlc3QaIi5ldmFsbWVzaC52MS5HZXRFdmFsdWF0aW9uUmVzcG9uc2USXAoPTGlzdEV2YWx1YXRpb25zEiMuZXZhbG1lc2gudjEuTGlzdEV2YWx1YXRpb25zUmVxdWVzdBokLmV2YWxtZXNoLnYxLkxpc3RFdmFsdWF0aW9uc1Jlc3BvbnNlEl8KEENhbmNlbEV2YWx1YXRpb24SJC5ldmFsbWVzaC52MS5DYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBolLmV2YWxtZXNoLnYxLkNhbmNlbEV2YWx1YXRpb25SZXNwb25zZRJeCg9XYXRjaEV2YWx1YXRpb24SIy5ldmFsbWVzaC52MS5XYXRjaEV2YWx1YXRpb25SZXF1ZXN0GiQuZXZhbG1lc2gudjEuV2F0Y2hFdmFsdWF0aW9uUmVzcG9uc2UwAWIGcHJvdG8z", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
+  fileDesc("CiRldmFsbWVzaC92MS9ldmFsdWF0aW9uX3NlcnZpY2UucHJvdG8SC2V2YWxtZXNoLnYxIlgKF0NyZWF0ZUV2YWx1YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoEc3BlYxgCIAEoCzIbLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25TcGVjIlgKGENyZWF0ZUV2YWx1YXRpb25SZXNwb25zZRIrCgpldmFsdWF0aW9uGAEgASgLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbhIPCgdjcmVhdGVkGAIgASgIIlcKHUJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0EjYKCHJlcXVlc3RzGAEgAygLMiQuZXZhbG1lc2gudjEuQ3JlYXRlRXZhbHVhdGlvblJlcXVlc3QiTgoeQmF0Y2hDcmVhdGVFdmFsdWF0aW9uc1Jlc3BvbnNlEiwKC2V2YWx1YXRpb25zGAEgAygLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbiJNChRHZXRFdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIpCgR2aWV3GAIgASgOMhsuZXZhbG1lc2gudjEuRXZhbHVhdGlvblZpZXciRAoVR2V0RXZhbHVhdGlvblJlc3BvbnNlEisKCmV2YWx1YXRpb24YASABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uIqMDChZMaXN0RXZhbHVhdGlvbnNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEi0KBnN0YXRlcxgDIAMoDjIdLmV2YWxtZXNoLnYxLkV2YWx1YXRpb24uU3RhdGUSKQoKcHJpb3JpdGllcxgEIAMoDjIVLmV2YWxtZXNoLnYxLlByaW9yaXR5Ej8KBmxhYmVscxgFIAMoCzIvLmV2YWxtZXNoLnYxLkxpc3RFdmFsdWF0aW9uc1JlcXVlc3QuTGFiZWxzRW50cnkSNQoRY3JlYXRlX3RpbWVfYWZ0ZXIYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmNyZWF0ZV90aW1lX2JlZm9yZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoEdmlldxgIIAEoDjIbLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25WaWV3Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiYAoXTGlzdEV2YWx1YXRpb25zUmVzcG9uc2USLAoLZXZhbHVhdGlvbnMYASADKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSI1ChdDYW5jZWxFdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiRwoYQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEisKCmV2YWx1YXRpb24YASABKAsyFy5ldmFsbWVzaC52MS5FdmFsdWF0aW9uIlUKFFJ1bkV2YWx1YXRpb25SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSKQoEc3BlYxgCIAEoCzIbLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25TcGVjInsKFVJ1bkV2YWx1YXRpb25SZXNwb25zZRItCgpldmFsdWF0aW9uGAEgASgLMhcuZXZhbG1lc2gudjEuRXZhbHVhdGlvbkgAEioKBm91dHB1dBgCIAEoCzIYLmV2YWxtZXNoLnYxLk91dHB1dENodW5rSABCBwoFZXZlbnQiUgoWV2F0Y2hFdmFsdWF0aW9uUmVxdWVzdBIKCgJpZBgBIAEoCRIVCg1zdGRvdXRfb2Zmc2V0GAIgASgDEhUKDXN0ZGVycl9vZmZzZXQYAyABKAMifQoXV2F0Y2hFdmFsdWF0aW9uUmVzcG9uc2USLQoKZXZhbHVhdGlvbhgBIAEoCzIXLmV2YWxtZXNoLnYxLkV2YWx1YXRpb25IABIqCgZvdXRwdXQYAiABKAsyGC5ldmFsbWVzaC52MS5PdXRwdXRDaHVua0gAQgcKBWV2ZW50MrgFChFFdmFsdWF0aW9uU2VydmljZRJfChBDcmVhdGVFdmFsdWF0aW9uEiQuZXZhbG1lc2gudjEuQ3JlYXRlRXZhbHVhdGlvblJlcXVlc3QaJS5ldmFsbWVzaC52MS5DcmVhdGVFdmFsdWF0aW9uUmVzcG9uc2UScQoWQmF0Y2hDcmVhdGVFdmFsdWF0aW9ucxIqLmV2YWxtZXNoLnYxLkJhdGNoQ3JlYXRlRXZhbHVhdGlvbnNSZXF1ZXN0GisuZXZhbG1lc2gudjEuQmF0Y2hDcmVhdGVFdmFsdWF0aW9uc1Jlc3BvbnNlElYKDUdldEV2YWx1YXRpb24SIS5ldmFsbWVzaC52MS5HZXRFdmFsdWF0aW9uUmVxdWVzdBoiLmV2YWxtZXNoLnYxLkdldEV2YWx1YXRpb25SZXNwb25zZRJcCg9MaXN0RXZhbHVhdGlvbnMSIy5ldmFsbWVzaC52MS5MaXN0RXZhbHVhdGlvbnNSZXF1ZXN0GiQuZXZhbG1lc2gudjEuTGlzdEV2YWx1YXRpb25zUmVzcG9uc2USXwoQQ2FuY2VsRXZhbHVhdGlvbhIkLmV2YWxtZXNoLnYxLkNhbmNlbEV2YWx1YXRpb25SZXF1ZXN0GiUuZXZhbG1lc2gudjEuQ2FuY2VsRXZhbHVhdGlvblJlc3BvbnNlEl4KD1dhdGNoRXZhbHVhdGlvbhIjLmV2YWxtZXNoLnYxLldhdGNoRXZhbHVhdGlvblJlcXVlc3QaJC5ldmFsbWVzaC52MS5XYXRjaEV2YWx1YXRpb25SZXNwb25zZTABElgKDVJ1bkV2YWx1YXRpb24SIS5ldmFsbWVzaC52MS5SdW5FdmFsdWF0aW9uUmVxdWVzdBoiLmV2YWxtZXNoLnYxLlJ1bkV2YWx1YXRpb25SZXNwb25zZTABYgZwcm90bzM", [file_evalmesh_v1_evaluation, file_google_protobuf_timestamp]);
 
 /**
  * CreateEvaluationRequest asks to queue one evaluation.
@@ -317,6 +317,73 @@ export const CancelEvaluationResponseSchema: GenMessage<CancelEvaluationResponse
   messageDesc(file_evalmesh_v1_evaluation_service, 9);
 
 /**
+ * RunEvaluationRequest asks to queue one evaluation and follow it to its end.
+ *
+ * @generated from message evalmesh.v1.RunEvaluationRequest
+ */
+export type RunEvaluationRequest = Message<"evalmesh.v1.RunEvaluationRequest"> & {
+  /**
+   * request_id is the client's idempotency key, as in CreateEvaluationRequest.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * spec is what to run.
+   *
+   * @generated from field: evalmesh.v1.EvaluationSpec spec = 2;
+   */
+  spec?: EvaluationSpec | undefined;
+};
+
+/**
+ * Describes the message evalmesh.v1.RunEvaluationRequest.
+ * Use `create(RunEvaluationRequestSchema)` to create a new message.
+ */
+export const RunEvaluationRequestSchema: GenMessage<RunEvaluationRequest> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_evaluation_service, 10);
+
+/**
+ * RunEvaluationResponse is one event of the evaluation run: the same events as WatchEvaluationResponse.
+ *
+ * @generated from message evalmesh.v1.RunEvaluationResponse
+ */
+export type RunEvaluationResponse = Message<"evalmesh.v1.RunEvaluationResponse"> & {
+  /**
+   * event is what happened.
+   *
+   * @generated from oneof evalmesh.v1.RunEvaluationResponse.event
+   */
+  event: {
+    /**
+     * evaluation is a snapshot (BASIC view): the queued evaluation first, then one at every state change;
+     * the last one is terminal. A higher attempt comes before that attempt's output, which starts at 0.
+     *
+     * @generated from field: evalmesh.v1.Evaluation evaluation = 1;
+     */
+    value: Evaluation;
+    case: "evaluation";
+  } | {
+    /**
+     * output is the next piece of one output stream; per stream and attempt, offsets follow each other
+     * without gaps.
+     *
+     * @generated from field: evalmesh.v1.OutputChunk output = 2;
+     */
+    value: OutputChunk;
+    case: "output";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message evalmesh.v1.RunEvaluationResponse.
+ * Use `create(RunEvaluationResponseSchema)` to create a new message.
+ */
+export const RunEvaluationResponseSchema: GenMessage<RunEvaluationResponse> = /*@__PURE__*/
+  messageDesc(file_evalmesh_v1_evaluation_service, 11);
+
+/**
  * WatchEvaluationRequest names the evaluation to follow and where to resume its output.
  *
  * @generated from message evalmesh.v1.WatchEvaluationRequest
@@ -349,7 +416,7 @@ export type WatchEvaluationRequest = Message<"evalmesh.v1.WatchEvaluationRequest
  * Use `create(WatchEvaluationRequestSchema)` to create a new message.
  */
 export const WatchEvaluationRequestSchema: GenMessage<WatchEvaluationRequest> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_evaluation_service, 10);
+  messageDesc(file_evalmesh_v1_evaluation_service, 12);
 
 /**
  * WatchEvaluationResponse is one event of a watched evaluation.
@@ -389,7 +456,7 @@ export type WatchEvaluationResponse = Message<"evalmesh.v1.WatchEvaluationRespon
  * Use `create(WatchEvaluationResponseSchema)` to create a new message.
  */
 export const WatchEvaluationResponseSchema: GenMessage<WatchEvaluationResponse> = /*@__PURE__*/
-  messageDesc(file_evalmesh_v1_evaluation_service, 11);
+  messageDesc(file_evalmesh_v1_evaluation_service, 13);
 
 /**
  * EvaluationService is the public API for submitting, reading, cancelling and watching evaluations.
@@ -468,6 +535,20 @@ export const EvaluationService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchEvaluationRequestSchema;
     output: typeof WatchEvaluationResponseSchema;
+  },
+  /**
+   * RunEvaluation is CreateEvaluation and WatchEvaluation from offset 0 in one call: it queues the evaluation
+   * (idempotent on request_id, refused as CreateEvaluation refuses), then streams the queued evaluation first,
+   * its output, and the terminal state last, as WatchEvaluation does. A stream that drops before its first
+   * message is safely repeated with the same request_id; after it, WatchEvaluation resumes from the offsets
+   * received.
+   *
+   * @generated from rpc evalmesh.v1.EvaluationService.RunEvaluation
+   */
+  runEvaluation: {
+    methodKind: "server_streaming";
+    input: typeof RunEvaluationRequestSchema;
+    output: typeof RunEvaluationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_evalmesh_v1_evaluation_service, 0);

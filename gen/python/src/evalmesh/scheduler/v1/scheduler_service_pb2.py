@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-evalmesh/scheduler/v1/scheduler_service.proto\x12\x15\x65valmesh.scheduler.v1\x1a evalmesh/storage/v1/record.proto\x1a\x19\x65valmesh/v1/cluster.proto\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x01\n\x17SubmitEvaluationRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12/\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.evalmesh.v1.EvaluationSpecR\x04spec\"s\n\x18SubmitEvaluationResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"k\n\x1d\x42\x61tchSubmitEvaluationsRequest\x12J\n\x08requests\x18\x01 \x03(\x0b\x32..evalmesh.scheduler.v1.SubmitEvaluationRequestR\x08requests\"o\n\x1e\x42\x61tchSubmitEvaluationsResponse\x12M\n\tresponses\x18\x01 \x03(\x0b\x32/.evalmesh.scheduler.v1.SubmitEvaluationResponseR\tresponses\"Y\n\x17\x43\x61ncelEvaluationRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"Y\n\x18\x43\x61ncelEvaluationResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\"A\n\x17GetQueuePositionRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"\x96\x01\n\x18GetQueuePositionResponse\x12\x1f\n\x08position\x18\x01 \x01(\x03H\x00R\x08position\x88\x01\x01\x12L\n\x14\x65stimated_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x12\x65stimatedStartTimeB\x0b\n\t_position\"\x16\n\x14GetQueueStatsRequest\"F\n\x15GetQueueStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.QueueStatsR\x05stats\"\x16\n\x14ListExecutorsRequest\"L\n\x15ListExecutorsResponse\x12\x33\n\texecutors\x18\x01 \x03(\x0b\x32\x15.evalmesh.v1.ExecutorR\texecutors\"\x15\n\x13ListRuntimesRequest\"H\n\x14ListRuntimesResponse\x12\x30\n\x08runtimes\x18\x01 \x03(\x0b\x32\x14.evalmesh.v1.RuntimeR\x08runtimes\"T\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"}\n\x17ListDeadLettersResponse\x12:\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.evalmesh.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n\x18RedriveDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"Z\n\x19RedriveDeadLetterResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\"2\n\x14GetDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"Q\n\x15GetDeadLetterResponse\x12\x38\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.DeadLetterR\ndeadLetter\"W\n\x14\x44rainExecutorRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12/\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05grace\"J\n\x15\x44rainExecutorResponse\x12\x31\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32\x15.evalmesh.v1.ExecutorR\x08\x65xecutor\"]\n\x17PurgeEvaluationsRequest\x12\x42\n\x0f\x65nd_time_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rendTimeBefore\"N\n\x18PurgeEvaluationsResponse\x12\x16\n\x06purged\x18\x01 \x01(\x03R\x06purged\x12\x1a\n\x08\x63omplete\x18\x02 \x01(\x08R\x08\x63omplete2\xf1\n\n\x10SchedulerService\x12s\n\x10SubmitEvaluation\x12..evalmesh.scheduler.v1.SubmitEvaluationRequest\x1a/.evalmesh.scheduler.v1.SubmitEvaluationResponse\x12\x85\x01\n\x16\x42\x61tchSubmitEvaluations\x12\x34.evalmesh.scheduler.v1.BatchSubmitEvaluationsRequest\x1a\x35.evalmesh.scheduler.v1.BatchSubmitEvaluationsResponse\x12s\n\x10\x43\x61ncelEvaluation\x12..evalmesh.scheduler.v1.CancelEvaluationRequest\x1a/.evalmesh.scheduler.v1.CancelEvaluationResponse\x12s\n\x10GetQueuePosition\x12..evalmesh.scheduler.v1.GetQueuePositionRequest\x1a/.evalmesh.scheduler.v1.GetQueuePositionResponse\x12j\n\rGetQueueStats\x12+.evalmesh.scheduler.v1.GetQueueStatsRequest\x1a,.evalmesh.scheduler.v1.GetQueueStatsResponse\x12j\n\rListExecutors\x12+.evalmesh.scheduler.v1.ListExecutorsRequest\x1a,.evalmesh.scheduler.v1.ListExecutorsResponse\x12g\n\x0cListRuntimes\x12*.evalmesh.scheduler.v1.ListRuntimesRequest\x1a+.evalmesh.scheduler.v1.ListRuntimesResponse\x12p\n\x0fListDeadLetters\x12-.evalmesh.scheduler.v1.ListDeadLettersRequest\x1a..evalmesh.scheduler.v1.ListDeadLettersResponse\x12v\n\x11RedriveDeadLetter\x12/.evalmesh.scheduler.v1.RedriveDeadLetterRequest\x1a\x30.evalmesh.scheduler.v1.RedriveDeadLetterResponse\x12j\n\rGetDeadLetter\x12+.evalmesh.scheduler.v1.GetDeadLetterRequest\x1a,.evalmesh.scheduler.v1.GetDeadLetterResponse\x12j\n\rDrainExecutor\x12+.evalmesh.scheduler.v1.DrainExecutorRequest\x1a,.evalmesh.scheduler.v1.DrainExecutorResponse\x12s\n\x10PurgeEvaluations\x12..evalmesh.scheduler.v1.PurgeEvaluationsRequest\x1a/.evalmesh.scheduler.v1.PurgeEvaluationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-evalmesh/scheduler/v1/scheduler_service.proto\x12\x15\x65valmesh.scheduler.v1\x1a evalmesh/storage/v1/record.proto\x1a\x19\x65valmesh/v1/cluster.proto\x1a\x1c\x65valmesh/v1/evaluation.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x01\n\x17SubmitEvaluationRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1d\n\nrequest_id\x18\x02 \x01(\tR\trequestId\x12/\n\x04spec\x18\x03 \x01(\x0b\x32\x1b.evalmesh.v1.EvaluationSpecR\x04spec\x12\x0e\n\x02id\x18\x04 \x01(\tR\x02id\"s\n\x18SubmitEvaluationResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\x12\x18\n\x07\x63reated\x18\x02 \x01(\x08R\x07\x63reated\"k\n\x1d\x42\x61tchSubmitEvaluationsRequest\x12J\n\x08requests\x18\x01 \x03(\x0b\x32..evalmesh.scheduler.v1.SubmitEvaluationRequestR\x08requests\"o\n\x1e\x42\x61tchSubmitEvaluationsResponse\x12M\n\tresponses\x18\x01 \x03(\x0b\x32/.evalmesh.scheduler.v1.SubmitEvaluationResponseR\tresponses\"Y\n\x17\x43\x61ncelEvaluationRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n\x06reason\x18\x03 \x01(\tR\x06reason\"Y\n\x18\x43\x61ncelEvaluationResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\"A\n\x17GetQueuePositionRequest\x12\x16\n\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x0e\n\x02id\x18\x02 \x01(\tR\x02id\"\x96\x01\n\x18GetQueuePositionResponse\x12\x1f\n\x08position\x18\x01 \x01(\x03H\x00R\x08position\x88\x01\x01\x12L\n\x14\x65stimated_start_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x12\x65stimatedStartTimeB\x0b\n\t_position\"\x16\n\x14GetQueueStatsRequest\"F\n\x15GetQueueStatsResponse\x12-\n\x05stats\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.QueueStatsR\x05stats\"\x16\n\x14ListExecutorsRequest\"L\n\x15ListExecutorsResponse\x12\x33\n\texecutors\x18\x01 \x03(\x0b\x32\x15.evalmesh.v1.ExecutorR\texecutors\"\x15\n\x13ListRuntimesRequest\"H\n\x14ListRuntimesResponse\x12\x30\n\x08runtimes\x18\x01 \x03(\x0b\x32\x14.evalmesh.v1.RuntimeR\x08runtimes\"T\n\x16ListDeadLettersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\"}\n\x17ListDeadLettersResponse\x12:\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x17.evalmesh.v1.DeadLetterR\x0b\x64\x65\x61\x64Letters\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"6\n\x18RedriveDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"Z\n\x19RedriveDeadLetterResponse\x12=\n\x06record\x18\x01 \x01(\x0b\x32%.evalmesh.storage.v1.EvaluationRecordR\x06record\"2\n\x14GetDeadLetterRequest\x12\x1a\n\x08sequence\x18\x01 \x01(\x04R\x08sequence\"Q\n\x15GetDeadLetterResponse\x12\x38\n\x0b\x64\x65\x61\x64_letter\x18\x01 \x01(\x0b\x32\x17.evalmesh.v1.DeadLetterR\ndeadLetter\"W\n\x14\x44rainExecutorRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12/\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationR\x05grace\"J\n\x15\x44rainExecutorResponse\x12\x31\n\x08\x65xecutor\x18\x01 \x01(\x0b\x32\x15.evalmesh.v1.ExecutorR\x08\x65xecutor\"]\n\x17PurgeEvaluationsRequest\x12\x42\n\x0f\x65nd_time_before\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rendTimeBefore\"N\n\x18PurgeEvaluationsResponse\x12\x16\n\x06purged\x18\x01 \x01(\x03R\x06purged\x12\x1a\n\x08\x63omplete\x18\x02 \x01(\x08R\x08\x63omplete2\xf1\n\n\x10SchedulerService\x12s\n\x10SubmitEvaluation\x12..evalmesh.scheduler.v1.SubmitEvaluationRequest\x1a/.evalmesh.scheduler.v1.SubmitEvaluationResponse\x12\x85\x01\n\x16\x42\x61tchSubmitEvaluations\x12\x34.evalmesh.scheduler.v1.BatchSubmitEvaluationsRequest\x1a\x35.evalmesh.scheduler.v1.BatchSubmitEvaluationsResponse\x12s\n\x10\x43\x61ncelEvaluation\x12..evalmesh.scheduler.v1.CancelEvaluationRequest\x1a/.evalmesh.scheduler.v1.CancelEvaluationResponse\x12s\n\x10GetQueuePosition\x12..evalmesh.scheduler.v1.GetQueuePositionRequest\x1a/.evalmesh.scheduler.v1.GetQueuePositionResponse\x12j\n\rGetQueueStats\x12+.evalmesh.scheduler.v1.GetQueueStatsRequest\x1a,.evalmesh.scheduler.v1.GetQueueStatsResponse\x12j\n\rListExecutors\x12+.evalmesh.scheduler.v1.ListExecutorsRequest\x1a,.evalmesh.scheduler.v1.ListExecutorsResponse\x12g\n\x0cListRuntimes\x12*.evalmesh.scheduler.v1.ListRuntimesRequest\x1a+.evalmesh.scheduler.v1.ListRuntimesResponse\x12p\n\x0fListDeadLetters\x12-.evalmesh.scheduler.v1.ListDeadLettersRequest\x1a..evalmesh.scheduler.v1.ListDeadLettersResponse\x12v\n\x11RedriveDeadLetter\x12/.evalmesh.scheduler.v1.RedriveDeadLetterRequest\x1a\x30.evalmesh.scheduler.v1.RedriveDeadLetterResponse\x12j\n\rGetDeadLetter\x12+.evalmesh.scheduler.v1.GetDeadLetterRequest\x1a,.evalmesh.scheduler.v1.GetDeadLetterResponse\x12j\n\rDrainExecutor\x12+.evalmesh.scheduler.v1.DrainExecutorRequest\x1a,.evalmesh.scheduler.v1.DrainExecutorResponse\x12s\n\x10PurgeEvaluations\x12..evalmesh.scheduler.v1.PurgeEvaluationsRequest\x1a/.evalmesh.scheduler.v1.PurgeEvaluationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,53 +37,53 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'evalmesh.scheduler.v1.sched
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBMITEVALUATIONREQUEST']._serialized_start=229
-  _globals['_SUBMITEVALUATIONREQUEST']._serialized_end=358
-  _globals['_SUBMITEVALUATIONRESPONSE']._serialized_start=360
-  _globals['_SUBMITEVALUATIONRESPONSE']._serialized_end=475
-  _globals['_BATCHSUBMITEVALUATIONSREQUEST']._serialized_start=477
-  _globals['_BATCHSUBMITEVALUATIONSREQUEST']._serialized_end=584
-  _globals['_BATCHSUBMITEVALUATIONSRESPONSE']._serialized_start=586
-  _globals['_BATCHSUBMITEVALUATIONSRESPONSE']._serialized_end=697
-  _globals['_CANCELEVALUATIONREQUEST']._serialized_start=699
-  _globals['_CANCELEVALUATIONREQUEST']._serialized_end=788
-  _globals['_CANCELEVALUATIONRESPONSE']._serialized_start=790
-  _globals['_CANCELEVALUATIONRESPONSE']._serialized_end=879
-  _globals['_GETQUEUEPOSITIONREQUEST']._serialized_start=881
-  _globals['_GETQUEUEPOSITIONREQUEST']._serialized_end=946
-  _globals['_GETQUEUEPOSITIONRESPONSE']._serialized_start=949
-  _globals['_GETQUEUEPOSITIONRESPONSE']._serialized_end=1099
-  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1101
-  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1123
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1125
-  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1195
-  _globals['_LISTEXECUTORSREQUEST']._serialized_start=1197
-  _globals['_LISTEXECUTORSREQUEST']._serialized_end=1219
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=1221
-  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=1297
-  _globals['_LISTRUNTIMESREQUEST']._serialized_start=1299
-  _globals['_LISTRUNTIMESREQUEST']._serialized_end=1320
-  _globals['_LISTRUNTIMESRESPONSE']._serialized_start=1322
-  _globals['_LISTRUNTIMESRESPONSE']._serialized_end=1394
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1396
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1480
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1482
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1607
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=1609
-  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=1663
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=1665
-  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=1755
-  _globals['_GETDEADLETTERREQUEST']._serialized_start=1757
-  _globals['_GETDEADLETTERREQUEST']._serialized_end=1807
-  _globals['_GETDEADLETTERRESPONSE']._serialized_start=1809
-  _globals['_GETDEADLETTERRESPONSE']._serialized_end=1890
-  _globals['_DRAINEXECUTORREQUEST']._serialized_start=1892
-  _globals['_DRAINEXECUTORREQUEST']._serialized_end=1979
-  _globals['_DRAINEXECUTORRESPONSE']._serialized_start=1981
-  _globals['_DRAINEXECUTORRESPONSE']._serialized_end=2055
-  _globals['_PURGEEVALUATIONSREQUEST']._serialized_start=2057
-  _globals['_PURGEEVALUATIONSREQUEST']._serialized_end=2150
-  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_start=2152
-  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_end=2230
-  _globals['_SCHEDULERSERVICE']._serialized_start=2233
-  _globals['_SCHEDULERSERVICE']._serialized_end=3626
+  _globals['_SUBMITEVALUATIONREQUEST']._serialized_end=374
+  _globals['_SUBMITEVALUATIONRESPONSE']._serialized_start=376
+  _globals['_SUBMITEVALUATIONRESPONSE']._serialized_end=491
+  _globals['_BATCHSUBMITEVALUATIONSREQUEST']._serialized_start=493
+  _globals['_BATCHSUBMITEVALUATIONSREQUEST']._serialized_end=600
+  _globals['_BATCHSUBMITEVALUATIONSRESPONSE']._serialized_start=602
+  _globals['_BATCHSUBMITEVALUATIONSRESPONSE']._serialized_end=713
+  _globals['_CANCELEVALUATIONREQUEST']._serialized_start=715
+  _globals['_CANCELEVALUATIONREQUEST']._serialized_end=804
+  _globals['_CANCELEVALUATIONRESPONSE']._serialized_start=806
+  _globals['_CANCELEVALUATIONRESPONSE']._serialized_end=895
+  _globals['_GETQUEUEPOSITIONREQUEST']._serialized_start=897
+  _globals['_GETQUEUEPOSITIONREQUEST']._serialized_end=962
+  _globals['_GETQUEUEPOSITIONRESPONSE']._serialized_start=965
+  _globals['_GETQUEUEPOSITIONRESPONSE']._serialized_end=1115
+  _globals['_GETQUEUESTATSREQUEST']._serialized_start=1117
+  _globals['_GETQUEUESTATSREQUEST']._serialized_end=1139
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_start=1141
+  _globals['_GETQUEUESTATSRESPONSE']._serialized_end=1211
+  _globals['_LISTEXECUTORSREQUEST']._serialized_start=1213
+  _globals['_LISTEXECUTORSREQUEST']._serialized_end=1235
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_start=1237
+  _globals['_LISTEXECUTORSRESPONSE']._serialized_end=1313
+  _globals['_LISTRUNTIMESREQUEST']._serialized_start=1315
+  _globals['_LISTRUNTIMESREQUEST']._serialized_end=1336
+  _globals['_LISTRUNTIMESRESPONSE']._serialized_start=1338
+  _globals['_LISTRUNTIMESRESPONSE']._serialized_end=1410
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1412
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1496
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1498
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1623
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_start=1625
+  _globals['_REDRIVEDEADLETTERREQUEST']._serialized_end=1679
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_start=1681
+  _globals['_REDRIVEDEADLETTERRESPONSE']._serialized_end=1771
+  _globals['_GETDEADLETTERREQUEST']._serialized_start=1773
+  _globals['_GETDEADLETTERREQUEST']._serialized_end=1823
+  _globals['_GETDEADLETTERRESPONSE']._serialized_start=1825
+  _globals['_GETDEADLETTERRESPONSE']._serialized_end=1906
+  _globals['_DRAINEXECUTORREQUEST']._serialized_start=1908
+  _globals['_DRAINEXECUTORREQUEST']._serialized_end=1995
+  _globals['_DRAINEXECUTORRESPONSE']._serialized_start=1997
+  _globals['_DRAINEXECUTORRESPONSE']._serialized_end=2071
+  _globals['_PURGEEVALUATIONSREQUEST']._serialized_start=2073
+  _globals['_PURGEEVALUATIONSREQUEST']._serialized_end=2166
+  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_start=2168
+  _globals['_PURGEEVALUATIONSRESPONSE']._serialized_end=2246
+  _globals['_SCHEDULERSERVICE']._serialized_start=2249
+  _globals['_SCHEDULERSERVICE']._serialized_end=3642
 # @@protoc_insertion_point(module_scope)

@@ -33,10 +33,15 @@ class CreateEvaluationRequest(_message.Message):
     TENANT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     tenant: _builtins.str
     """tenant owns the evaluation."""
     request_id: _builtins.str
     """request_id is the client's idempotency key, unique per tenant."""
+    id: _builtins.str
+    """id, when set, is the id a new evaluation gets ("ev_" and a ULID, chosen by a gateway); empty: a new
+    one. Unused when request_id finds an evaluation created earlier.
+    """
     @_builtins.property
     def spec(self) -> _evaluation_pb2.EvaluationSpec:
         """spec is the validated spec, defaults resolved."""
@@ -47,10 +52,11 @@ class CreateEvaluationRequest(_message.Message):
         tenant: _builtins.str = ...,
         request_id: _builtins.str = ...,
         spec: _evaluation_pb2.EvaluationSpec | None = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "spec", b"spec", "tenant", b"tenant"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id", "spec", b"spec", "tenant", b"tenant"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

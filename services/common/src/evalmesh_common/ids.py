@@ -8,13 +8,15 @@ listings that break create-time ties by id keep creation order.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
 
-__all__ = ["new_api_key_id", "new_evaluation_id", "ulid"]
+__all__ = ["is_evaluation_id", "new_api_key_id", "new_evaluation_id", "ulid"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_EVALUATION_ID = re.compile(f"ev_[{_ALPHABET}]{{26}}")
 _RANDOM_BITS = 80
 _lock = threading.Lock()
 _last = 0
@@ -43,6 +45,11 @@ def ulid(now_ms: int | None = None) -> str:
 def new_evaluation_id() -> str:
     """Return a new evaluation id, ``ev_`` + ULID."""
     return f"ev_{ulid()}"
+
+
+def is_evaluation_id(text: str) -> bool:
+    """Whether ``text`` has the form new_evaluation_id() gives."""
+    return _EVALUATION_ID.fullmatch(text) is not None
 
 
 def new_api_key_id() -> str:
