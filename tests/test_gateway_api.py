@@ -145,6 +145,7 @@ def _every_rpc(api: Api) -> list[tuple[str, Callable[..., object], object]]:
         ("ListApiKeys", api.keys.ListApiKeys, api_key_service_pb2.ListApiKeysRequest()),
         ("RevokeApiKey", api.keys.RevokeApiKey, api_key_service_pb2.RevokeApiKeyRequest(id="k")),
         ("WatchEvaluation", api.evaluations.WatchEvaluation, ES.WatchEvaluationRequest(id="x")),
+        ("RunEvaluation", api.evaluations.RunEvaluation, ES.RunEvaluationRequest()),
     ]
 
 

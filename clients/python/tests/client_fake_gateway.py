@@ -110,6 +110,9 @@ class FakeGateway:
         self.deadlines: list[float | None] = []
         self.delay = 0.0  # seconds every call waits before answering
         self.watches: list[Watch] = []
+        # RunEvaluation answers these in turn (as RunEvaluationResponse); none left: UNIMPLEMENTED,
+        # as from a gateway without it.
+        self.runs: list[Watch] = []
         self.evaluations: dict[str, evaluation_pb2.Evaluation] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -239,6 +242,18 @@ class _Evaluations(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         for item in script:
             if isinstance(item, _svc.WatchEvaluationResponse):
                 yield item
+            else:
+                await context.abort(item.code, item.details, item.trailing_metadata)
+
+    async def RunEvaluation(
+        self, request: _svc.RunEvaluationRequest, context: Context
+    ) -> AsyncIterator[_svc.RunEvaluationResponse]:
+        await self.fake.answer("RunEvaluation", request, context)
+        if not self.fake.runs:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RunEvaluation is not scripted")
+        for item in self.fake.runs.pop(0):
+            if isinstance(item, _svc.WatchEvaluationResponse):
+                yield _svc.RunEvaluationResponse.FromString(item.SerializeToString())
             else:
                 await context.abort(item.code, item.details, item.trailing_metadata)
 

@@ -8,7 +8,7 @@ a foreign evaluation answers exactly like a missing one (storage scopes every re
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import grpc.aio
@@ -27,6 +27,7 @@ from evalmesh.v1 import (
     evaluation_service_pb2_grpc,
 )
 from evalmesh_common import ResourceExhausted
+from evalmesh_common.ids import new_evaluation_id
 from evalmesh_gateway.auth import Authenticator
 from evalmesh_gateway.metrics import TenantMetrics
 from evalmesh_gateway.operations import activity_request, drain_request, purge_request
@@ -192,7 +193,27 @@ class EvaluationServicer(evaluation_service_pb2_grpc.EvaluationServiceServicer):
         evaluation_id = validate_id(request.id)
         offsets = (max(0, request.stdout_offset), max(0, request.stderr_offset))
         async for event in self._watcher.watch(principal.tenant, evaluation_id, offsets):
-            yield event
+            yield cast(evaluation_service_pb2.WatchEvaluationResponse, event)
+
+    async def RunEvaluation(
+        self, request: evaluation_service_pb2.RunEvaluationRequest, context: Context
+    ) -> AsyncIterator[evaluation_service_pb2.RunEvaluationResponse]:
+        principal = await self._up.auth.authenticate(context)
+        self._admit(principal.tenant)
+        spec = validate_create(request, self._up.bounds)
+        # Its id is chosen here, so the watcher can subscribe to its events before it exists.
+        new_id = new_evaluation_id()
+
+        async def create() -> evaluation_pb2.Evaluation:
+            submit = scheduler_service_pb2.SubmitEvaluationRequest(
+                tenant=principal.tenant, request_id=request.request_id, spec=spec, id=new_id
+            )
+            reply = await self._up.scheduler.SubmitEvaluation(submit, timeout=TIMEOUT)
+            self._created(principal.tenant, int(reply.created))
+            return _basic(reply.record.evaluation)
+
+        async for event in self._watcher.run(principal.tenant, new_id, create):
+            yield cast(evaluation_service_pb2.RunEvaluationResponse, event)
 
 
 class ClusterServicer(cluster_service_pb2_grpc.ClusterServiceServicer):

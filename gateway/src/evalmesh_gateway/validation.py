@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
+from typing import TypeAlias
 
 from evalmesh.v1 import api_key_pb2, api_key_service_pb2, evaluation_pb2, evaluation_service_pb2
 from evalmesh_common import FieldViolation, InvalidArgument
@@ -33,6 +34,11 @@ __all__ = [
     "validate_list_keys",
     "validate_page_size",
 ]
+
+#: What CreateEvaluation and RunEvaluation both take: a request_id and a spec.
+CreateLike: TypeAlias = (
+    evaluation_service_pb2.CreateEvaluationRequest | evaluation_service_pb2.RunEvaluationRequest
+)
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -156,9 +162,7 @@ def _spec(spec: evaluation_pb2.EvaluationSpec, bounds: Bounds, at: str) -> Itera
     yield from _labels(dict(spec.labels), bounds, f"{at}.labels")
 
 
-def _create(
-    request: evaluation_service_pb2.CreateEvaluationRequest, bounds: Bounds, at: str
-) -> Iterator[FieldViolation]:
+def _create(request: CreateLike, bounds: Bounds, at: str) -> Iterator[FieldViolation]:
     if not _REQUEST_ID.fullmatch(request.request_id):
         yield FieldViolation(
             f"{at}request_id", "must be 1 to 128 printable ASCII characters without spaces"
@@ -196,9 +200,7 @@ def resolve_spec(
     return resolved
 
 
-def validate_create(
-    request: evaluation_service_pb2.CreateEvaluationRequest, bounds: Bounds
-) -> evaluation_pb2.EvaluationSpec:
+def validate_create(request: CreateLike, bounds: Bounds) -> evaluation_pb2.EvaluationSpec:
     """Raise InvalidArgument listing every problem, or return the spec with defaults resolved."""
     _raise(list(_create(request, bounds, "")))
     return resolve_spec(request.spec, bounds)

@@ -10,6 +10,10 @@ were stored than it has sent. Storage is re-read at any change an event does not
 quiet timer, so a lost event can delay a watcher but never leave it hanging or skipping bytes. The
 stream ends after the terminal snapshot.
 
+RunEvaluation follows an evaluation that does not exist yet: the gateway picks its id, subscribes,
+and only then has it created, so the created evaluation is the first snapshot and no event can
+come before the subscription; that spares the storage read a watch opens with.
+
 With traces on (a ``tracer``), passing on a terminal state event is one ``gateway.watch.deliver``
 span (kind CONSUMER) in the evaluation's trace: its parent is the executor's job span, from the
 event's ``traceparent`` header, and it lasts from the event's arrival until the stream has sent
@@ -22,11 +26,12 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, TypeAlias
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2, storage_service_pb2_grpc
@@ -42,7 +47,15 @@ if TYPE_CHECKING:
 __all__ = ["Watcher"]
 
 State = evaluation_pb2.Evaluation.State
-Response = evaluation_service_pb2.WatchEvaluationResponse
+Response: TypeAlias = (
+    evaluation_service_pb2.WatchEvaluationResponse | evaluation_service_pb2.RunEvaluationResponse
+)
+ResponseType: TypeAlias = (
+    type[evaluation_service_pb2.WatchEvaluationResponse]
+    | type[evaluation_service_pb2.RunEvaluationResponse]
+)
+#: Creates the evaluation a run follows and returns it (BASIC view).
+Create: TypeAlias = Callable[[], Awaitable[evaluation_pb2.Evaluation]]
 STDOUT = evaluation_pb2.OUTPUT_STREAM_STDOUT
 STDERR = evaluation_pb2.OUTPUT_STREAM_STDERR
 READ_BYTES = 256 * 1024
@@ -79,6 +92,20 @@ class Watcher:
         try:
             session = _Session(self, tenant, evaluation_id, offsets)
             async for response in session.run():
+                yield response
+        finally:
+            self.cap.leave(tenant)
+
+    async def run(self, tenant: str, new_id: str, create: Create) -> AsyncIterator[Response]:
+        """Follow the evaluation ``create`` makes with id ``new_id``: subscribe, create, then
+        yield it and its events as a watch from offset 0 does. If ``create`` returns another
+        evaluation (its request_id made one earlier), follow that one as a watch does."""
+        self.cap.enter(tenant)
+        try:
+            session = _Session(
+                self, tenant, new_id, (0, 0), evaluation_service_pb2.RunEvaluationResponse
+            )
+            async for response in session.run(create):
                 yield response
         finally:
             self.cap.leave(tenant)
@@ -120,9 +147,15 @@ class _Session:
     """One watch stream's state: the next byte to send per stream, and the live event queue."""
 
     def __init__(
-        self, watcher: Watcher, tenant: str, evaluation_id: str, offsets: tuple[int, int]
+        self,
+        watcher: Watcher,
+        tenant: str,
+        evaluation_id: str,
+        offsets: tuple[int, int],
+        response: ResponseType = evaluation_service_pb2.WatchEvaluationResponse,
     ) -> None:
         self._watcher = watcher
+        self._response = response
         self._tracer = watcher._tracer
         self._tenant = tenant
         self._id = evaluation_id
@@ -135,23 +168,38 @@ class _Session:
         # Traces on: the trace headers of the last terminal event and when it arrived (ns).
         self._terminal_arrival: tuple[dict[str, str], int] | None = None
 
-    async def run(self) -> AsyncIterator[Response]:
-        # Interest first, then the read: an event published in between is queued, not lost.
-        nats = self._watcher._nats
-        subscription = await nats.subscribe(event_subject(self._id), cb=self._on_message)
+    async def run(self, create: Create | None = None) -> AsyncIterator[Response]:
+        # Interest first, then the read (or the creation): an event published in between is
+        # queued, not lost.
+        subscription = await self._subscribe()
         try:
-            with contextlib.suppress(Exception):  # NATS away: the quiet timer still catches up
-                await nats.flush(timeout=_FLUSH_TIMEOUT)
-            # The read also proves the tenant owns the evaluation: NOT_FOUND ends the stream here,
-            # before anything queued is sent.
-            evaluation = await self._snapshot()
+            if create is None:
+                # The read also proves the tenant owns the evaluation: NOT_FOUND ends the stream
+                # here, before anything queued is sent.
+                evaluation = await self._snapshot()
+            else:
+                evaluation = await create()
+                self._stored = (0, 0)
+                if evaluation.id != self._id:  # request_id's earlier evaluation: watch that one
+                    with contextlib.suppress(Exception):
+                        await subscription.unsubscribe()
+                    self._id, self._stored = evaluation.id, None
+                    subscription = await self._subscribe()
+                    evaluation = await self._snapshot()
             self._attempt = evaluation.attempt
-            yield Response(evaluation=evaluation)
+            yield self._response(evaluation=evaluation)
             async for response in self._follow(evaluation):
                 yield response
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
+
+    async def _subscribe(self) -> Subscription:
+        nats = self._watcher._nats
+        subscription = await nats.subscribe(event_subject(self._id), cb=self._on_message)
+        with contextlib.suppress(Exception):  # NATS away: the quiet timer still catches up
+            await nats.flush(timeout=_FLUSH_TIMEOUT)
+        return subscription
 
     async def _follow(self, evaluation: evaluation_pb2.Evaluation) -> AsyncIterator[Response]:
         state = evaluation.state
@@ -183,7 +231,7 @@ class _Session:
                 self._next = {STDOUT: 0, STDERR: 0}
             state, self._attempt = evaluation.state, evaluation.attempt
             if changed and state not in TERMINAL_STATES:
-                yield Response(evaluation=evaluation)
+                yield self._response(evaluation=evaluation)
             # At a terminal state everything was persisted already: send the rest, then the end.
             # An event's RUNNING is a claim: the new attempt has stored nothing yet.
             if told is None or (state in TERMINAL_STATES and self._unsent(evaluation)):
@@ -192,7 +240,7 @@ class _Session:
             if changed and state in TERMINAL_STATES:
                 delivery = self._delivery(told)
                 try:
-                    yield Response(evaluation=evaluation)
+                    yield self._response(evaluation=evaluation)
                 finally:
                     if delivery is not None:
                         delivery.end()
@@ -260,7 +308,7 @@ class _Session:
             return None
         self._next[chunk.stream] = end
         piece = chunk.data[start - chunk.offset :]
-        return Response(
+        return self._response(
             output=evaluation_pb2.OutputChunk(
                 stream=chunk.stream, sequence=chunk.sequence, offset=start, data=piece
             )

@@ -30,8 +30,14 @@ from evalmesh.client._cluster import (
     Runtime,
 )
 from evalmesh.client._errors import EvalmeshError, error_from_rpc
-from evalmesh.client._models import Evaluation, Priority, State
-from evalmesh.client._requests import BatchProgress, Spec, create_request, list_request
+from evalmesh.client._models import Evaluation, Priority, State, Stream
+from evalmesh.client._requests import (
+    BatchProgress,
+    Spec,
+    create_request,
+    list_request,
+    run_request,
+)
 from evalmesh.client._retry import CallRetries, RetryPolicy
 from evalmesh.client._target import resolve_target
 from evalmesh.client._units import Duration, Size
@@ -125,8 +131,8 @@ class AsyncClient:
 
         ``on_output`` (a function or a coroutine function) sees each piece of output.
         """
-        created = await self.submit(
-            code,
+        spec = Spec(
+            code=code,
             stdin=stdin,
             runtime=runtime,
             priority=priority,
@@ -138,14 +144,46 @@ class AsyncClient:
             request_id=request_id,
         )
         transcript = Transcript()
-        async for event in self.watch(created.id):
+        async for event in self._run(create_request(spec)):
             transcript.add(event)
             if on_output is not None and isinstance(event, Output):
                 result = on_output(event)
                 if result is not None:
                     await result
-        # What the watch showed is the whole evaluation unless some output arrived elsewhere.
-        return transcript.full(code, stdin) or await self.get(created.id)
+        # What the stream showed is the whole evaluation unless some output arrived elsewhere.
+        return transcript.full(code, stdin) or await self.get(transcript.evaluation_id)
+
+    async def _run(
+        self, create: evaluation_service_pb2.CreateEvaluationRequest
+    ) -> AsyncIterator[WatchEvent]:
+        """Queue and follow in one RunEvaluation stream. If it fails before its first event,
+        CreateEvaluation with the same request_id (idempotent, retried) and a watch take over;
+        if it drops after, a watch from the offsets received."""
+        call = self._evaluations.RunEvaluation(
+            run_request(create), metadata=self._metadata, timeout=self.watch_timeout
+        )
+        cursor: WatchCursor | None = None
+        try:
+            async for response in call:
+                cursor = cursor or WatchCursor(response.evaluation.id)
+                event = cursor.accept(response)
+                if event is not None:
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            logger.info("run stream ended early (%s); going on with a watch", error_from_rpc(exc))
+        except WatchGapError as exc:
+            logger.warning("run stream: %s; going on with a watch", exc)
+        finally:
+            call.cancel()
+        if cursor is None:
+            created = await self._call(self._evaluations.CreateEvaluation, create)
+            cursor = WatchCursor(created.evaluation.id)
+        if not cursor.finished():
+            stdout, stderr = cursor.offsets[Stream.STDOUT], cursor.offsets[Stream.STDERR]
+            async for event in self.watch(
+                cursor.evaluation_id, stdout_offset=stdout, stderr_offset=stderr
+            ):
+                yield event
 
     async def submit(
         self,

@@ -57,6 +57,13 @@ def create_request(spec: Spec) -> evaluation_service_pb2.CreateEvaluationRequest
     )
 
 
+def run_request(
+    create: evaluation_service_pb2.CreateEvaluationRequest,
+) -> evaluation_service_pb2.RunEvaluationRequest:
+    """The RunEvaluationRequest that queues what ``create`` does, with its request_id."""
+    return _svc.RunEvaluationRequest(request_id=create.request_id, spec=create.spec)
+
+
 def _spec(spec: Spec) -> evaluation_pb2.EvaluationSpec:
     message = evaluation_pb2.EvaluationSpec(
         code=spec.code,

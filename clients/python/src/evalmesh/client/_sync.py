@@ -30,8 +30,14 @@ from evalmesh.client._cluster import (
     Runtime,
 )
 from evalmesh.client._errors import EvalmeshError, error_from_rpc
-from evalmesh.client._models import Evaluation, Priority, State
-from evalmesh.client._requests import BatchProgress, Spec, create_request, list_request
+from evalmesh.client._models import Evaluation, Priority, State, Stream
+from evalmesh.client._requests import (
+    BatchProgress,
+    Spec,
+    create_request,
+    list_request,
+    run_request,
+)
 from evalmesh.client._retry import CallRetries, RetryPolicy
 from evalmesh.client._target import resolve_target
 from evalmesh.client._units import Duration, Size
@@ -125,8 +131,8 @@ class Client:
         ``on_output`` sees each piece of stdout and stderr as it arrives. ``timeout`` is the
         program's wall-clock limit (seconds, a timedelta, or ``"10s"``).
         """
-        created = self.submit(
-            code,
+        spec = Spec(
+            code=code,
             stdin=stdin,
             runtime=runtime,
             priority=priority,
@@ -138,12 +144,39 @@ class Client:
             request_id=request_id,
         )
         transcript = Transcript()
-        for event in self.watch(created.id):
+        for event in self._run(create_request(spec)):
             transcript.add(event)
             if on_output is not None and isinstance(event, Output):
                 on_output(event)
-        # What the watch showed is the whole evaluation unless some output arrived elsewhere.
-        return transcript.full(code, stdin) or self.get(created.id)
+        # What the stream showed is the whole evaluation unless some output arrived elsewhere.
+        return transcript.full(code, stdin) or self.get(transcript.evaluation_id)
+
+    def _run(self, create: evaluation_service_pb2.CreateEvaluationRequest) -> Iterator[WatchEvent]:
+        """Queue and follow in one RunEvaluation stream. If it fails before its first event,
+        CreateEvaluation with the same request_id (idempotent, retried) and a watch take over;
+        if it drops after, a watch from the offsets received."""
+        call = self._evaluations.RunEvaluation(
+            run_request(create), metadata=self._metadata, timeout=self.watch_timeout
+        )
+        cursor: WatchCursor | None = None
+        try:
+            for response in call:
+                cursor = cursor or WatchCursor(response.evaluation.id)
+                event = cursor.accept(response)
+                if event is not None:
+                    yield event
+        except grpc.RpcError as exc:
+            logger.info("run stream ended early (%s); going on with a watch", error_from_rpc(exc))
+        except WatchGapError as exc:
+            logger.warning("run stream: %s; going on with a watch", exc)
+        finally:
+            call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves it untyped
+        if cursor is None:
+            created = self._call(self._evaluations.CreateEvaluation, create)
+            cursor = WatchCursor(created.evaluation.id)
+        if not cursor.finished():
+            stdout, stderr = cursor.offsets[Stream.STDOUT], cursor.offsets[Stream.STDERR]
+            yield from self.watch(cursor.evaluation_id, stdout_offset=stdout, stderr_offset=stderr)
 
     def submit(
         self,

@@ -75,7 +75,13 @@ class WatchCursor:
         """Note that the next stream replays: its first snapshot is dropped if nothing changed."""
         self._reopened = True
 
-    def accept(self, response: evaluation_service_pb2.WatchEvaluationResponse) -> WatchEvent | None:
+    def accept(
+        self,
+        response: (
+            evaluation_service_pb2.WatchEvaluationResponse
+            | evaluation_service_pb2.RunEvaluationResponse
+        ),
+    ) -> WatchEvent | None:
         """The event to hand on for ``response``, or None when it repeats what was handed on."""
         if response.HasField("evaluation"):
             return self._snapshot(Evaluation.from_proto(response.evaluation))
@@ -131,6 +137,11 @@ class Transcript:
         if last is not None and event.evaluation.attempt > last.attempt > 0:
             for kept in self._streams.values():  # a new attempt's output starts over
                 kept.clear()
+
+    @property
+    def evaluation_id(self) -> str:
+        """The id of the evaluation watched ("" before its first snapshot)."""
+        return self._last.id if self._last is not None else ""
 
     def full(self, code: str, stdin: bytes) -> Evaluation | None:
         """The evaluation in the full view, or None when what arrived is not all of it."""
