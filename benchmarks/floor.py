@@ -2,7 +2,10 @@
 
 The raw floor is what a careful script would do with no platform at all: a fresh, plain
 bubblewrap sandbox per job (every namespace unshared, read-only /usr, fresh /tmp, no
-environment), the host's Python inside, N jobs at a time. The sandbox library reference is
+environment), the host's Python inside, N jobs at a time. It starts the interpreter exactly as
+evalmesh's default runtime does: the same flags, the host's package directories masked (their
+.pth files run at every start-up otherwise, which would make the floor depend on what the host
+has installed). The sandbox library reference is
 the executor's own ``BwrapSandbox.run`` per job (fresh cgroups, seccomp, the full hardened
 layout), so a reader sees what the platform's sandbox costs by itself.
 """
@@ -19,9 +22,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
 from evalmesh_executor.sandbox.bwrap import BwrapSandbox
 from evalmesh_executor.sandbox.bwrap.layout import host_root_links
+from evalmesh_executor.sandbox.bwrap.runtime import DEFAULT_RUNTIMES
 
 __all__ = [
-    "HOST_PYTHON",
     "JobTimes",
     "floor_argv",
     "library_sandbox",
@@ -30,7 +33,7 @@ __all__ = [
     "run_library_job",
 ]
 
-HOST_PYTHON = "/usr/bin/python3"
+_RUNTIME = DEFAULT_RUNTIMES["python"]
 SANDBOX_TMP = "/tmp"  # noqa: S108 (inside the sandbox: a fresh tmpfs)
 
 Job = Callable[[], Awaitable[bool]]
@@ -52,15 +55,17 @@ class JobTimes:
 
 
 def floor_argv(code: str) -> list[str]:
-    """The raw floor's command: plain bwrap around ``/usr/bin/python3 -I -c code``, with /bin,
-    /lib... recreated as on the host (symlinks on a merged-/usr system)."""
+    """The raw floor's command: plain bwrap around the default runtime's interpreter (``python3
+    -I -B -u -c code``), with /bin, /lib... recreated as on the host (symlinks on a merged-/usr
+    system) and the runtime's masked directories empty, as in evalmesh's sandboxes."""
     bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
     links = [part for link in host_root_links() for part in link]
+    masks = [part for path in _RUNTIME.masked for part in ("--tmpfs", path)]
     return [
         bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-        "--ro-bind", "/usr", "/usr", *links,
+        "--ro-bind", "/usr", "/usr", *links, *masks,
         "--proc", "/proc", "--dev", "/dev", "--tmpfs", SANDBOX_TMP, "--clearenv",
-        HOST_PYTHON, "-I", "-c", code,
+        *_RUNTIME.argv, "-c", code,
     ]  # fmt: skip
 
 
