@@ -28,6 +28,7 @@ __all__ = [
     "job_filter",
     "job_hint_subject",
     "job_message_subject",
+    "job_priority",
     "max_deliveries_advisory_subject",
     "priority_name",
 ]
@@ -96,6 +97,14 @@ def job_message_subject(priority: str, evaluation_id: str) -> str:
     if not evaluation_id or _TOKEN_FORBIDDEN.intersection(evaluation_id):
         raise ValueError(f"evaluation id {evaluation_id!r} is not a single subject token")
     return f"{job_subject(priority)}.{evaluation_id}"
+
+
+def job_priority(subject: str) -> str | None:
+    """The priority class of a job message's subject (job_message_subject), None if it has none."""
+    parts = subject.split(".")
+    if len(parts) != 4 or f"{parts[0]}.{parts[1]}" != "evalmesh.jobs":
+        return None
+    return parts[2] if parts[2] in PRIORITY_NAMES else None
 
 
 def priority_name(value: int) -> str:

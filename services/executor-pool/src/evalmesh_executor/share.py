@@ -32,7 +32,7 @@ from evalmesh.executor.v1 import pool_pb2
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh_common.backoff import exponential_delay
 from evalmesh_common.messaging import BucketView
-from evalmesh_common.subjects import JOBS_STREAM, job_hint_subject
+from evalmesh_common.subjects import JOBS_STREAM, job_hint_subject, job_priority
 from evalmesh_executor.config import TenantShareConfig
 
 __all__ = ["TenantShares", "fair_running", "send_to_back"]
@@ -135,8 +135,10 @@ async def send_to_back(client: Client, msg: Msg, evaluation_id: str) -> bool:
     for attempt in range(_PUBLISH_TRIES):
         try:
             await js.publish(msg.subject, msg.data, stream=JOBS_STREAM, headers=headers)
+            priority = job_priority(msg.subject)
             with contextlib.suppress(*_NATS_ERRORS):  # idle executors find it on their recheck
-                await client.publish(job_hint_subject(msg.subject.split(".")[2]), b"1")
+                if priority is not None:
+                    await client.publish(job_hint_subject(priority), b"1")
             return True
         except JetStreamError as exc:
             if _ALREADY_QUEUED in str(exc) and await _queued_anew(js, msg):

@@ -48,7 +48,7 @@ from evalmesh_common import (
 )
 from evalmesh_common.backoff import backoff_delay
 from evalmesh_common.server.tracing import span
-from evalmesh_common.subjects import PRIORITY_NAMES, event_subject, job_hint_subject
+from evalmesh_common.subjects import event_subject, job_hint_subject, job_priority
 from evalmesh_executor.config import LimitDefaults, OutputConfig, PullConfig
 from evalmesh_executor.delivery import ack, deliveries, nak, parse_job, touch
 from evalmesh_executor.heartbeat import Heartbeat
@@ -174,13 +174,13 @@ class JobRunner:
         one too) once it is deliverable: a redelivery is no publication, so without the hint
         they would find it only at their recheck."""
         await nak(msg, delay)
-        parts = msg.subject.split(".")  # evalmesh.jobs.<class>.<evaluation id>
-        if len(parts) < 3 or parts[2] not in PRIORITY_NAMES:
+        priority = job_priority(msg.subject)
+        if priority is None:
             return
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._spawn_hint, parts[2])
+            asyncio.get_running_loop().call_later(delay, self._spawn_hint, priority)
         else:
-            await self._hint(parts[2])
+            await self._hint(priority)
 
     def _spawn_hint(self, priority: str) -> None:
         task = asyncio.ensure_future(self._hint(priority))

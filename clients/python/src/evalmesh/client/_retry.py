@@ -57,7 +57,7 @@ class RetryPolicy:
         ``error`` is None when the stream ended cleanly before the terminal state.
         """
         if error is not None and refused_stream(error) and failures <= self.max_refused:
-            return random.uniform(*_REFUSED_DELAY)  # noqa: S311 - spreading, not secrecy
+            return _refused_delay()
         if failures > self.max_reconnects:
             return None
         if error is None:
@@ -82,7 +82,10 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311
 
 
-_REFUSED_DELAY = (0.002, 0.02)
+def _refused_delay() -> float:
+    """A refused stream is resent within milliseconds, spread so a burst does not resend at
+    once (no secrecy needed)."""
+    return random.uniform(0.002, 0.02)  # noqa: S311
 
 
 def refused_stream(error: EvalmeshError) -> bool:
@@ -109,7 +112,7 @@ class CallRetries:
         """Seconds to wait before trying again after ``error``, or None to give up."""
         if refused_stream(error) and self._refused < self._policy.max_refused:
             self._refused += 1
-            return random.uniform(*_REFUSED_DELAY)  # noqa: S311 - spreading, not secrecy
+            return _refused_delay()
         delay = self._policy.delay(error, self.attempt)
         self.attempt += 1
         return delay
