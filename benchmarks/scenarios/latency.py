@@ -1,14 +1,14 @@
 """Latency: submit-to-result one at a time and at a steady half-capacity arrival rate, and the
 platform's share of it broken down by stage from what the public API exposes.
 
-Stages of one ``client.run`` (submit, watch to the end, read the result):
-- gateway + create + publish: the client's CreateEvaluation call, until its reply;
-- queue wait + claim: ``create_time`` to ``start_time`` (the executor's claim);
+Stages of one ``client.run`` (one RunEvaluation stream: queue, then follow to the end):
+- gateway + create: from the call to the evaluation's ``create_time`` (stored);
+- publish + queue wait + claim: ``create_time`` to ``start_time`` (the executor's claim);
 - sandbox start + result write: ``start_time`` to ``end_time``, minus the run itself;
 - watcher notified: ``end_time`` to the result in the client's hands.
 The run is the result's ``wall_time``; the platform's share is the total minus the run. The
-first two stages overlap slightly (the job may be claimed before the create reply arrives),
-so the stages add up to about the total, not exactly.
+stages follow each other, so they add up to the total (the client's and the database's clocks
+are the same host's).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Sample:
     """The timings of one run, in seconds."""
 
     total: float
-    reply: float
+    created: float
     queue: float
     sandbox: float
     notified: float
@@ -55,8 +55,8 @@ class Sample:
 STAGES: dict[str, Callable[[Sample], float]] = {
     "total: submit to result seen": lambda s: s.total,
     "platform share: total minus run": lambda s: s.platform,
-    "gateway + create + publish (submit to create reply)": lambda s: s.reply,
-    "queue wait + claim (create_time to start_time)": lambda s: s.queue,
+    "gateway + create (submit to create_time)": lambda s: s.created,
+    "publish + queue wait + claim (create_time to start_time)": lambda s: s.queue,
     "sandbox start + result write (start to end, minus run)": lambda s: s.sandbox,
     "watcher notified (end_time to result seen)": lambda s: s.notified,
     "run (the result's wall_time)": lambda s: s.run,
@@ -92,26 +92,24 @@ async def _measure(
 
 
 async def timed_run(client: AsyncClient) -> Sample:
-    """``client.run`` taken apart: submit, then wait (watch to the end and read the result)."""
+    """One ``client.run``, taken apart by the evaluation's own timestamps."""
     sent_wall, started = time.time(), time.perf_counter()
-    created = await client.submit(CODE)
-    reply = time.perf_counter() - started
-    evaluation = await client.wait(created.id)
+    evaluation = await client.run(CODE)
     total = time.perf_counter() - started
-    return _sample(evaluation, total, reply, sent_wall + total)
+    return _sample(evaluation, total, sent_wall)
 
 
-def _sample(evaluation: Evaluation, total: float, reply: float, seen_wall: float) -> Sample:
+def _sample(evaluation: Evaluation, total: float, sent_wall: float) -> Sample:
     created, start, end = evaluation.create_time, evaluation.start_time, evaluation.end_time
     if created is None or start is None or end is None or evaluation.wall_time is None:
-        return Sample(total, reply, 0.0, 0.0, 0.0, 0.0, ok=False)
+        return Sample(total, 0.0, 0.0, 0.0, 0.0, 0.0, ok=False)
     wall = evaluation.wall_time.total_seconds()
     return Sample(
         total=total,
-        reply=reply,
+        created=created.timestamp() - sent_wall,
         queue=(start - created).total_seconds(),
         sandbox=(end - start).total_seconds() - wall,
-        notified=seen_wall - end.timestamp(),
+        notified=sent_wall + total - end.timestamp(),
         run=wall,
         ok=evaluation.state is State.SUCCEEDED,
     )
@@ -250,8 +248,8 @@ def _method(ctx: Context, rate: float) -> str:
     s = ctx.sizes
     return (
         f"One mesh on SQLite with {s.slots} slots. One at a time: {s.latency_runs} runs of "
-        "`print(1)` through `AsyncClient` (submit, then wait: watch to the end and read the "
-        "result), each beside one raw bwrap floor job, alternating, after 3 discarded warm-ups. "
+        "`print(1)` through `AsyncClient.run` (one RunEvaluation stream: queue, then follow to "
+        "the end), each beside one raw bwrap floor job, alternating, after 3 discarded warm-ups. "
         f"Steady: {s.latency_steady_runs} runs started {1 / rate * 1000:.0f} ms apart "
         f"({rate:.1f}/s, half the capacity measured by the throughput scenario in this run, or "
         "by a round of its own when run alone), however long the earlier ones take. Times "

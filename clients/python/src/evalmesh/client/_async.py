@@ -165,7 +165,8 @@ class AsyncClient:
         cursor: WatchCursor | None = None
         try:
             async for response in call:
-                cursor = cursor or WatchCursor(response.evaluation.id)
+                if cursor is None:  # the first event: the queued evaluation
+                    cursor = WatchCursor(response.evaluation.id)
                 event = cursor.accept(response)
                 if event is not None:
                     yield event
