@@ -5,6 +5,9 @@ accepts it, however it fails meanwhile (each failure is recorded with its code),
 client would: a submit whose answer was lost to a crash must come back with the evaluation it
 created. Each accepted evaluation is then watched to its end by a watcher that outlives
 gateway restarts; what the watcher sees of each attempt's output is the run's side channel.
+Every other evaluation is queued and followed in one call instead (``AsyncClient.stream``, one
+RunEvaluation stream, what ``run`` does), retried the same way until its first event, then
+watched as the others are if the stream ends early.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class Load:
         self.ledger.submissions[rid] = sub
         self._ended[rid] = asyncio.Event()
         client = self.clients[self._serial % len(self.clients)]
-        task = asyncio.ensure_future(self._follow(client, sub))
+        task = asyncio.ensure_future(self._follow(client, sub, one_call=self._serial % 2 == 0))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return sub
@@ -155,9 +158,10 @@ class Load:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def _follow(self, client: AsyncClient, sub: Submission) -> None:
+    async def _follow(self, client: AsyncClient, sub: Submission, *, one_call: bool) -> None:
         try:
-            if await self._submit(client, sub):
+            accepted = await (self._run(client, sub) if one_call else self._submit(client, sub))
+            if accepted:
                 await self._watch(client, sub)
         except asyncio.CancelledError:
             raise
@@ -170,36 +174,66 @@ class Load:
             try:
                 evaluation = await client.submit(sub.code, **_options(sub))
             except EvalmeshError as error:
-                code = error.code.name if error.code else "CLIENT"
-                answer = code if error.reason in ("", code) else f"{code} {error.reason}"
-                sub.errors.append((time.time(), answer))
-                if error.code in _FINAL:
-                    log.warning("submit %s refused for good: %s", sub.rid, error)
+                if not await self._refused(sub, error):
                     return False
-                await asyncio.sleep(self.rng.uniform(*_RETRY_DELAY))
                 continue
-            sub.evaluation_ids.add(evaluation.id)
-            sub.accepted_at = sub.accepted_at or time.time()
+            self._accepted(sub, evaluation.id)
             return True
         return False
+
+    async def _run(self, client: AsyncClient, sub: Submission) -> bool:
+        """Queue and follow in one stream until its first event; True once accepted (the
+        watcher then takes over if the stream ended before the end)."""
+        while not self.closing and sub.accepted_at is None:
+            sub.tries += 1
+            attempt = 0
+            try:
+                async for event in client.stream(sub.code, **_options(sub)):
+                    if isinstance(event, Snapshot) and sub.accepted_at is None:
+                        self._accepted(sub, event.evaluation.id)
+                    attempt = self._seen(sub, event, attempt)
+            except EvalmeshError as error:
+                if sub.accepted_at is None and not await self._refused(sub, error):
+                    return False
+        return sub.accepted_at is not None
+
+    def _accepted(self, sub: Submission, evaluation_id: str) -> None:
+        sub.evaluation_ids.add(evaluation_id)
+        sub.accepted_at = sub.accepted_at or time.time()
+
+    async def _refused(self, sub: Submission, error: EvalmeshError) -> bool:
+        """Record a failed submit; False if retrying cannot help, else True after a pause."""
+        code = error.code.name if error.code else "CLIENT"
+        answer = code if error.reason in ("", code) else f"{code} {error.reason}"
+        sub.errors.append((time.time(), answer))
+        if error.code in _FINAL:
+            log.warning("submit %s refused for good: %s", sub.rid, error)
+            return False
+        await asyncio.sleep(self.rng.uniform(*_RETRY_DELAY))
+        return True
 
     async def _watch(self, client: AsyncClient, sub: Submission) -> None:
         attempt = 0
         while not self.closing and sub.watched_terminal_at is None:
             try:
                 async for event in client.watch(sub.evaluation_id):
-                    if isinstance(event, Snapshot):
-                        attempt = event.evaluation.attempt
-                        self._snapshot(sub, event.state)
-                    elif isinstance(event, Output) and event.stream is Stream.STDOUT:
-                        live = sub.live_stdout.setdefault(attempt, bytearray())
-                        end = event.offset + len(event.data)
-                        if len(live) < end:
-                            live.extend(b"\0" * (end - len(live)))
-                        live[event.offset : end] = event.data
+                    attempt = self._seen(sub, event, attempt)
             except EvalmeshError as error:
                 log.debug("watch of %s: %s; watching again", sub.rid, error)
                 await asyncio.sleep(0.2)
+
+    def _seen(self, sub: Submission, event: Snapshot | Output, attempt: int) -> int:
+        """Take one watched event into the ledger; return the attempt it belongs to."""
+        if isinstance(event, Snapshot):
+            self._snapshot(sub, event.state)
+            return event.evaluation.attempt
+        if event.stream is Stream.STDOUT:
+            live = sub.live_stdout.setdefault(attempt, bytearray())
+            end = event.offset + len(event.data)
+            if len(live) < end:
+                live.extend(b"\0" * (end - len(live)))
+            live[event.offset : end] = event.data
+        return attempt
 
     def _snapshot(self, sub: Submission, state: State) -> None:
         if state.terminal and sub.watched_terminal_at is None:

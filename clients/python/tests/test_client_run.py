@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 from client_fake_gateway import FakeGateway, output, rich_status, snapshot
 
-from evalmesh.client import AsyncClient, Client, RetryPolicy, State
+from evalmesh.client import AsyncClient, Client, Output, RetryPolicy, Snapshot, State
 from evalmesh.v1 import evaluation_pb2, evaluation_service_pb2
 
 FAST = RetryPolicy(initial_backoff=0.01, max_backoff=0.05)
@@ -43,6 +43,18 @@ async def test_one_run_stream_queues_and_follows_with_no_other_call(
     assert seen == [b"hi\n"]
     called = {name for name, _, _ in fake_gateway.calls}
     assert called == {"RunEvaluation"}
+
+
+def test_stream_yields_the_queued_evaluation_first_then_its_events(
+    fake_gateway: FakeGateway,
+) -> None:
+    fake_gateway.runs.append([snapshot("ev", QUEUED), output("stdout", 0, b"x"), ended("ev", b"x")])
+    with Client(fake_gateway.address, "k", retry=FAST) as client:
+        events = list(client.stream("print('x', end='')"))
+    first = events[0]
+    assert isinstance(first, Snapshot)
+    assert (first.evaluation.id, first.state) == ("ev", State.QUEUED)
+    assert [type(event) for event in events] == [Snapshot, Output, Snapshot]
 
 
 def test_a_run_stream_dropped_after_its_first_event_goes_on_with_a_watch_from_its_offsets(

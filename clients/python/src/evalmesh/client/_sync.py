@@ -131,6 +131,46 @@ class Client:
         ``on_output`` sees each piece of stdout and stderr as it arrives. ``timeout`` is the
         program's wall-clock limit (seconds, a timedelta, or ``"10s"``).
         """
+        transcript = Transcript()
+        for event in self.stream(
+            code,
+            stdin=stdin,
+            runtime=runtime,
+            priority=priority,
+            timeout=timeout,
+            memory=memory,
+            max_processes=max_processes,
+            max_output=max_output,
+            labels=labels,
+            request_id=request_id,
+        ):
+            transcript.add(event)
+            if on_output is not None and isinstance(event, Output):
+                on_output(event)
+        # What the stream showed is the whole evaluation unless some output arrived elsewhere.
+        return transcript.full(code, stdin) or self.get(transcript.evaluation_id)
+
+    def stream(
+        self,
+        code: str,
+        *,
+        stdin: bytes = b"",
+        runtime: str | None = None,
+        priority: Priority | str | None = None,
+        timeout: Duration | None = None,
+        memory: Size | None = None,
+        max_processes: int | None = None,
+        max_output: Size | None = None,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Iterator[WatchEvent]:
+        """Submit ``code`` and iterate over its snapshots and output until its terminal snapshot,
+        as :meth:`watch` does; the first snapshot is the queued evaluation, with its id.
+
+        One RunEvaluation stream queues and follows. If it fails before its first event,
+        CreateEvaluation with the same request_id (idempotent, retried) and a watch take over;
+        if it drops after, a watch from the offsets received. Retries never duplicate.
+        """
         spec = Spec(
             code=code,
             stdin=stdin,
@@ -143,18 +183,7 @@ class Client:
             labels=labels,
             request_id=request_id,
         )
-        transcript = Transcript()
-        for event in self._run(create_request(spec)):
-            transcript.add(event)
-            if on_output is not None and isinstance(event, Output):
-                on_output(event)
-        # What the stream showed is the whole evaluation unless some output arrived elsewhere.
-        return transcript.full(code, stdin) or self.get(transcript.evaluation_id)
-
-    def _run(self, create: evaluation_service_pb2.CreateEvaluationRequest) -> Iterator[WatchEvent]:
-        """Queue and follow in one RunEvaluation stream. If it fails before its first event,
-        CreateEvaluation with the same request_id (idempotent, retried) and a watch take over;
-        if it drops after, a watch from the offsets received."""
+        create = create_request(spec)
         call = self._evaluations.RunEvaluation(
             run_request(create), metadata=self._metadata, timeout=self.watch_timeout
         )
