@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +103,19 @@ def run(
     program's exit status. Ctrl-C cancels the evaluation.
     """
     client = app.client()
-    created = client.submit(
-        read_code(source, code, stdin_path),
-        stdin=read_stdin(stdin_path),
-        request_id=request_id,
-        **spec_kwargs(options),
-    )
+    program, stdin = read_code(source, code, stdin_path), read_stdin(stdin_path)
+    spec = {"stdin": stdin, "request_id": request_id or str(uuid.uuid4()), **spec_kwargs(options)}
     json_mode = app.json(as_json)
     output = None if json_mode else ProgramOutput(raw)
+    follow = _Follow(app, output)
     try:
-        _follow(app, client, created.id, output)
-        final = client.get(created.id)
+        for event in client.stream(program, **spec):  # queued and followed in one call
+            follow.take(event)
+        final = client.get(follow.evaluation_id)
     except KeyboardInterrupt:
-        final = _cancel(app, client, created.id)
+        # Before the first event the id is unknown: the request_id finds (or makes) it.
+        evaluation_id = follow.evaluation_id or client.submit(program, **spec).id
+        final = _cancel(app, client, evaluation_id)
     if json_mode:
         app.print_json(final.to_dict())
         raise SystemExit(exit_code_for(final))
@@ -125,25 +126,44 @@ def run(
     raise SystemExit(exit_code_for(final))
 
 
-def _follow(
-    app: App, client: Client, evaluation_id: str, output: ProgramOutput | None
-) -> Evaluation | None:
-    """Copy the output here as it comes; return the last snapshot's evaluation once it ends."""
-    last: Evaluation | None = None
-    for event in client.watch(evaluation_id):
+class _Follow:
+    """Copies a followed evaluation's output here as it comes, and keeps its last snapshot."""
+
+    def __init__(self, app: App, output: ProgramOutput | None) -> None:
+        self._app = app
+        self._output = output
+        self.last: Evaluation | None = None
+
+    @property
+    def evaluation_id(self) -> str:
+        """The evaluation's id, once its first snapshot came ("" before)."""
+        return self.last.id if self.last is not None else ""
+
+    def take(self, event: Snapshot | Output) -> None:
+        """Take the next event of a watch."""
+        output, last = self._output, self.last
         if isinstance(event, Output):
             if output is not None:
                 output.write(event.stream, event.data)
-            continue
+            return
         if last and event.evaluation.attempt > last.attempt > 0:
-            app.note(
-                f"evalmesh: a platform fault interrupted {evaluation_id}; it runs again "
+            self._app.note(
+                f"evalmesh: a platform fault interrupted {last.id}; it runs again "
                 f"(attempt {event.evaluation.attempt}) and its output starts over"
             )
             if output is not None:
                 output.restart()
-        last = event.evaluation
-    return last
+        self.last = event.evaluation
+
+
+def _follow(
+    app: App, client: Client, evaluation_id: str, output: ProgramOutput | None
+) -> Evaluation | None:
+    """Copy the output here as it comes; return the last snapshot's evaluation once it ends."""
+    follow = _Follow(app, output)
+    for event in client.watch(evaluation_id):
+        follow.take(event)
+    return follow.last
 
 
 def _cancel(app: App, client: Client, evaluation_id: str) -> Evaluation:
