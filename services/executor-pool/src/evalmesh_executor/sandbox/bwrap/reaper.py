@@ -114,10 +114,11 @@ def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
     its command line, read last, as it is the one read that can wait on the process.
     """
     killed = 0
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
+    for name in os.listdir(_PROC):  # listed at once: /proc is not held open while it is read
+        if not name.isdigit():
             continue
-        status = _status(int(entry.name))
+        entry = _PROC / name
+        status = _status(int(name))
         nspid = status.get("NSpid", "").split()
         if status.get("Uid", "").split()[:1] != [str(uid)] or len(nspid) < 2 or nspid[-1] != "1":
             continue
