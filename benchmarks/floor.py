@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
 from evalmesh_executor.sandbox.bwrap import BwrapSandbox
+from evalmesh_executor.sandbox.bwrap.binary import bundled_bwrap
 from evalmesh_executor.sandbox.bwrap.layout import host_root_links
 from evalmesh_executor.sandbox.bwrap.runtime import DEFAULT_RUNTIMES
 
@@ -31,6 +33,7 @@ __all__ = [
     "run_bounded",
     "run_floor_job",
     "run_library_job",
+    "sandbox_bwrap",
 ]
 
 _RUNTIME = DEFAULT_RUNTIMES["python"]
@@ -54,11 +57,18 @@ class JobTimes:
         return len(self.ends) / self.elapsed if self.elapsed > 0 else 0.0
 
 
+@functools.cache
+def sandbox_bwrap() -> str:
+    """The bwrap binary evalmesh's sandboxes run (the bundled one where it is installed, as
+    BwrapSandbox picks it): the floor runs the same one."""
+    return bundled_bwrap() or shutil.which("bwrap") or "/usr/bin/bwrap"
+
+
 def floor_argv(code: str) -> list[str]:
     """The raw floor's command: plain bwrap around the default runtime's interpreter (``python3
     -I -B -u -c code``), with /bin, /lib... recreated as on the host (symlinks on a merged-/usr
     system) and the runtime's masked directories empty, as in evalmesh's sandboxes."""
-    bwrap = shutil.which("bwrap") or "/usr/bin/bwrap"
+    bwrap = sandbox_bwrap()
     links = [part for link in host_root_links() for part in link]
     masks = [part for path in _RUNTIME.masked for part in ("--tmpfs", path)]
     return [

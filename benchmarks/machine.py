@@ -7,11 +7,11 @@ import datetime
 import os
 import platform
 import re
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
+from benchmarks.floor import sandbox_bwrap
 from evalmesh_testing.postgres import find_postgres_bin
 
 __all__ = ["describe_machine", "load_average"]
@@ -32,7 +32,10 @@ def describe_machine(load: str = "") -> list[tuple[str, str]]:
         ("Python", platform.python_version()),
         ("SQLite", sqlite3.sqlite_version),
         ("PostgreSQL", _tool_version(_postgres(), "--version")),
-        ("bubblewrap", _tool_version(shutil.which("bwrap"), "--version")),
+        (
+            "bubblewrap (the sandboxes' and the floor's)",
+            _tool_version(sandbox_bwrap(), "--version"),
+        ),
         ("load average (1 min)", load),
     ]
 
