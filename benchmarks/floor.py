@@ -16,13 +16,12 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from evalmesh_executor.sandbox import SandboxOutcome, SandboxRequest
 from evalmesh_executor.sandbox.bwrap import BwrapSandbox
-from evalmesh_executor.sandbox.bwrap.binary import bundled_bwrap
+from evalmesh_executor.sandbox.bwrap.binary import default_bwrap
 from evalmesh_executor.sandbox.bwrap.layout import host_root_links
 from evalmesh_executor.sandbox.bwrap.runtime import DEFAULT_RUNTIMES
 
@@ -61,7 +60,7 @@ class JobTimes:
 def sandbox_bwrap() -> str:
     """The bwrap binary evalmesh's sandboxes run (the bundled one where it is installed, as
     BwrapSandbox picks it): the floor runs the same one."""
-    return bundled_bwrap() or shutil.which("bwrap") or "/usr/bin/bwrap"
+    return default_bwrap()
 
 
 def floor_argv(code: str) -> list[str]:

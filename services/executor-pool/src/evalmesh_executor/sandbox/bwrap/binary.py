@@ -20,7 +20,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["bundled_bwrap", "empty_directory"]
+__all__ = ["bundled_bwrap", "default_bwrap", "empty_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,12 @@ def bundled_bwrap() -> str | None:
     # Staged even when runnable in place: the sandbox's pid 1 shows bwrap's path to the job,
     # which must not name the host's installation directories.
     return str(_staged(binary))
+
+
+def default_bwrap() -> str:
+    """The bwrap the sandboxes run unless configured otherwise: the bundled one, else the
+    host's."""
+    return bundled_bwrap() or shutil.which("bwrap") or "/usr/bin/bwrap"
 
 
 def empty_directory() -> str:

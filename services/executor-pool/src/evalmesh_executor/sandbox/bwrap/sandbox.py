@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from evalmesh_executor.sandbox.core.models import (
     setup_failed,
 )
 
-from .binary import bundled_bwrap, empty_directory
+from .binary import default_bwrap, empty_directory
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .host import HostSetup, Shape
@@ -78,7 +77,7 @@ class BwrapConfig:
 
 
 def _find_bwrap(configured: str | None) -> str:
-    path = configured or bundled_bwrap() or shutil.which("bwrap") or "/usr/bin/bwrap"
+    path = configured or default_bwrap()
     if not os.access(path, os.X_OK):
         raise SandboxUnavailableError(f"bwrap not found ({path}); install Debian's bubblewrap")
     return path
