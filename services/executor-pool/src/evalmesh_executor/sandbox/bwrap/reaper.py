@@ -130,7 +130,7 @@ def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
         except OSError:
             continue
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry.name), signal.SIGKILL)
+            os.kill(int(name), signal.SIGKILL)
             killed += 1
     if killed:
         log.warning("killed %d sandbox(es) a killed executor left waiting for good", killed)
