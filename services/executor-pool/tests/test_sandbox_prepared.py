@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,8 @@ from sandbox_helpers import (
 
 from evalmesh_executor.sandbox import OutputChunk, SandboxOutcome, SandboxRequest
 from evalmesh_executor.sandbox.bwrap import BwrapConfig, BwrapSandbox
+from evalmesh_executor.sandbox.bwrap import sandbox as bwrap_sandbox
+from evalmesh_executor.sandbox.bwrap.cgroup_detect import detect_cgroups
 
 # What the job sees of its sandbox, leaving out what names one sandbox (pids, cgroup names).
 PROBE = dedent("""
@@ -316,3 +319,89 @@ async def test_a_megabyte_of_code_and_of_stdin_get_through_the_hand_over_whole(
     result = await pooled.run(_request(code, stdin))
     assert result.outcome is SandboxOutcome.EXITED, result.stderr[-500:]
     assert result.stdout == hashlib.sha256(stdin).hexdigest().encode() + b"\n"
+
+
+class _HeldMoves:
+    """Wraps the host's cgroup driver so that moving a process into a job's cgroups waits
+    until the test lets it go, as the kernel makes a move wait for an RCU grace period."""
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+    def create(self, limits: Any) -> Any:
+        job = self._driver.create(limits)
+        held = self
+
+        class Job:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(job, name)
+
+            def add_process(self, pid: int) -> None:
+                held.entered.set()
+                held.go.wait(30)
+                job.add_process(pid)
+
+        return Job()
+
+
+@pytest.fixture
+def held_moves(monkeypatch: pytest.MonkeyPatch) -> list[_HeldMoves]:
+    made: list[_HeldMoves] = []
+
+    def detect(*args: Any) -> _HeldMoves:
+        made.append(_HeldMoves(detect_cgroups(*args)))
+        return made[-1]
+
+    monkeypatch.setattr(bwrap_sandbox, "detect_cgroups", detect)
+    return made
+
+
+async def test_runs_go_on_while_a_preparation_waits_to_move_into_its_cgroups(
+    parent: str, held_moves: list[_HeldMoves]
+) -> None:
+    config = BwrapConfig(cgroup_parent=parent, prepared=1, prepared_limits=SMALL)
+    box = BwrapSandbox(config)
+    await box.prepare()
+    (held,) = held_moves
+    try:
+        await asyncio.to_thread(held.entered.wait, 20)
+        # The pool's preparation is held in its move; a ticker on the same loop still ticks.
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0.3)
+        ticker.cancel()
+        assert ticks > 5, "the event loop stood still while a sandbox moved into its cgroups"
+        assert box.prepared_waiting() == 0
+    finally:
+        held.go.set()
+    result = await box.run(_request(b"print('after')"))
+    assert result.stdout == b"after\n"
+    await box.close()
+    await _assert_nothing_left(box, parent)
+
+
+async def test_closing_while_a_preparation_moves_into_its_cgroups_leaves_nothing(
+    parent: str, held_moves: list[_HeldMoves]
+) -> None:
+    config = BwrapConfig(cgroup_parent=parent, prepared=1, prepared_limits=SMALL)
+    box = BwrapSandbox(config)
+    await box.prepare()
+    (held,) = held_moves
+    await asyncio.to_thread(held.entered.wait, 20)
+    closing = asyncio.ensure_future(box.close())
+    await asyncio.sleep(0.2)
+    held.go.set()  # the move ends after the close began: the teardown must still find it
+    await closing
+    await _assert_nothing_left(box, parent)

@@ -99,13 +99,13 @@ async def remove(prepared: Prepared, after_s: float = 0.0) -> None:
         await asyncio.sleep(after_s)
     for _ in range(_REMOVE_TRIES):
         try:
-            prepared.cgroup.remove()
+            await asyncio.to_thread(prepared.cgroup.remove)
             break
         except OSError as exc:
             if not is_busy(exc):
                 raise
             await asyncio.sleep(_REMOVE_PAUSE_S)
-    prepared.remove_scratch()
+    await asyncio.to_thread(prepared.remove_scratch)
 
 
 @dataclass(eq=False)
