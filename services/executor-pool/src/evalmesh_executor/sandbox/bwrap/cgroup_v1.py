@@ -52,14 +52,27 @@ class CgroupV1Job:
 
     name: str
     dirs: Mapping[str, Path]
+    # The files read and written several times per job, named once.
+    _procs: tuple[str, ...] = field(init=False, repr=False)
+    _oom_control: str = field(init=False, repr=False)
+    _cpu_usage: str = field(init=False, repr=False)
+    _peak_memory: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        unique = self._unique_dirs()
+        memory = self.dirs["memory"]
+        object.__setattr__(self, "_procs", tuple(f"{d}/cgroup.procs" for d in unique))
+        object.__setattr__(self, "_oom_control", f"{memory}/memory.oom_control")
+        object.__setattr__(self, "_cpu_usage", f"{self.dirs['cpuacct']}/cpuacct.usage")
+        object.__setattr__(self, "_peak_memory", f"{memory}/memory.max_usage_in_bytes")
 
     def _unique_dirs(self) -> list[Path]:
         return list(dict.fromkeys(self.dirs.values()))
 
     def add_process(self, pid: int) -> None:
         """Write pid into cgroup.procs of every hierarchy."""
-        for directory in self._unique_dirs():
-            write_control(directory / "cgroup.procs", str(pid))
+        for procs in self._procs:
+            write_control(procs, str(pid))
 
     def apply(self, limits: CgroupLimits) -> None:
         """Write new limits (a prepared sandbox gets its job's at the hand-over)."""
@@ -67,7 +80,7 @@ class CgroupV1Job:
 
     def oom_kills(self) -> int:
         """The `oom_kill` counter of memory.oom_control."""
-        return read_keyed(self.dirs["memory"] / "memory.oom_control", "oom_kill")
+        return read_keyed(self._oom_control, "oom_kill")
 
     def sample(self) -> None:
         """Nothing to do: v1 keeps memory.max_usage_in_bytes itself."""
@@ -75,14 +88,14 @@ class CgroupV1Job:
     def stats(self) -> CgroupStats:
         """cpuacct.usage (ns) and memory.max_usage_in_bytes."""
         return CgroupStats(
-            cpu_time_s=read_int(self.dirs["cpuacct"] / "cpuacct.usage") / 1e9,
-            peak_memory_bytes=read_int(self.dirs["memory"] / "memory.max_usage_in_bytes"),
+            cpu_time_s=read_int(self._cpu_usage) / 1e9,
+            peak_memory_bytes=read_int(self._peak_memory),
             oom_kills=self.oom_kills(),
         )
 
     def pids(self) -> list[int]:
         """Union of cgroup.procs over the hierarchies."""
-        return read_pids(directory / "cgroup.procs" for directory in self._unique_dirs())
+        return read_pids(self._procs)
 
     async def kill_all(self, within_s: float) -> None:
         """Freeze, SIGKILL every task, thaw; repeat until every hierarchy is empty.

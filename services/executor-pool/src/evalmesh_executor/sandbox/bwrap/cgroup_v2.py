@@ -64,10 +64,17 @@ class CgroupV2Job:
     name: str
     path: Path
     _peak_seen: int = field(default=0)
+    # The files read several times per job, named once.
+    _procs: str = field(init=False, repr=False)
+    _events: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._procs = f"{self.path}/cgroup.procs"
+        self._events = f"{self.path}/memory.events"
 
     def add_process(self, pid: int) -> None:
         """Write pid into cgroup.procs."""
-        write_control(self.path / "cgroup.procs", str(pid))
+        write_control(self._procs, str(pid))
 
     def apply(self, limits: CgroupLimits) -> None:
         """Write new limits (a prepared sandbox gets its job's at the hand-over)."""
@@ -75,7 +82,7 @@ class CgroupV2Job:
 
     def oom_kills(self) -> int:
         """The `oom_kill` counter of memory.events."""
-        return read_keyed(self.path / "memory.events", "oom_kill")
+        return read_keyed(self._events, "oom_kill")
 
     def sample(self) -> None:
         """Track memory.current for kernels without memory.peak (before 5.19)."""
@@ -97,7 +104,7 @@ class CgroupV2Job:
 
     def pids(self) -> list[int]:
         """The pids in cgroup.procs."""
-        return read_pids([self.path / "cgroup.procs"])
+        return read_pids([self._procs])
 
     async def kill_all(self, within_s: float) -> None:
         """cgroup.kill (Linux 5.14+), else freeze + SIGKILL each + thaw; wait until empty."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from .cgroups import read_text
 
 __all__ = [
     "StrandedSweeper",
@@ -76,7 +79,7 @@ def watch_children_by_pidfd() -> bool:
 
 def reap_orphans() -> int:
     """Reap every zombie child of this process that came from a sandbox; return how many."""
-    own_depth = _namespace_depth(_PROC / "self")
+    own_depth = _own_namespace_depth()
     reaped = 0
     for pid in _children():
         status = _status(pid)
@@ -92,13 +95,20 @@ def reap_orphans() -> int:
 async def wait_gone(pids: list[int], within_s: float, poll_s: float = 0.002) -> bool:
     """Reap orphans until none of ``pids`` exists any more; False if some outlive ``within_s``."""
     deadline = time.monotonic() + within_s
-    while True:
+    # Usually they are gone already (bwrap's monitor reaps the sandbox's pid 1 before it
+    # exits): then there is nothing to look for among this process's children.
+    while _any_exists(pids):
         reap_orphans()
-        if not any((_PROC / str(pid)).exists() for pid in pids):
-            return True
+        if not _any_exists(pids):
+            break
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(poll_s)
+    return True
+
+
+def _any_exists(pids: list[int]) -> bool:
+    return any(os.path.exists(f"/proc/{pid}") for pid in pids)
 
 
 def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
@@ -180,22 +190,21 @@ def _age_s(proc_dir: Path) -> float:
 
 def _children() -> list[int]:
     found: list[int] = []
-    for task in (_PROC / "self" / "task").iterdir():
+    for task in os.listdir("/proc/self/task"):
         with contextlib.suppress(OSError):
-            found += [int(pid) for pid in (task / "children").read_text().split()]
+            found += [int(pid) for pid in read_text(f"/proc/self/task/{task}/children").split()]
     return found
 
 
 def _status(pid: int) -> dict[str, str]:
     try:
-        lines = (_PROC / str(pid) / "status").read_text().splitlines()
+        lines = read_text(f"/proc/{pid}/status").splitlines()
     except OSError:
         return {}
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
-def _namespace_depth(proc_dir: Path) -> int:
-    for line in (proc_dir / "status").read_text().splitlines():
-        if line.startswith("NSpid:"):
-            return len(line.split()) - 1
-    return 1
+@functools.cache
+def _own_namespace_depth() -> int:
+    """How many pid namespaces this process is seen from (1: the host's only)."""
+    return max(1, len(_status(os.getpid()).get("NSpid", "").split()))
