@@ -3,6 +3,7 @@ between the database commit and the publish is repaired by the reconciler."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -123,6 +124,38 @@ async def test_batch_submit_stores_and_queues_every_evaluation_in_request_order(
     assert await job_count(js) == 40
     for item in response.responses:
         assert await queued_job(js, item.record) is not None
+
+
+async def test_concurrent_submits_each_get_their_own_evaluation_and_one_job(
+    mesh: Mesh, channels: Channels, js: JetStreamContext
+) -> None:
+    # Submits that arrive together share storage calls (evalmesh_scheduler.creates); what each
+    # caller gets must be what it would get alone: repeats find their first evaluation, and a
+    # reuse of a request_id with another spec is refused without failing its neighbours.
+    _, scheduler = await start_scheduler(mesh, channels, EVALMESH_TENANT_MAX_QUEUED="0")
+    requests = [submit_request(f"burst-{i}", tenant=f"tenant-{i % 3}") for i in range(60)]
+    requests += [submit_request("burst-0", "tenant-0"), submit_request("burst-4", "tenant-1")]
+    reuse = submit_request("burst-7", tenant="tenant-1")
+    reuse.spec.code = "print('another spec')"
+
+    outcomes = await asyncio.gather(
+        *(scheduler.SubmitEvaluation(r, timeout=20) for r in [*requests, reuse]),
+        return_exceptions=True,
+    )
+
+    refused = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(refused) == 1, "one of burst-7's two specs is refused, whichever came second"
+    assert isinstance(refused[0], grpc.aio.AioRpcError)
+    assert refused[0].code() == grpc.StatusCode.ALREADY_EXISTS
+    replies = [o for o in outcomes if not isinstance(o, BaseException)]
+    ids: dict[tuple[str, str], set[str]] = {}
+    for reply in replies:
+        evaluation = reply.record.evaluation
+        ids.setdefault((reply.record.tenant, evaluation.request_id), set()).add(evaluation.id)
+    assert len(ids) == 60
+    assert all(len(found) == 1 for found in ids.values()), "a repeat finds the first one"
+    assert sum(reply.created for reply in replies) == 60
+    assert await job_count(js) == 60
 
 
 async def test_a_batch_mixing_tenants_is_refused_naming_the_field(

@@ -8,7 +8,8 @@ Submit is admission, commit, publish, record:
    commit is what makes "a full queue creates nothing" true; storage has no delete, so the
    alternative (create, fail to publish, undo) would leave a CANCELLED record that a retry with
    the same request_id returns.
-2. Commit: storage creates the evaluation QUEUED, idempotent on (tenant, request_id).
+2. Commit: storage creates the evaluation QUEUED, idempotent on (tenant, request_id). Submits
+   that arrive together share a storage call (``creates``).
 3. Publish the job. If that fails after the commit (NATS away, or a race past the hard stream
    limit) the evaluation stays QUEUED and unpublished; the answer is still OK because it is
    stored and the reconciler will publish it. A retry of a request whose job was already
@@ -27,6 +28,7 @@ from evalmesh.scheduler.v1 import scheduler_service_pb2
 from evalmesh.storage.v1 import record_pb2, storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
 from evalmesh_common import FieldViolation, InvalidArgument, ResourceExhausted
+from evalmesh_scheduler.creates import CreateBatcher
 from evalmesh_scheduler.jobs import JobQueue
 from evalmesh_scheduler.publications import PublicationLog
 from evalmesh_scheduler.runtimes import RuntimeOffers
@@ -70,13 +72,14 @@ class Submitter:
         self.tenant_max_queued = tenant_max_queued
         self._after_commit = after_commit
         self._queued: dict[str, tuple[float, int]] = {}  # tenant -> (valid until, QUEUED count)
+        self._creates = CreateBatcher(storage, max_batch=max_batch)
 
     async def submit(self, request: SubmitRequest) -> Created:
         """Store and queue one evaluation; returns it and whether this call created it."""
         _check_request(request, "")
         self._require_runtimes([request])
         await self._admit(request.tenant, 1)
-        record, created = await self.storage.create(
+        record, created = await self._creates.create(
             request.tenant, request.request_id, request.spec, request.id
         )
         self._after_commit()
