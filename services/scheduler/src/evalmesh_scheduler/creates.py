@@ -10,7 +10,8 @@ a lone submit still makes its CreateEvaluation the moment it arrives.
 A batch is all or none in storage, but the submits in it are unrelated. If it is refused (one
 request's spec reused a request_id with another spec, say) or fails, each of its requests is
 sent again alone, so each submit gets exactly the answer it would have had on its own.
-Idempotency is storage's, on (tenant, request_id), within a batch as across batches.
+Idempotency is storage's, on (tenant, request_id), within a batch as across batches. With
+traces on, a shared call shows in the trace of the submit that started its sender.
 """
 
 from __future__ import annotations
