@@ -322,8 +322,8 @@ async def test_a_megabyte_of_code_and_of_stdin_get_through_the_hand_over_whole(
 
 
 class _HeldMoves:
-    """Wraps the host's cgroup driver so that moving a process into a job's cgroups waits
-    until the test lets it go, as the kernel makes a move wait for an RCU grace period."""
+    """Wraps the host's cgroup driver so that the first move of a process into a job's cgroups
+    waits until the test lets it go, as the kernel makes a move wait for an RCU grace period."""
 
     def __init__(self, driver: Any) -> None:
         self._driver = driver
@@ -342,15 +342,19 @@ class _HeldMoves:
                 return getattr(job, name)
 
             def add_process(self, pid: int) -> None:
-                held.entered.set()
-                held.go.wait(30)
+                if not held.entered.is_set():
+                    held.entered.set()
+                    held.go.wait(30)
                 job.add_process(pid)
 
         return Job()
 
 
 @pytest.fixture
-def held_moves(monkeypatch: pytest.MonkeyPatch) -> list[_HeldMoves]:
+async def held_pool(
+    parent: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[BwrapSandbox, _HeldMoves]]:
+    """A sandbox whose pool's first preparation is held in its move into its cgroups."""
     made: list[_HeldMoves] = []
 
     def detect(*args: Any) -> _HeldMoves:
@@ -358,50 +362,37 @@ def held_moves(monkeypatch: pytest.MonkeyPatch) -> list[_HeldMoves]:
         return made[-1]
 
     monkeypatch.setattr(bwrap_sandbox, "detect_cgroups", detect)
-    return made
-
-
-async def test_runs_go_on_while_a_preparation_waits_to_move_into_its_cgroups(
-    parent: str, held_moves: list[_HeldMoves]
-) -> None:
-    config = BwrapConfig(cgroup_parent=parent, prepared=1, prepared_limits=SMALL)
-    box = BwrapSandbox(config)
+    box = BwrapSandbox(BwrapConfig(cgroup_parent=parent, prepared=1, prepared_limits=SMALL))
     await box.prepare()
-    (held,) = held_moves
+    (held,) = made
     try:
-        await asyncio.to_thread(held.entered.wait, 20)
-        # The pool's preparation is held in its move; a ticker on the same loop still ticks.
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        ticker = asyncio.ensure_future(tick())
-        await asyncio.sleep(0.3)
-        ticker.cancel()
-        assert ticks > 5, "the event loop stood still while a sandbox moved into its cgroups"
-        assert box.prepared_waiting() == 0
+        assert await asyncio.to_thread(held.entered.wait, 20), "the pool never began preparing"
+        yield box, held
     finally:
         held.go.set()
-    result = await box.run(_request(b"print('after')"))
-    assert result.stdout == b"after\n"
-    await box.close()
+        await box.close()
     await _assert_nothing_left(box, parent)
 
 
-async def test_closing_while_a_preparation_moves_into_its_cgroups_leaves_nothing(
-    parent: str, held_moves: list[_HeldMoves]
+async def test_runs_go_on_while_a_preparation_waits_to_move_into_its_cgroups(
+    held_pool: tuple[BwrapSandbox, _HeldMoves],
 ) -> None:
-    config = BwrapConfig(cgroup_parent=parent, prepared=1, prepared_limits=SMALL)
-    box = BwrapSandbox(config)
-    await box.prepare()
-    (held,) = held_moves
-    await asyncio.to_thread(held.entered.wait, 20)
+    box, held = held_pool
+    # Another shape is prepared on demand, and runs, while the pool's move is still held.
+    result = await box.run(_request(b"print('meanwhile')", scratch_bytes=4 * MiB))
+    assert result.stdout == b"meanwhile\n"
+    assert not held.go.is_set()
+    assert box.prepared_waiting() == 0
+    held.go.set()
+    await _eventually(lambda: box.prepared_waiting() == 1, 20, "the pool did not fill")
+    assert (await box.run(_request(b"print('after')"))).stdout == b"after\n"
+
+
+async def test_closing_while_a_preparation_moves_into_its_cgroups_leaves_nothing(
+    held_pool: tuple[BwrapSandbox, _HeldMoves],
+) -> None:
+    box, held = held_pool
     closing = asyncio.ensure_future(box.close())
     await asyncio.sleep(0.2)
     held.go.set()  # the move ends after the close began: the teardown must still find it
     await closing
-    await _assert_nothing_left(box, parent)
