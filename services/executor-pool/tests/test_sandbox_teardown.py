@@ -4,7 +4,6 @@ unaffected), and F04's sandbox half (an executor killed with SIGKILL takes its j
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import os
@@ -33,7 +32,7 @@ from evalmesh_executor.sandbox.bwrap.binary import bundled_bwrap
 from evalmesh_executor.sandbox.bwrap.cgroup_detect import detect_cgroups
 from evalmesh_executor.sandbox.bwrap.cgroups import JOB_PREFIX
 from evalmesh_executor.sandbox.bwrap.layout import BOOT_MARKER
-from evalmesh_executor.sandbox.bwrap.reaper import kill_stranded
+from evalmesh_executor.sandbox.bwrap.reaper import StrandedSweeper
 
 POOL_SPINNER = """
 import multiprocessing
@@ -220,8 +219,9 @@ async def test_a_sandbox_a_killed_executor_left_waiting_is_killed_and_a_live_one
 ) -> None:
     if os.geteuid() != 0 or not isinstance(sandbox, BwrapSandbox):
         pytest.skip("bwrap's sandboxes, as root")
-    # A live job: its sandbox's pid 1 carries the marker too, under its bwrap monitor.
-    code = "import time; print('up', flush=True); time.sleep(1); print('ok')"
+    # A live job: its sandbox's pid 1 carries the marker too, under its bwrap monitor. It
+    # outlasts the sweep below, so no run's own teardown can be what reaps the stranded one.
+    code = "import time; print('up', flush=True); time.sleep(6); print('ok')"
     live = await run_until_printed(run, code, b"up", wall_timeout=20)
     # What an executor killed while starting a sandbox leaves: the monitor has reported the
     # sandbox's pid and not yet released it (here it waits on --userns-block-fd), then dies.
@@ -245,10 +245,15 @@ async def test_a_sandbox_a_killed_executor_left_waiting_is_killed_and_a_live_one
         os.close(block_w)
     await asyncio.sleep(0.2)
     assert not _zombie(pid_one), "nothing else ends a sandbox left waiting"
-    # At least this one (other evalmesh runs on this host may have left some too).
-    assert kill_stranded(BOOT_MARKER, 65534, min_age_s=0) >= 1
-    await _wait_for(lambda: _zombie(pid_one), 2.0)
-    _reap(pid_one)  # re-parented to this process (a subreaper) when its monitor died
+    # The executor's sweep kills it, and reaps it: it was re-parented to this process (a
+    # subreaper) when its monitor died, and no run waits for it.
+    sweeper = StrandedSweeper(BOOT_MARKER, 65534, every_s=0.2, min_age_s=0)
+    sweeper.start()
+    try:
+        await _wait_for(lambda: not os.path.exists(f"/proc/{pid_one}"), 5.0)
+    finally:
+        sweeper.stop()
+    assert not live.done()
     result = await live
     assert (result.outcome, result.stdout) == (SandboxOutcome.EXITED, b"up\nok\n")
 
@@ -260,11 +265,6 @@ def _read_json(fd: int) -> str:
         assert part, f"bwrap reported no pid: {data!r}"
         data += part
     return data.decode()
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def _zombie(pid: int) -> bool:

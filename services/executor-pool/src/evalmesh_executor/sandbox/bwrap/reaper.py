@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PROC = Path("/proc")
+_REAP_AFTER_KILL_S = 0.5
 
 
 def become_subreaper() -> bool:
@@ -150,10 +151,12 @@ def kill_stranded(marker: bytes, uid: int, min_age_s: float = 10.0) -> int:
 class StrandedSweeper:
     """Runs kill_stranded at once and then every ``every_s``, on a daemon thread of its own:
     reading other processes' /proc entries can wait, and must hold up neither the event loop
-    nor the executor's exit."""
+    nor the executor's exit. It reaps what it killed, too: a stranded sandbox lost its monitor,
+    so its parent is now this process (their subreaper), and no run waits for it."""
 
-    def __init__(self, marker: bytes, uid: int, every_s: float) -> None:
+    def __init__(self, marker: bytes, uid: int, every_s: float, min_age_s: float = 10.0) -> None:
         self._marker, self._uid, self._every_s = marker, uid, every_s
+        self._min_age_s = min_age_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stranded-sandboxes", daemon=True)
 
@@ -166,7 +169,9 @@ class StrandedSweeper:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                kill_stranded(self._marker, self._uid)
+                if kill_stranded(self._marker, self._uid, self._min_age_s):
+                    self._stop.wait(_REAP_AFTER_KILL_S)  # until the SIGKILLs have landed
+                reap_orphans()
             except OSError as exc:  # /proc unreadable: nothing to sweep here
                 log.warning("looking for stranded sandboxes failed: %s", exc)
             self._stop.wait(self._every_s)
