@@ -130,6 +130,7 @@ async def test_storage_away_fails_every_waiting_create_with_its_error() -> None:
     for each in waiting:
         with pytest.raises(Unavailable):
             await each
+    assert storage.calls == [["r0", "r1", "r2"]], "not sent again one by one to wait as long"
 
 
 async def test_a_create_whose_caller_went_away_leaves_the_others_answered() -> None:

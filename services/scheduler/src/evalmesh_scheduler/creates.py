@@ -9,7 +9,8 @@ a lone submit still makes its CreateEvaluation the moment it arrives.
 
 A batch is all or none in storage, but the submits in it are unrelated. If it is refused (one
 request's spec reused a request_id with another spec, say) or fails, each of its requests is
-sent again alone, so each submit gets exactly the answer it would have had on its own.
+sent again alone, so each submit gets exactly the answer it would have had on its own; only
+storage being away or too slow fails them all at once, as it would each of them.
 Idempotency is storage's, on (tenant, request_id), within a batch as across batches. With
 traces on, a shared call shows in the trace of the submit that started its sender.
 """
@@ -17,13 +18,12 @@ traces on, a shared call shows in the trace of the submit that started its sende
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
 from evalmesh.storage.v1 import storage_service_pb2
 from evalmesh.v1 import evaluation_pb2
-from evalmesh_common import Unavailable
+from evalmesh_common import DeadlineExceeded, Unavailable
 from evalmesh_scheduler.storage_client import Created, StorageClient
 
 __all__ = ["CreateBatcher"]
@@ -68,15 +68,19 @@ class CreateBatcher:
                 await self._create(taken)
             except BaseException:  # cancelled (shutdown): no submit waits forever
                 for _, answer in taken:
-                    if not answer.done():
-                        answer.set_exception(Unavailable("the scheduler is stopping"))
+                    _fail(answer, Unavailable("the scheduler is stopping"))
                 raise
 
     async def _create(self, taken: Sequence[tuple[_Request, asyncio.Future[Created]]]) -> None:
         if len(taken) > 1:
             try:
                 results = await self._storage.batch_create([request for request, _ in taken])
-            except Exception as exc:  # each alone: each submit gets its own answer
+            except (Unavailable, DeadlineExceeded) as exc:
+                # Storage away or too slow: each alone would wait as long again for the same.
+                for _, answer in taken:
+                    _fail(answer, exc)
+                return
+            except Exception as exc:  # a refusal: each alone, so each gets its own answer
                 logger.debug("%d creates together failed (%s); each goes alone", len(taken), exc)
             else:
                 for (_, answer), result in zip(taken, results, strict=True):
@@ -90,12 +94,16 @@ class CreateBatcher:
                 request.tenant, request.request_id, request.spec, request.id
             )
         except Exception as exc:
-            if not answer.done():
-                answer.set_exception(exc)
+            _fail(answer, exc)
             return
         _settle(answer, result)
 
 
 def _settle(answer: asyncio.Future[Created], result: Created) -> None:
-    with contextlib.suppress(asyncio.InvalidStateError):  # its caller was cancelled
+    if not answer.done():  # else its caller was cancelled
         answer.set_result(result)
+
+
+def _fail(answer: asyncio.Future[Created], error: BaseException) -> None:
+    if not answer.done():
+        answer.set_exception(error)
