@@ -115,7 +115,12 @@ async def test_a_queued_evaluation_whose_job_was_acked_away_is_published_again_w
     assert job is not None
     assert job.headers is not None
     assert job.headers["Nats-Msg-Id"] == f"{evaluation_id}.r1"  # past the duplicate window
-    assert "missing from the work queue" in log_text(process)
+
+    async def logged() -> bool:
+        return "missing from the work queue" in log_text(process)
+
+    # The reconciler warns once it has noted the publication in storage, after the job is back.
+    await eventually(logged, within=5, what="the reconciler's warning")
     # A job that is there is left alone: no second publication on later passes.
     await asyncio.sleep(1.5)
     assert (await get_record(storage, evaluation_id)).publish_count == 2
