@@ -26,6 +26,7 @@ class DeadlineInterceptor(HandlerInterceptor):
     """
 
     def __init__(self, limit: float) -> None:
+        super().__init__()
         self.limit = limit
 
     def wrap(self, handler: MethodHandler, method: str) -> MethodHandler:

@@ -61,7 +61,14 @@ class HandlerInterceptor(ServerInterceptor):
     The one prologue of every interceptor here: ask for the handler chosen for this call, pass an
     unknown method through (grpc answers UNIMPLEMENTED before any handler runs, so nothing is
     wrapped or counted for it), and hand the rest to :meth:`wrap`.
+
+    A method's wrapped handler is made once and kept, for as long as the handler it wraps is the
+    one chosen: wrapping inspects the handler and builds a new one, which every call paid for.
     """
+
+    def __init__(self) -> None:
+        # method -> (the handler chosen for it, that handler wrapped)
+        self._wrapped: dict[str, tuple[MethodHandler, MethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -72,7 +79,13 @@ class HandlerInterceptor(ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # the stubs omit Optional
             return None  # type: ignore[return-value]
-        return self.wrap(handler, handler_call_details.method)
+        method = handler_call_details.method
+        kept = self._wrapped.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self.wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     @abc.abstractmethod
     def wrap(self, handler: MethodHandler, method: str) -> MethodHandler:

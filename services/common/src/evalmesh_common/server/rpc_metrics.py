@@ -44,6 +44,7 @@ class RpcMetricsInterceptor(HandlerInterceptor):
     """Counts and times every call to an implemented method, into ``registry``."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
         self.started = Counter(
             "grpc_server_started", "RPCs started on the server.", _LABELS, registry=registry
         )
