@@ -135,6 +135,34 @@ async def test_the_pool_is_refilled_after_the_job_that_emptied_it_not_while_it_r
     await _eventually(lambda: pooled.prepared_waiting() == 1, 20, "the pool did not refill")
 
 
+async def test_a_take_from_a_pool_already_short_refills_it_while_the_jobs_run(
+    parent: str,
+) -> None:
+    config = BwrapConfig(cgroup_parent=parent, prepared=2, prepared_limits=SMALL)
+    long_job = _request(
+        b"import time; print('running', flush=True); time.sleep(4)", wall_timeout=20.0
+    )
+    running = asyncio.Event()
+
+    async def on_output(chunk: OutputChunk) -> None:
+        running.set()
+
+    async with BwrapSandbox(config) as box:
+        await _eventually(lambda: box.prepared_waiting() == 2, 20, "the pool never filled")
+        first = asyncio.ensure_future(box.run(long_job, on_output))
+        await asyncio.wait_for(running.wait(), 10)
+        await asyncio.sleep(0.5)  # a preparation takes tens of milliseconds
+        # One at a time: the pool waits for the job's end, as with one prepared.
+        assert box.prepared_waiting() == 1
+        # A second take before the first was replaced: a burst, so the pool refills now.
+        second = asyncio.ensure_future(box.run(long_job))
+        await _eventually(lambda: box.prepared_waiting() == 2, 2, "the pool did not refill")
+        assert not first.done() and not second.done(), "both jobs still run"
+        for result in (await first, await second):
+            assert (result.outcome, result.stdout) == (SandboxOutcome.EXITED, b"running\n")
+    await _assert_nothing_left(box, parent)
+
+
 async def test_a_prepared_sandbox_is_the_same_sandbox_as_one_prepared_on_demand(
     pooled: BwrapSandbox, parent: str
 ) -> None:

@@ -58,8 +58,9 @@ def bwrap_runtimes(trees: Mapping[str, str]) -> dict[str, Runtime]:
 
 
 def _bwrap(config: ExecutorConfig) -> SandboxBackend:
-    # Sandboxes started ahead for requests that leave every limit to the defaults.
-    prepared = config.slots if config.bwrap_prepared is None else config.bwrap_prepared
+    # Sandboxes started ahead for requests that leave every limit to the defaults: two per
+    # slot, so the slots of a burst find some while the refill catches up (prepared.py).
+    prepared = 2 * config.slots if config.bwrap_prepared is None else config.bwrap_prepared
     return BwrapSandbox(
         BwrapConfig(
             runtimes=bwrap_runtimes(config.bwrap_tree_paths()),

@@ -175,7 +175,7 @@ class ExecutorConfig:
     backend: str = env_field("EVALMESH_SANDBOX_BACKEND", default="auto")
     slots: int = env_field("EVALMESH_EXECUTOR_SLOTS", default=2)
     # bwrap sandboxes kept started ahead, per runtime, waiting for a job (each serves one).
-    # Unset: one per slot; 0: every run starts its own (the same way, on the critical path).
+    # Unset: two per slot; 0: every run starts its own (the same way, on the critical path).
     bwrap_prepared: int | None = env_field("EVALMESH_BWRAP_PREPARED", default=None)
     # Package trees (built by scripts/setup: evalmesh_executor.treebuild) as comma-separated
     # runtime=directory pairs; each adds that runtime to the bwrap backend. Unset: none, and

@@ -13,14 +13,23 @@ for the run on demand. Each serves one job and is torn down with it; the pool re
 background, one preparation at a time per shape, backing off while preparations fail.
 
 A taken sandbox is replaced shortly after its job has ended, not while the job runs nor while
-its result is written. A preparation is a burst of work (a process started, cgroups and mounts
-made, an interpreter's start-up) on the executor's event loop and on the CPUs the job and the
-result's path use. Measured on two cores, one ``print(1)`` at a time: begun at the hand-over, it
-held the program's end back by about 10 ms (its end seen 14-16 ms after its last line, against
-3.3-3.6 ms); begun as the job ended, it held the result back as much (end_time to the client's
-hands 11-12 ms, against 3-4 ms). ``after_job_s`` (``BwrapConfig``, 30 ms) after the job's end
-covers the result's way to storage and to its watchers (p90 about 15 ms there) on such a host;
-the finished sandbox's cgroups and scratch are removed then too.
+its result is written (unless a burst is draining the pool: below). A preparation is a burst of
+work (a process started, cgroups and mounts made, an interpreter's start-up) on the executor's
+event loop and on the CPUs the job and the result's path use. Measured on two cores, one
+``print(1)`` at a time: begun at the hand-over, it held the program's end back by about 10 ms
+(its end seen 14-16 ms after its last line, against 3.3-3.6 ms); begun as the job ended, it held
+the result back as much (end_time to the client's hands 11-12 ms, against 3-4 ms).
+``after_job_s`` (``BwrapConfig``, 30 ms) after the job's end covers the result's way to storage
+and to its watchers (p90 about 15 ms there) on such a host; the finished sandbox's cgroups and
+scratch are removed then too.
+
+Under a burst that wait leaves the pool empty: jobs end every few milliseconds, each refill
+begins 30 ms after one of them, and half the jobs of a burst of 150 ``print(1)`` on two slots
+prepared their own sandbox, each waiting about 15 ms for it (most of it the kernel's grace
+period in the cgroup move, time in which nothing else ran: the machine was 16% idle). So a
+take from a pool that is already short of its target, one whose last take was not replaced
+yet, refills at once: one at a time, every job takes from a full pool, while a burst keeps
+the refill going between its jobs (the executor keeps two per slot, so the slots find some).
 """
 
 from __future__ import annotations
@@ -159,12 +168,15 @@ class PreparedPool:
     def take(self, shape: Shape) -> Prepared | None:
         """A waiting sandbox of ``shape``, now the caller's; None if none is ready.
 
-        The pool is refilled once the caller's job is over: call ``job_ended``.
+        The pool is refilled once the caller's job is over (call ``job_ended``), or at once if
+        it was already short before this take.
         """
         ready = self._ready.get(shape)
         while ready:
             prepared = ready.popleft()
             if prepared.alive:
+                if len(ready) + 1 < self._targets[shape]:  # a burst is draining the pool
+                    self._wake[shape].set()
                 return prepared
             log.warning("a prepared sandbox died while waiting; discarding it")
             self._spawn_discard(prepared)
