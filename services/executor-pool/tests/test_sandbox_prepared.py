@@ -157,7 +157,8 @@ async def test_a_take_from_a_pool_already_short_refills_it_while_the_jobs_run(
         # A second take before the first was replaced: a burst, so the pool refills now.
         second = asyncio.ensure_future(box.run(long_job))
         await _eventually(lambda: box.prepared_waiting() == 2, 2, "the pool did not refill")
-        assert not first.done() and not second.done(), "both jobs still run"
+        assert not first.done(), "the first job still runs"
+        assert not second.done(), "the second job still runs"
         for result in (await first, await second):
             assert (result.outcome, result.stdout) == (SandboxOutcome.EXITED, b"running\n")
     await _assert_nothing_left(box, parent)
