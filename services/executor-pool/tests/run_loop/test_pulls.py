@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+from collections.abc import Callable
+from typing import cast
 
+import nats
 import pytest
 from nats.aio.msg import Msg
 
-from evalmesh_common.subjects import JOBS_STREAM, job_consumer
+from evalmesh_common import Seconds
+from evalmesh_common.subjects import JOBS_STREAM, job_consumer, job_hint_subject, job_subject
+from evalmesh_executor.config import PullConfig
+from evalmesh_executor.pool import Pool
+from evalmesh_executor.runs import RunRegistry
+from evalmesh_executor.worker import JobRunner
 
 from .conftest import MakeMesh
 from .harness import Driver, State
@@ -47,3 +56,51 @@ async def test_an_idle_executor_takes_every_new_job_on_its_hint_without_waiting_
             except TimeoutError as exc:
                 pytest.fail(f"job {index}: {exc}\n{executor.process.log_tail()}")
             assert evaluation.state == State.STATE_SUCCEEDED, evaluation
+
+
+class _TakenJobs:
+    """Stands in for the job runner: acks each job it is given and keeps its subject."""
+
+    def __init__(self) -> None:
+        self.subjects: list[str] = []
+        self.taken = asyncio.Event()
+
+    async def process(self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None]) -> None:
+        self.subjects.append(msg.subject)
+        self.taken.set()
+        await msg.ack()
+        sandbox_done()
+
+
+async def test_a_job_hinted_before_the_queue_can_hand_it_out_is_taken_without_the_recheck(
+    make_mesh: MakeMesh,
+) -> None:
+    mesh = make_mesh({})  # NATS with the scheduler's queue, and no executor
+    client = await nats.connect(mesh.nats_url)
+    jobs = _TakenJobs()
+    pool = Pool(
+        client,
+        cast(JobRunner, jobs),
+        RunRegistry(),
+        slots=1,
+        pull=PullConfig(recheck_interval=Seconds(3600)),  # only hints wake the pool
+        can_pull=lambda: True,
+    )
+    await pool.bind()
+    running = asyncio.create_task(pool.run())
+    try:
+        # The pool finds the class empty, then is hinted a job that reaches the queue only
+        # a moment later (as when the consumer learns of a stored job after its publisher).
+        await asyncio.sleep(0.3)
+        await client.publish(job_hint_subject("normal"), b"1")
+        await client.flush()
+        await asyncio.sleep(0.03)
+        await client.jetstream().publish(f"{job_subject('normal')}.late", b"not a real job")
+        await asyncio.wait_for(jobs.taken.wait(), 10)
+        assert jobs.subjects == [f"{job_subject('normal')}.late"]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await pool.close()
+        await client.close()
