@@ -125,6 +125,9 @@ class Pool:
         # Classes that answered "no messages": the hint count when that pull went out, and when.
         self._empty: dict[str, tuple[int, float]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Clear while a pull is out, until what it brought is handed on.
+        self._between_pulls = asyncio.Event()
+        self._between_pulls.set()
         self.draining = False
 
     @property
@@ -166,13 +169,16 @@ class Pool:
         if self._draining_now():  # began while every slot was busy
             self._free.release()
             return
+        self._between_pulls.clear()
         try:
             taken = await self._take()
         except BaseException:
             self._free.release()
+            self._between_pulls.set()
             raise
         if taken is None:
             self._free.release()
+            self._between_pulls.set()
             await self._wakeup.wait()
             return
         msg, ack_wait = taken
@@ -184,6 +190,7 @@ class Pool:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._between_pulls.set()
 
     def _draining_now(self) -> bool:
         # A call, not the attribute: the drain can begin at any await in between.
@@ -281,9 +288,14 @@ class Pool:
     async def close(self) -> None:
         """Stop pulling and unsubscribe from the hints (before the connection drains).
 
-        Every subscription is closed first: one left open holds up the connection's drain.
+        Every subscription is closed first: one left open holds up the connection's drain. A
+        pull that is out (a waiting one lasts up to ``_HINTED_WAIT``) is waited for first: a
+        job delivered to a closed inbox would wait for its ack_wait before anyone got it.
         """
         self.draining = True
+        with contextlib.suppress(TimeoutError):
+            limit = self._pull.fetch_timeout + _HINTED_WAIT
+            await asyncio.wait_for(self._between_pulls.wait(), limit)
         inboxes = [source.inbox for source in self._sources.values()]
         hints, self._hints = self._hints, []
         for subscription in [*hints, *inboxes]:

@@ -59,11 +59,17 @@ async def test_an_idle_executor_takes_every_new_job_on_its_hint_without_waiting_
 
 
 class _TakenJobs:
-    """Stands in for the job runner: acks each job it is given and keeps its subject."""
+    """Stands in for the job runner: acks each job it is given and keeps its subject; naks
+    each it is told to requeue."""
 
     def __init__(self) -> None:
         self.subjects: list[str] = []
         self.taken = asyncio.Event()
+        self.requeued: list[str] = []
+
+    async def requeue(self, msg: Msg, delay: float) -> None:
+        self.requeued.append(msg.subject)
+        await msg.nak()
 
     async def process(self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None]) -> None:
         self.subjects.append(msg.subject)
@@ -103,4 +109,52 @@ async def test_a_job_hinted_before_the_queue_can_hand_it_out_is_taken_without_th
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await pool.close()
+        await client.close()
+
+
+async def test_closing_while_a_waiting_pull_is_out_gives_its_job_back_at_once(
+    make_mesh: MakeMesh,
+) -> None:
+    mesh = make_mesh({})  # NATS with the scheduler's queue, and no executor
+    client = await nats.connect(mesh.nats_url)
+    jobs = _TakenJobs()
+    pool = Pool(
+        client,
+        cast(JobRunner, jobs),
+        RunRegistry(),
+        slots=1,
+        pull=PullConfig(recheck_interval=Seconds(3600)),
+        can_pull=lambda: True,
+    )
+    waiting_pulls = asyncio.Queue[bytes]()
+
+    async def on_pull(msg: Msg) -> None:
+        if b"expires" in msg.data:
+            waiting_pulls.put_nowait(msg.data)
+
+    consumer = job_consumer("normal")
+    pulls = f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"
+    watch = await client.subscribe(pulls, cb=on_pull)
+    await pool.bind()
+    running = asyncio.create_task(pool.run())
+    try:
+        await asyncio.sleep(0.3)  # the pool found the class empty
+        await client.publish(job_hint_subject("normal"), b"1")  # a hint with no job yet
+        await asyncio.wait_for(waiting_pulls.get(), 10)
+        # The pool is asked to close while its waiting pull is out, and the job comes then.
+        closing = asyncio.create_task(pool.close())
+        await client.jetstream().publish(f"{job_subject('normal')}.late", b"not a real job")
+        await asyncio.wait_for(closing, 10)
+        await asyncio.wait_for(running, 10)
+        # Given back, not left to a closed inbox until its ack_wait: anyone can pull it now.
+        again = await client.jetstream().pull_subscribe_bind(consumer, JOBS_STREAM)
+        [msg] = await again.fetch(1, timeout=5)
+        assert msg.subject == f"{job_subject('normal')}.late"
+        assert jobs.subjects == []
+        await msg.ack()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await watch.unsubscribe()
         await client.close()
