@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import cast
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from evalmesh_common import Seconds
@@ -65,10 +67,8 @@ class _TakenJobs:
     def __init__(self) -> None:
         self.subjects: list[str] = []
         self.taken = asyncio.Event()
-        self.requeued: list[str] = []
 
     async def requeue(self, msg: Msg, delay: float) -> None:
-        self.requeued.append(msg.subject)
         await msg.nak()
 
     async def process(self, msg: Msg, ack_wait: float, sandbox_done: Callable[[], None]) -> None:
@@ -78,43 +78,19 @@ class _TakenJobs:
         sandbox_done()
 
 
-async def test_a_job_hinted_before_the_queue_can_hand_it_out_is_taken_without_the_recheck(
-    make_mesh: MakeMesh,
-) -> None:
-    mesh = make_mesh({})  # NATS with the scheduler's queue, and no executor
-    client = await nats.connect(mesh.nats_url)
-    jobs = _TakenJobs()
-    pool = Pool(
-        client,
-        cast(JobRunner, jobs),
-        RunRegistry(),
-        slots=1,
-        pull=PullConfig(recheck_interval=Seconds(3600)),  # only hints wake the pool
-        can_pull=lambda: True,
-    )
-    await pool.bind()
-    running = asyncio.create_task(pool.run())
-    try:
-        # The pool finds the class empty, then is hinted a job that reaches the queue only
-        # a moment later (as when the consumer learns of a stored job after its publisher).
-        await asyncio.sleep(0.3)
-        await client.publish(job_hint_subject("normal"), b"1")
-        await client.flush()
-        await asyncio.sleep(0.03)
-        await client.jetstream().publish(f"{job_subject('normal')}.late", b"not a real job")
-        await asyncio.wait_for(jobs.taken.wait(), 10)
-        assert jobs.subjects == [f"{job_subject('normal')}.late"]
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await pool.close()
-        await client.close()
+@dataclass
+class _PoolAlone:
+    """A pool of one slot in the test's own process, on a mesh's queue, with a stand-in runner;
+    only hints wake it (its recheck is an hour)."""
+
+    client: NatsClient
+    pool: Pool
+    jobs: _TakenJobs
+    running: asyncio.Task[None]
 
 
-async def test_closing_while_a_waiting_pull_is_out_gives_its_job_back_at_once(
-    make_mesh: MakeMesh,
-) -> None:
+@contextlib.asynccontextmanager
+async def _pool_alone(make_mesh: MakeMesh) -> AsyncIterator[_PoolAlone]:
     mesh = make_mesh({})  # NATS with the scheduler's queue, and no executor
     client = await nats.connect(mesh.nats_url)
     jobs = _TakenJobs()
@@ -126,35 +102,60 @@ async def test_closing_while_a_waiting_pull_is_out_gives_its_job_back_at_once(
         pull=PullConfig(recheck_interval=Seconds(3600)),
         can_pull=lambda: True,
     )
-    waiting_pulls = asyncio.Queue[bytes]()
-
-    async def on_pull(msg: Msg) -> None:
-        if b"expires" in msg.data:
-            waiting_pulls.put_nowait(msg.data)
-
-    consumer = job_consumer("normal")
-    pulls = f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"
-    watch = await client.subscribe(pulls, cb=on_pull)
     await pool.bind()
     running = asyncio.create_task(pool.run())
     try:
-        await asyncio.sleep(0.3)  # the pool found the class empty
-        await client.publish(job_hint_subject("normal"), b"1")  # a hint with no job yet
-        await asyncio.wait_for(waiting_pulls.get(), 10)
-        # The pool is asked to close while its waiting pull is out, and the job comes then.
-        closing = asyncio.create_task(pool.close())
-        await client.jetstream().publish(f"{job_subject('normal')}.late", b"not a real job")
-        await asyncio.wait_for(closing, 10)
-        await asyncio.wait_for(running, 10)
-        # Given back, not left to a closed inbox until its ack_wait: anyone can pull it now.
-        again = await client.jetstream().pull_subscribe_bind(consumer, JOBS_STREAM)
-        [msg] = await again.fetch(1, timeout=5)
-        assert msg.subject == f"{job_subject('normal')}.late"
-        assert jobs.subjects == []
-        await msg.ack()
+        await asyncio.sleep(0.3)  # the pool has found every class empty
+        yield _PoolAlone(client, pool, jobs, running)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
-        await watch.unsubscribe()
+        await pool.close()
         await client.close()
+
+
+LATE_JOB = f"{job_subject('normal')}.late"
+
+
+async def test_a_job_hinted_before_the_queue_can_hand_it_out_is_taken_without_the_recheck(
+    make_mesh: MakeMesh,
+) -> None:
+    async with _pool_alone(make_mesh) as alone:
+        # A hint for a job that reaches the queue only a moment later (as when the consumer
+        # learns of a stored job after its publisher was told it is stored).
+        await alone.client.publish(job_hint_subject("normal"), b"1")
+        await alone.client.flush()
+        await asyncio.sleep(0.03)
+        await alone.client.jetstream().publish(LATE_JOB, b"not a real job")
+        await asyncio.wait_for(alone.jobs.taken.wait(), 10)
+        assert alone.jobs.subjects == [LATE_JOB]
+
+
+async def test_closing_while_a_waiting_pull_is_out_gives_its_job_back_at_once(
+    make_mesh: MakeMesh,
+) -> None:
+    async with _pool_alone(make_mesh) as alone:
+        client, consumer = alone.client, job_consumer("normal")
+        waiting_pulls = asyncio.Queue[bytes]()
+
+        async def on_pull(msg: Msg) -> None:
+            if b"expires" in msg.data:
+                waiting_pulls.put_nowait(msg.data)
+
+        pulls = f"$JS.API.CONSUMER.MSG.NEXT.{JOBS_STREAM}.{consumer}"
+        watch = await client.subscribe(pulls, cb=on_pull)
+        await client.publish(job_hint_subject("normal"), b"1")  # a hint with no job yet
+        await asyncio.wait_for(waiting_pulls.get(), 10)
+        # The pool is asked to close while its waiting pull is out, and the job comes then.
+        closing = asyncio.create_task(alone.pool.close())
+        await client.jetstream().publish(LATE_JOB, b"not a real job")
+        await asyncio.wait_for(closing, 10)
+        await asyncio.wait_for(alone.running, 10)
+        await watch.unsubscribe()
+        # Given back, not left to a closed inbox until its ack_wait: anyone can pull it now.
+        again = await client.jetstream().pull_subscribe_bind(consumer, JOBS_STREAM)
+        [msg] = await again.fetch(1, timeout=5)
+        assert msg.subject == LATE_JOB
+        assert alone.jobs.subjects == []
+        await msg.ack()
