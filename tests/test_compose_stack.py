@@ -282,9 +282,10 @@ def test_teardown_kills_every_process_of_a_job(stack: ComposeStack, key: str) ->
     while any("evalmesh-daemon-canary" in line for line in _sandbox_processes(stack)):
         assert time.monotonic() < deadline, _sandbox_processes(stack)
         time.sleep(0.1)
-    # What is left is the executor and the sandboxes prepared for the next jobs, no more.
-    slots = 2
-    assert len(_sandbox_processes(stack)) <= 1 + 3 * slots, _sandbox_processes(stack)
+    # What is left is the executor and the sandboxes prepared for the next jobs (two per slot,
+    # three processes each: bwrap's monitor, the sandbox's pid 1 and its interpreter), no more.
+    prepared = 2 * 2
+    assert len(_sandbox_processes(stack)) <= 1 + 3 * prepared, _sandbox_processes(stack)
 
 
 def _submit(stack: ComposeStack, key: str, code: str) -> str:
