@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -24,7 +25,9 @@ __all__ = [
     "STREAMS_PER_CONNECTION",
     "BenchMesh",
     "ClientPool",
+    "CpuMeter",
     "MeshRound",
+    "cpu_seconds",
     "rss_bytes",
     "run_mesh_round",
     "running_mesh",
@@ -146,6 +149,38 @@ async def run_mesh_round(pool: ClientPool, codes: Sequence[str]) -> MeshRound:
     done = await asyncio.gather(*(one(i, code) for i, code in enumerate(codes)))
     elapsed = time.perf_counter() - started
     return MeshRound(elapsed, sorted(end for _, end in done), [e for e, _ in done])
+
+
+def cpu_seconds(pid: int) -> float:
+    """The CPU time process ``pid`` has used itself (user and system, not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclasses.dataclass
+class CpuMeter:
+    """CPU per evaluation of a mesh's processes, over the rounds it is told to measure."""
+
+    mesh: BenchMesh
+    services: Sequence[str] = ("storage", "executor-pool", "gateway", "scheduler", "nats-server")
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    evaluations: int = 0
+
+    @contextlib.contextmanager
+    def measuring(self, evaluations: int) -> Iterator[None]:
+        """Add what the services use during the block, and ``evaluations``, to the totals."""
+        pids = {name: self.mesh.pid(name) for name in self.services}
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        yield
+        for name, pid in pids.items():
+            used = cpu_seconds(pid) - before[name]
+            self.seconds[name] = self.seconds.get(name, 0.0) + used
+        self.evaluations += evaluations
+
+    def per_evaluation_ms(self) -> dict[str, float]:
+        """Milliseconds of CPU per evaluation, by service."""
+        count = max(1, self.evaluations)
+        return {name: 1000 * self.seconds.get(name, 0.0) / count for name in self.services}
 
 
 def rss_bytes(pid: int) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from benchmarks.floor import run_bounded
-from benchmarks.mesh import ClientPool, run_mesh_round
+from benchmarks.mesh import ClientPool, CpuMeter, run_mesh_round
 
 __all__ = ["Side", "interleave", "mesh_side", "reference_side"]
 
@@ -44,11 +44,18 @@ def reference_side(concurrency: int, job: Callable[[], Awaitable[bool]]) -> Side
     return side
 
 
-def mesh_side(pool: ClientPool, code: str) -> Side:
-    """A mesh side: every job of the round submitted at once through ``pool``."""
+def mesh_side(
+    pool: ClientPool, code: str, meter: CpuMeter | None = None, rounds_of: int = 0
+) -> Side:
+    """A mesh side: every job of the round submitted at once through ``pool``; ``meter``
+    adds up the services' CPU over the rounds of ``rounds_of`` jobs (not the warm-up)."""
 
     async def side(jobs: int) -> tuple[float, int]:
-        measured = await run_mesh_round(pool, [code] * jobs)
+        if meter is None or jobs != rounds_of:
+            measured = await run_mesh_round(pool, [code] * jobs)
+        else:
+            with meter.measuring(jobs):
+                measured = await run_mesh_round(pool, [code] * jobs)
         return measured.rate, measured.ok
 
     return side
