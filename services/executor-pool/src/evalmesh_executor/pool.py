@@ -236,10 +236,10 @@ class Pool:
     def _may_have_work(self, name: str) -> bool:
         """False for a class that was empty, unless a job was published since or it is time
         to look again (for redeliveries, which send no hint)."""
-        if name not in self._empty:
+        empty = self._empty.get(name)
+        if empty is None or self._hinted_since_empty(name):
             return True
-        hinted, when = self._empty[name]
-        return self._hinted[name] > hinted or time.monotonic() - when >= self._pull.recheck_interval
+        return time.monotonic() - empty[1] >= self._pull.recheck_interval
 
     async def _pull_one(self, source: _Source, request: bytes = _PULL_ONE) -> Msg | None:
         """One message from the class's consumer, or None at once if it has none (or none
