@@ -159,7 +159,7 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclasses.dataclass
 class CpuMeter:
-    """CPU per evaluation of a mesh's processes, over the rounds it is told to measure."""
+    """CPU per evaluation of a mesh's processes, over the rounds it measured."""
 
     mesh: BenchMesh
     services: Sequence[str] = ("storage", "executor-pool", "gateway", "scheduler", "nats-server")
@@ -176,6 +176,11 @@ class CpuMeter:
             used = cpu_seconds(pid) - before[name]
             self.seconds[name] = self.seconds.get(name, 0.0) + used
         self.evaluations += evaluations
+
+    def reset(self) -> None:
+        """Forget what was measured so far (the warm-up)."""
+        self.seconds.clear()
+        self.evaluations = 0
 
     def per_evaluation_ms(self) -> dict[str, float]:
         """Milliseconds of CPU per evaluation, by service."""

@@ -4,6 +4,7 @@ database) falls on every side alike."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from benchmarks.floor import run_bounded
@@ -16,13 +17,15 @@ Side = Callable[[int], Awaitable[tuple[float, int]]]
 
 
 async def interleave(
-    sides: dict[str, Side], rounds: int, jobs: int
+    sides: dict[str, Side], rounds: int, jobs: int, warmed: Callable[[], None] = lambda: None
 ) -> tuple[dict[str, list[float]], dict[str, int]]:
-    """A discarded warm-up round per side, then ``rounds`` rounds with the order rotated each
-    time; returns every round's jobs per second and the failed jobs, per side."""
+    """A discarded warm-up round per side (``warmed`` is called after them), then ``rounds``
+    rounds with the order rotated each time; returns every round's jobs per second and the
+    failed jobs, per side."""
     names = list(sides)
     for name in names:
         await sides[name](max(4, jobs // 5))
+    warmed()
     rates: dict[str, list[float]] = {name: [] for name in names}
     failures = dict.fromkeys(names, 0)
     for number in range(rounds):
@@ -44,18 +47,13 @@ def reference_side(concurrency: int, job: Callable[[], Awaitable[bool]]) -> Side
     return side
 
 
-def mesh_side(
-    pool: ClientPool, code: str, meter: CpuMeter | None = None, rounds_of: int = 0
-) -> Side:
+def mesh_side(pool: ClientPool, code: str, meter: CpuMeter | None = None) -> Side:
     """A mesh side: every job of the round submitted at once through ``pool``; ``meter``
-    adds up the services' CPU over the rounds of ``rounds_of`` jobs (not the warm-up)."""
+    adds up the services' CPU over its rounds."""
 
     async def side(jobs: int) -> tuple[float, int]:
-        if meter is None or jobs != rounds_of:
+        with meter.measuring(jobs) if meter else contextlib.nullcontext():
             measured = await run_mesh_round(pool, [code] * jobs)
-        else:
-            with meter.measuring(jobs):
-                measured = await run_mesh_round(pool, [code] * jobs)
         return measured.rate, measured.ok
 
     return side

@@ -64,8 +64,13 @@ async def _measure(
         }
         for label, mesh in meshes.items():
             pool = await stack.enter_async_context(ClientPool(mesh, sizes.throughput_jobs))
-            sides[label] = mesh_side(pool, CODE, meters[label], sizes.throughput_jobs)
-        return await interleave(sides, sizes.throughput_rounds, sizes.throughput_jobs)
+            sides[label] = mesh_side(pool, CODE, meters[label])
+
+        def warmed() -> None:
+            for meter in meters.values():
+                meter.reset()
+
+        return await interleave(sides, sizes.throughput_rounds, sizes.throughput_jobs, warmed)
 
 
 def _report(
