@@ -232,7 +232,20 @@ async function scenarios(page, mesh) {
     await page.getByRole("button", { name: /^Run/ }).click();
     await openedEvaluationId(page);
     await waitForState(page, "Failed", 60_000);
-    const stderr = await page.getByTestId("stderr-text").textContent();
+    // The terminal state can be shown a moment before the output that came with the result.
+    let stderr = "";
+    try {
+      await until(
+        "the traceback on stderr",
+        async () => {
+          stderr = (await page.getByTestId("stderr-text").textContent()) ?? "";
+          return stderr.includes("ZeroDivisionError");
+        },
+        10_000,
+      );
+    } catch {
+      // reported below with what was shown
+    }
     check(stderr.includes("ZeroDivisionError"), `stderr: ${stderr}`);
     check((await page.getByTestId("fact-exit").textContent()) === "exit code 1", "exit code 1 shown");
     check((await page.getByTestId("timeline-ended").textContent()).includes("user fault"), "the program is at fault");
