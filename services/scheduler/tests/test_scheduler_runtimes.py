@@ -151,3 +151,22 @@ async def test_list_runtimes_sums_up_the_healthy_executors(
     assert list(ml.digests) == ["sha256:m1", "sha256:m2"]
     assert [(p.name, p.version) for p in ml.packages] == [("numpy", "2.3.5")]
     assert ml.language == "python"
+
+
+async def test_the_first_healthy_heartbeat_counts_at_once_after_a_submit_that_found_none(
+    mesh: Mesh, channels: Channels, js: JetStreamContext
+) -> None:
+    _, scheduler = await start_scheduler(mesh, channels)
+    heartbeats = await js.key_value(EXECUTORS_BUCKET)
+    await heartbeats.put("exec-1", _status("exec-1", {"python": "sha256:aa"}, healthy=False))
+    listing = spb.ListExecutorsRequest()
+
+    async def healthy(expected: bool) -> bool:
+        executors = (await scheduler.ListExecutors(listing, timeout=10)).executors
+        return [executor.healthy for executor in executors] == [expected]
+
+    await eventually(lambda: healthy(False), 5, "the self-checking executor in the view")
+    assert await _refusal(scheduler, _submit("python-ml")) is None  # no healthy pool: it waits
+    await heartbeats.put("exec-1", _status("exec-1", {"python": "sha256:aa"}))
+    await eventually(lambda: healthy(True), 5, "the executor healthy in the view")
+    assert await _refusal(scheduler, _submit("python-ml")) == "RUNTIME_UNAVAILABLE"

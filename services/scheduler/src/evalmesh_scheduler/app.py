@@ -67,7 +67,8 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
         trace_jobs=tracing_enabled(),
     )
     publications = PublicationLog(storage)
-    executors = BucketView(nats, EXECUTORS_BUCKET, timeout=config.nats_timeout)
+    # Retried soon while the bucket is not made yet: readiness waits for its first snapshot.
+    executors = BucketView(nats, EXECUTORS_BUCKET, retry=0.2, timeout=config.nats_timeout)
     executors.start()
     runtimes = RuntimeOffers(executors)
     submitter = Submitter(
@@ -139,6 +140,7 @@ async def build_app(config: SchedulerConfig) -> ServiceApp:
     app.add_probe("nats", nats.probe)
     app.add_probe("storage", storage_probe)
     app.add_probe("topology", background.probe)
+    app.add_probe("executor-heartbeats", runtimes.probe)
     app.on_stop_work("background", background.stop)
     app.on_stop_work("publications", publications.stop)
     app.on_drain("executors-view", executors.close)

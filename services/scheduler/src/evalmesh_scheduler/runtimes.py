@@ -9,8 +9,10 @@ draining or failing its self-check) nothing is refused: work waits for the pool,
 
 The check is on every submit's path, so it costs no round trip: it reads the scheduler's local
 view of the executors bucket (``BucketView.current``, kept current by one watch) and decodes the
-heartbeats at most every ``refresh`` seconds. A runtime that appears in a heartbeat is accepted
-within that time; before the view's first snapshot, everything is accepted.
+heartbeats at most every ``refresh`` seconds while some executor is healthy. A runtime that
+appears in a heartbeat is accepted within that time; while no executor is healthy the view is
+read on every submit, so the first healthy heartbeat counts at once. The scheduler is not ready
+before the view's first snapshot (``probe``); until then, everything is accepted.
 """
 
 from __future__ import annotations
@@ -59,7 +61,11 @@ class RuntimeOffers:
         self._executors = executors
         self._refresh = refresh
         self._clock = clock
-        self._cached: tuple[float, _Offers | None] | None = None
+        self._cached: tuple[float, _Offers] | None = None
+
+    async def probe(self) -> bool:
+        """Health dependency: the heartbeats' first snapshot is in."""
+        return self._executors.current() is not None
 
     def require(self, runtimes: Iterable[str]) -> None:
         """Raise FailedPrecondition(RUNTIME_UNAVAILABLE) for the first runtime that no healthy
@@ -88,12 +94,15 @@ class RuntimeOffers:
         if self._cached is not None and now - self._cached[0] < self._refresh:
             return self._cached[1]
         values = self._executors.current()
-        offers = None
-        if values is not None:
-            healthy = [status for status in _decode(values) if _healthy(status)]
-            offered = frozenset(rt.name for status in healthy for rt in status.runtimes)
-            offers = _Offers(len(healthy), offered)
-        self._cached = (now, offers)
+        if values is None:
+            return None
+        healthy = [status for status in _decode(values) if _healthy(status)]
+        offered = frozenset(rt.name for status in healthy for rt in status.runtimes)
+        offers = _Offers(len(healthy), offered)
+        if healthy:
+            # Only a view that can refuse is kept: with no healthy executor the next submit
+            # looks again, so the first heartbeat of a healthy pool counts at once.
+            self._cached = (now, offers)
         return offers
 
 
