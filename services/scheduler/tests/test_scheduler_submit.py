@@ -202,6 +202,31 @@ async def test_a_crash_between_commit_and_publish_is_published_by_the_reconciler
     assert await job_count(js) == 1
 
 
+async def test_a_new_evaluation_is_left_to_its_submit_then_published_by_the_reconciler(
+    mesh: Mesh, channels: Channels, js: JetStreamContext, storage: StorageStub
+) -> None:
+    # Reconciler passes every 0.2 s; an evaluation is its submit's for its first 2 s.
+    await start_scheduler(mesh, channels, EVALMESH_PRESENCE_CHECK_AFTER="2")
+    # Committed in storage and not published yet, as a submit leaves it between the two.
+    request = submit_request("in-flight")
+    created = await storage.CreateEvaluation(
+        storage_service_pb2.CreateEvaluationRequest(
+            tenant=request.tenant, request_id=request.request_id, spec=request.spec
+        ),
+        timeout=5,
+    )
+    stored = created.record
+    await asyncio.sleep(1.0)  # five passes
+    assert (await get_record(storage, stored.evaluation.id)).publish_count == 0
+    assert await job_count(js) == 0
+
+    async def published() -> bool:
+        record = await get_record(storage, stored.evaluation.id)
+        return await queued_job(js, stored) is not None and record.publish_count == 1
+
+    await eventually(published, within=10, what="the reconciler's publish, once it is 2 s old")
+
+
 async def test_a_tenant_at_its_queued_cap_is_refused_while_others_still_submit(
     mesh: Mesh, channels: Channels, js: JetStreamContext
 ) -> None:

@@ -73,7 +73,8 @@ class LoopConfig:
 
     reconcile_interval: Seconds = env_field("EVALMESH_RECONCILE_INTERVAL", default=Seconds(5))
     # A QUEUED evaluation published longer ago than this is checked (and re-published if its job
-    # is missing from the queue); never-published ones are published at the next pass. Each check
+    # is missing from the queue); never-published ones at the first pass after they are
+    # presence_check_after old (younger, their submit may be publishing them). Each check
     # of a waiting job is a publish attempt and a row update, so keep it well above a normal wait.
     reconcile_after: Seconds = env_field("EVALMESH_RECONCILE_AFTER", default=Seconds(300))
     # A QUEUED evaluation published longer ago than this has its job looked up on the work queue

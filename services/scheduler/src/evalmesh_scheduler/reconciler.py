@@ -8,7 +8,9 @@ Each pass does two things:
    evaluation, so a job that is still queued is found there, not doubled; one that went missing
    is queued again. Storage then records the publications, which takes them off the next pass's
    list. An evaluation the reaper has just requeued waits out its backoff instead (``held``):
-   the reaper publishes it when that ends.
+   the reaper publishes it when that ends. One created less than ``check_after`` ago is left to
+   the submit that is publishing it: taken for unpublished between its commit and the note of
+   its publication, it would be published twice and noted twice.
 2. **Presence.** It walks the QUEUED evaluations published more than ``check_after`` ago, in
    queue order, a few pages per pass (a cursor carries the walk over to the next pass and wraps
    at the end), and looks each job up on its subject. A job that is gone (acked away by an
@@ -77,7 +79,12 @@ class Reconciler:
         for _ in range(_MAX_ROUNDS):
             before = datetime.now(UTC) - timedelta(seconds=self.republish_after)
             listed = await self.storage.list_unpublished(before, self.batch)
-            records = [r for r in listed if not self.held(r.evaluation.id)]
+            young = datetime.now(UTC) - timedelta(seconds=self.check_after)
+            records = [
+                r
+                for r in listed
+                if not self.held(r.evaluation.id) and not _being_submitted(r, young)
+            ]
             published = await self.jobs.publish(records)
             await self.storage.record_publications(published)
             total += len(published)
@@ -118,3 +125,9 @@ class Reconciler:
             extra={"evaluations": [r.evaluation.id for r in missing[:_LOGGED_IDS]]},
         )
         return len(published)
+
+
+def _being_submitted(record: Record, young: datetime) -> bool:
+    """Never published and created after ``young``: its submit may be publishing it now."""
+    created = record.evaluation.create_time.ToDatetime(UTC)
+    return not record.HasField("publish_time") and created > young
