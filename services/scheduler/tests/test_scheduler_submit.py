@@ -205,8 +205,8 @@ async def test_a_crash_between_commit_and_publish_is_published_by_the_reconciler
 async def test_a_new_evaluation_is_left_to_its_submit_then_published_by_the_reconciler(
     mesh: Mesh, channels: Channels, js: JetStreamContext, storage: StorageStub
 ) -> None:
-    # Reconciler passes every 0.2 s; an evaluation is its submit's for its first 2 s.
-    await start_scheduler(mesh, channels, EVALMESH_PRESENCE_CHECK_AFTER="2")
+    # Reconciler passes every 0.2 s; an evaluation is its submit's for its first 3 s.
+    await start_scheduler(mesh, channels, EVALMESH_PRESENCE_CHECK_AFTER="3")
     # Committed in storage and not published yet, as a submit leaves it between the two.
     request = submit_request("in-flight")
     created = await storage.CreateEvaluation(
@@ -224,7 +224,7 @@ async def test_a_new_evaluation_is_left_to_its_submit_then_published_by_the_reco
         record = await get_record(storage, stored.evaluation.id)
         return await queued_job(js, stored) is not None and record.publish_count == 1
 
-    await eventually(published, within=10, what="the reconciler's publish, once it is 2 s old")
+    await eventually(published, within=10, what="the reconciler's publish, once it is 3 s old")
 
 
 async def test_a_tenant_at_its_queued_cap_is_refused_while_others_still_submit(
