@@ -57,8 +57,20 @@ def test_a_refusal_is_remembered_until_it_expires_or_a_run_of_the_tenant_ends() 
     clock.now += 1.0
     assert not shares.at_limit("acme")
     shares.refused("acme")
-    shares.ended("acme")
+    shares.ended("acme", "e1")
     assert not shares.at_limit("acme")
+    shares.refused("acme")
+    shares.sandbox_gone("acme", "e2")
+    assert not shares.at_limit("acme")
+
+
+def test_each_claim_names_the_runs_whose_sandbox_is_gone_until_they_end() -> None:
+    shares = TenantShares(TenantShareConfig(fair_share=0.5), own_slots=2)
+    shares.sandbox_gone("acme", "e1")
+    shares.sandbox_gone("globex", "e2")
+    assert list(shares.limits().ending) == ["e1", "e2"]  # type: ignore[union-attr]
+    shares.ended("acme", "e1")
+    assert list(shares.limits().ending) == ["e2"]  # type: ignore[union-attr]
 
 
 def test_the_share_settings_refuse_nonsense() -> None:

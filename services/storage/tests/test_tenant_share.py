@@ -112,3 +112,54 @@ async def test_a_negative_share_is_an_invalid_argument(storage: Storage) -> None
     evaluation = await create(storage, "acme")
     with pytest.raises(InvalidArgument):
         await storage.claim(evaluation.id, _share(max_running=-1))
+
+
+def _ending(fair_running: int, ending: list[Evaluation]) -> Claim:
+    return dataclasses.replace(
+        claim(),
+        tenant_share=TenantShare(fair_running=fair_running, ending=tuple(e.id for e in ending)),
+    )
+
+
+async def test_another_tenants_run_whose_sandbox_is_gone_does_not_count_toward_its_share(
+    storage: Storage,
+) -> None:
+    # globex's one run has ended in its sandbox, its result not yet recorded: globex holds no
+    # place, so acme (at its share of 1) yields to globex's waiting work.
+    await _run(storage, "acme", 1)
+    (finishing,) = await _run(storage, "globex", 1)
+    await create(storage, "globex")
+    more = await create(storage, "acme")
+    with pytest.raises(TenantAtLimit):
+        await storage.claim(more.id, _ending(1, [finishing]))
+    claimed = await storage.claim(more.id, _ending(1, []))  # globex still counts as running
+    assert claimed.state is State.RUNNING
+
+
+async def test_a_tenants_own_run_whose_sandbox_is_gone_frees_its_place(storage: Storage) -> None:
+    (finishing,) = await _run(storage, "acme", 1)
+    await create(storage, "globex")
+    more = await create(storage, "acme")
+    with pytest.raises(TenantAtLimit):
+        await storage.claim(more.id, _ending(1, []))
+    claimed = await storage.claim(more.id, _ending(1, [finishing]))
+    assert claimed.state is State.RUNNING
+
+
+async def test_the_cap_counts_runs_whose_sandbox_is_gone_until_their_result_is_recorded(
+    storage: Storage,
+) -> None:
+    (finishing,) = await _run(storage, "acme", 1)
+    more = await create(storage, "acme")
+    share = TenantShare(max_running=1, fair_running=1, ending=(finishing.id,))
+    with pytest.raises(TenantAtLimit):
+        await storage.claim(more.id, dataclasses.replace(claim(), tenant_share=share))
+
+
+async def test_an_ending_list_past_any_executors_slots_is_an_invalid_argument(
+    storage: Storage,
+) -> None:
+    evaluation = await create(storage, "acme")
+    share = TenantShare(fair_running=1, ending=tuple(f"e{n}" for n in range(1001)))
+    with pytest.raises(InvalidArgument):
+        await storage.claim(evaluation.id, dataclasses.replace(claim(), tenant_share=share))

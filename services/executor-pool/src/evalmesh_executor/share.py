@@ -11,6 +11,10 @@ job as a dead letter. If the executor dies between the ack and the publish, the 
 still QUEUED in storage and the scheduler's reconciler publishes it again. After a refusal this
 executor remembers the tenant for a moment and sends its jobs back without asking storage, so a
 long run of one tenant's jobs in front of another's costs NATS round trips only.
+
+A slot frees once its sandbox is gone, so the next job is claimed while the last one's result is
+still being recorded. Each claim names those runs (``TenantShare.ending``): storage then counts
+them in no tenant's fair share, as if their results were already in.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ class TenantShares:
         self._own_slots = own_slots
         self._clock = clock
         self._refused: dict[str, float] = {}
+        self._ending: set[str] = set()
 
     def limits(self) -> storage_service_pb2.TenantShare | None:
         """The share to send with a claim, or None when neither bound is on."""
@@ -73,7 +78,9 @@ class TenantShares:
         if not fair and not self.config.max_running:
             return None
         return storage_service_pb2.TenantShare(
-            max_running=self.config.max_running, fair_running=fair
+            max_running=self.config.max_running,
+            fair_running=fair,
+            ending=sorted(self._ending) if fair else (),
         )
 
     def refused(self, tenant: str) -> None:
@@ -81,8 +88,14 @@ class TenantShares:
         if self.config.remember > 0:
             self._refused[tenant] = self._clock() + self.config.remember
 
-    def ended(self, tenant: str) -> None:
-        """A run of ``tenant`` ended here: it may have room again."""
+    def sandbox_gone(self, tenant: str, evaluation_id: str) -> None:
+        """A run's sandbox is gone, its result still to be recorded: its place is free."""
+        self._ending.add(evaluation_id)
+        self._refused.pop(tenant, None)
+
+    def ended(self, tenant: str, evaluation_id: str) -> None:
+        """A run of ``tenant`` ended here (recorded or given back): it may have room again."""
+        self._ending.discard(evaluation_id)
         self._refused.pop(tenant, None)
 
     def at_limit(self, tenant: str) -> bool:

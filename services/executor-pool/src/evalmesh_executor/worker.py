@@ -160,7 +160,7 @@ class JobRunner:
         finally:
             self.runs.close(handle, completed=completed)
             if handle.attempt:
-                self.shares.ended(job.tenant)
+                self.shares.ended(job.tenant, job.evaluation_id)
 
     async def retry_later(self, msg: Msg) -> None:
         """Nak with exponential backoff and jitter from the delivery count."""
@@ -372,6 +372,7 @@ class _Attempt:
             result = await self._sandbox(record, sink)
             if current is not None and result is not None:
                 sandbox_phases(self.runner.tracer, began, result)
+        runner.shares.sandbox_gone(self.job.tenant, handle.evaluation_id)
         self.sandbox_done()
         self._mark("ran")
         found = verdict(result) if result is not None else None

@@ -166,6 +166,7 @@ class TenantShare:
 
     max_running: int = 0
     fair_running: int = 0
+    ending: tuple[str, ...] = ()  # the claimer's runs whose sandbox is gone: no place held
 
 
 @dataclass(frozen=True, slots=True)

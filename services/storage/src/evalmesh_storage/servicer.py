@@ -109,6 +109,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                 TenantShare(
                     max_running=request.tenant_share.max_running,
                     fair_running=request.tenant_share.fair_running,
+                    ending=tuple(request.tenant_share.ending),
                 )
                 if request.HasField("tenant_share")
                 else None

@@ -67,6 +67,7 @@ logger = logging.getLogger(__name__)
 MAX_LEASE_US = 24 * 3600 * 1_000_000
 # How many other tenants with QUEUED work a refused claim looks at for one below its fair share.
 _WAITING_TENANTS_CHECKED = 1000
+_ENDING_LIMIT = 1000  # an executor's runs being recorded at once: at most its slots
 _E = evaluations.c
 # The whole row (as a view reads it) under the row lock, so a transition can answer with the
 # evaluation as it wrote it instead of reading it again.
@@ -82,6 +83,11 @@ _COMPARE_AND_SET = update(evaluations).where(
 )
 _RUNNING_OF_TENANT = select(func.count()).where(
     _E.state == int(State.RUNNING), _E.tenant == bindparam("tenant")
+)
+_ENDING_OF_TENANT = select(func.count()).where(
+    _E.id.in_(bindparam("ending", expanding=True)),
+    _E.state == int(State.RUNNING),
+    _E.tenant == bindparam("tenant"),
 )
 _TENANT_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:tenant, 0))")
 _DROP_OUTPUT = delete(output_chunks).where(output_chunks.c.evaluation_id == bindparam("id"))
@@ -156,8 +162,8 @@ def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
     check_text("runtime_digest", request.runtime_digest, 256)
     _check_lease(request.lease_us)
     share = request.tenant_share
-    if share is not None and min(share.max_running, share.fair_running) < 0:
-        raise invalid("tenant_share", "max_running and fair_running must not be negative")
+    if share is not None:
+        _check_share_request(share)
     row = _lock(tx, evaluation_id, View.FULL)
     state = State(row["state"])
     if state is State.RUNNING:
@@ -186,12 +192,23 @@ def claim(tx: Tx, evaluation_id: str, request: Claim) -> Evaluation:
     return evaluation_of(tx, claimed, View.FULL)
 
 
+def _check_share_request(share: TenantShare) -> None:
+    if min(share.max_running, share.fair_running) < 0:
+        raise invalid("tenant_share", "max_running and fair_running must not be negative")
+    if len(share.ending) > _ENDING_LIMIT:
+        raise invalid("tenant_share.ending", f"at most {_ENDING_LIMIT} evaluations")
+    for evaluation_id in share.ending:
+        require("tenant_share.ending", evaluation_id, 256)
+
+
 def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
     """Refuse a claim that would take ``tenant`` past its share (TenantAtLimit).
 
     Past ``max_running``: always. Past ``fair_running``: only while another tenant running
     fewer than ``fair_running`` has QUEUED work, so a lone tenant may fill an idle pool. A tenant
-    that is refused keeps what runs (nothing is preempted); it gets more as its runs end.
+    that is refused keeps what runs (nothing is preempted); it gets more as its runs end. The
+    fair share counts no run in ``share.ending`` (its sandbox is gone, its result on the way),
+    whichever tenant it is of; the cap counts every RUNNING evaluation.
     """
     if share.max_running <= 0 and share.fair_running <= 0:
         return
@@ -202,7 +219,12 @@ def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
     if 0 < share.max_running <= running:
         facts["limit"] = str(share.max_running)
         raise TenantAtLimit(f"tenant runs {running}, its cap", metadata=facts)
-    if 0 < share.fair_running <= running and _another_waiting(tx, tenant, share):
+    if share.fair_running <= 0 or running < share.fair_running:
+        return
+    if share.ending:
+        running -= _ending_of(tx, tenant, share.ending)
+        facts["running"] = str(running)
+    if share.fair_running <= running and _another_waiting(tx, tenant, share):
         facts["limit"] = str(share.fair_running)
         raise TenantAtLimit(
             f"tenant runs {running}, its fair share, while others wait", metadata=facts
@@ -213,9 +235,14 @@ def _running(tx: Tx, tenant: str) -> int:
     return int(tx.conn.scalar(_RUNNING_OF_TENANT, {"tenant": tenant}) or 0)
 
 
+def _ending_of(tx: Tx, tenant: str, ending: tuple[str, ...]) -> int:
+    params = {"tenant": tenant, "ending": list(ending)}
+    return int(tx.conn.scalar(_ENDING_OF_TENANT, params) or 0)
+
+
 def _another_waiting(tx: Tx, tenant: str, share: TenantShare) -> bool:
     """Whether another tenant below its fair share has QUEUED work."""
-    params = {"tenant": tenant, "fair": share.fair_running}
+    params = {"tenant": tenant, "fair": share.fair_running, "ending": list(share.ending)}
     return tx.conn.scalar(_WAITING_BELOW_SHARE, params) is not None
 
 
@@ -233,6 +260,7 @@ def _waiting_below_share() -> Select[tuple[str]]:
         .where(
             evaluations_running.c.state == int(State.RUNNING),
             evaluations_running.c.tenant == waiting.c.tenant,
+            evaluations_running.c.id.not_in(bindparam("ending", expanding=True)),
         )
         .correlate(waiting)
         .scalar_subquery()

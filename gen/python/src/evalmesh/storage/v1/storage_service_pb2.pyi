@@ -366,6 +366,7 @@ class TenantShare(_message.Message):
 
     MAX_RUNNING_FIELD_NUMBER: _builtins.int
     FAIR_RUNNING_FIELD_NUMBER: _builtins.int
+    ENDING_FIELD_NUMBER: _builtins.int
     max_running: _builtins.int
     """max_running is a hard cap on the tenant's RUNNING evaluations; 0 means no cap."""
     fair_running: _builtins.int
@@ -373,15 +374,23 @@ class TenantShare(_message.Message):
     more is refused while another tenant running fewer than fair_running has QUEUED evaluations, so an
     idle pool still serves a lone tenant (work-conserving) but a busy one is shared.
     """
+    @_builtins.property
+    def ending(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ending names the claiming executor's evaluations whose sandbox is gone and whose result is still
+        being recorded. They hold no place in the pool, so the fair share does not count them, for this
+        tenant or any other; the hard cap still does, until they are terminal.
+        """
+
     def __init__(
         self,
         *,
         max_running: _builtins.int = ...,
         fair_running: _builtins.int = ...,
+        ending: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fair_running", b"fair_running", "max_running", b"max_running"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ending", b"ending", "fair_running", b"fair_running", "max_running", b"max_running"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
