@@ -219,12 +219,12 @@ def _check_share(tx: Tx, tenant: str, share: TenantShare) -> None:
     if 0 < share.max_running <= running:
         facts["limit"] = str(share.max_running)
         raise TenantAtLimit(f"tenant runs {running}, its cap", metadata=facts)
-    if share.fair_running <= 0 or running < share.fair_running:
+    if not 0 < share.fair_running <= running or not _another_waiting(tx, tenant, share):
         return
-    if share.ending:
+    if share.ending:  # asked last: a lone tenant's claims never need it
         running -= _ending_of(tx, tenant, share.ending)
         facts["running"] = str(running)
-    if share.fair_running <= running and _another_waiting(tx, tenant, share):
+    if share.fair_running <= running:
         facts["limit"] = str(share.fair_running)
         raise TenantAtLimit(
             f"tenant runs {running}, its fair share, while others wait", metadata=facts
