@@ -128,8 +128,10 @@ class Prepared:
 
     @property
     def alive(self) -> bool:
-        """False once bwrap exited (the sandbox cannot take a job any more)."""
-        return self.launch.proc.returncode is None
+        """False once bwrap exited or its sandbox has no process left (the sandbox cannot take
+        a job any more). bwrap's monitor outlives a killed sandbox by a moment, and the hand-over
+        to it would end as an empty run, so the sandbox's own cgroup is read too."""
+        return self.launch.proc.returncode is None and bool(self.cgroup.pids())
 
     async def discard(self, kill_timeout_s: float) -> None:
         """Kill and remove a sandbox that never got a job (or whose job is over)."""
