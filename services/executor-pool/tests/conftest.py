@@ -35,6 +35,7 @@ BACKENDS = ("bwrap", "docker")
 SHARED_MODULES = ("test_sandbox_hostile_", "test_sandbox_basics.py", "test_sandbox_teardown.py")
 BWRAP_ONLY = {
     "test_the_runtime_identity_names_version_and_binary_digest",
+    "test_a_program_ends_as_its_interpreter_ends_the_same_script",
     "test_task_cancellation_tears_the_sandbox_down_and_propagates",
     "test_u2_no_process_or_cgroup_of_a_job_exists_after_its_result",
     "test_a_sandbox_whose_bwrap_dies_first_leaves_no_zombie_and_is_reaped_here",

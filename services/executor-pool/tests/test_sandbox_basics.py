@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import signal
 import socket
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from sandbox_helpers import SMALL, Runner, assert_gone, sha256_of_file
@@ -54,6 +57,96 @@ async def test_uncaught_exception_is_a_user_failure_with_its_traceback(run: Runn
     assert result.exit_code == 1
     assert b"ValueError: boom" in result.stderr
     assert not result.outcome.platform_fault
+
+
+# Programs whose way out shows what the interpreter does at exit, in its order: the uncaught
+# exception or SystemExit, non-daemon threads, atexit, stdout and stderr flushed, the
+# finalizers of the job's objects (cyclic garbage first, then __main__'s names in order).
+ENDINGS = {
+    "threads-atexit-finalizers": """
+import atexit, sys, threading, time
+class Noisy:
+    def __init__(self, name):
+        self.name = name
+    def __del__(self):
+        print("finalized", self.name)
+kept = Noisy("global")
+cycle = Noisy("cycle")
+cycle.me = cycle
+del cycle
+out = open(1, "w", closefd=False)
+out.write("buffered, never flushed\\n")
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread done"))).start()
+atexit.register(print, "atexit")
+print("main done")
+sys.exit(3)
+""",
+    "uncaught-exception": "def f():\n    raise ValueError('boom')\nf()",
+    "syntax-error": "print('unclosed'",
+    "exit-message-unprintable": (
+        "class Odd:\n    def __str__(self): raise RuntimeError\nraise SystemExit(Odd())"
+    ),
+    "exit-message": "import sys; sys.exit('bye')",
+    "exit-code-past-a-byte": "import sys; sys.exit(2**32 + 5)",
+    "exit-code-past-a-long": "import sys; sys.exit(2**70)",
+    "keyboard-interrupt": "raise KeyboardInterrupt",
+    "excepthook-exits": (
+        "import sys\n"
+        "def hook(kind, value, trace):\n"
+        "    print('hooked', kind.__name__)\n"
+        "    sys.exit(4)\n"
+        "sys.excepthook = hook\n"
+        "raise ValueError('x')"
+    ),
+    "excepthook-missing": "import sys\ndel sys.excepthook\n1/0",
+    "excepthook-fails": "import sys\nsys.excepthook = lambda *_: 1/0\nraise ValueError('x')",
+    "stdout-flush-fails": (
+        "import sys\n"
+        "class Out:\n"
+        "    closed = False\n"
+        "    def write(self, text): pass\n"
+        "    def flush(self): raise OSError('nope')\n"
+        "sys.stdout = Out()"
+    ),
+    "exit-function-rebound": "import os, sys\nos._exit = sys.exit = None\nprint('x')",
+    "daemon-thread-left-running": (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "print('bye')"
+    ),
+    "cycle-with-gc-disabled": (
+        "import gc\n"
+        "gc.disable()\n"
+        "class A:\n"
+        "    def __del__(self): print('collected')\n"
+        "a = A()\n"
+        "a.me = a\n"
+        "del a"
+    ),
+    "stdout-none": "import sys\nsys.stdout = None\nraise SystemExit(7)",
+}
+
+
+@pytest.mark.parametrize("code", ENDINGS.values(), ids=ENDINGS.keys())
+async def test_a_program_ends_as_its_interpreter_ends_the_same_script(
+    run: Runner, tmp_path: Path, code: str
+) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(code)
+    argv = [*PYTHON.argv, str(script)]
+    alone = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, cwd=tmp_path, env={}, timeout=30
+    )
+    result = await run(code)
+    assert result.outcome is SandboxOutcome.EXITED
+    status = result.exit_code if result.signal is None else -result.signal
+    assert (result.stdout, status) == (alone.stdout, alone.returncode)
+    expected = alone.stderr.replace(str(script).encode(), b"/job/main.py")
+    assert _no_addresses(result.stderr) == _no_addresses(expected)
+
+
+def _no_addresses(text: bytes) -> bytes:
+    return re.sub(rb" at 0x[0-9a-f]+", b"", text)
 
 
 async def test_stdin_is_delivered_byte_for_byte(run: Runner) -> None:
