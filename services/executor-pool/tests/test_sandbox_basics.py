@@ -124,6 +124,7 @@ sys.exit(3)
         "del a"
     ),
     "stdout-none": "import sys\nsys.stdout = None\nraise SystemExit(7)",
+    "a-global-that-is-no-name": "globals()[1] = 'one'\nprint('ok')",
 }
 
 

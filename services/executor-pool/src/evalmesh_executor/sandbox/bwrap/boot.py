@@ -208,11 +208,12 @@ def _evalmesh_boot() -> Callable[[], None]:
             setattr(sys, stream, getattr(sys, f"__{stream}__", None))
 
     def clear(names: dict[str, object]) -> None:
-        """Clear the job's module as the interpreter does (_PyModule_ClearDict)."""
-        for key in [k for k in names if k[:1] == "_" and k[1:2] != "_"]:
-            names[key] = None
-        for key in [k for k in names if k != "__builtins__"]:
-            names[key] = None
+        """Clear the job's module as the interpreter does (_PyModule_ClearDict): names with
+        one leading underscore first, then every name but ``__builtins__``."""
+        texts = [key for key in names if isinstance(key, str)]  # a job can add others
+        for key in [k for k in texts if k[:1] == "_" and k[1:2] != "_"] + texts:
+            if key != "__builtins__":
+                names[key] = None
 
     def run() -> None:
         """Run the job as its script, then end the process as the interpreter would."""
