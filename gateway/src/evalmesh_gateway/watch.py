@@ -270,8 +270,9 @@ class _Session:
     async def _next_event(self) -> pool_pb2.RunEvent | None:
         # Jitter keeps thousands of quiet watchers from polling storage in lockstep.
         quiet = self._watcher._poll_interval * random.uniform(0.8, 1.2)  # noqa: S311
-        try:
-            return await asyncio.wait_for(self._events.get(), quiet)
+        try:  # not wait_for: in Python 3.11 it can return an event instead of a cancel
+            async with asyncio.timeout(quiet):
+                return await self._events.get()
         except TimeoutError:
             self._overflowed = False
             return None

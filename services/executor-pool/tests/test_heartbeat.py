@@ -62,3 +62,25 @@ async def test_a_cancel_requested_in_the_renewal_reply_stops_the_run() -> None:
     await heartbeat.stop()
 
     assert handle.stopped is Stop.CANCEL
+
+
+async def test_stopping_ends_the_beat_even_when_a_touch_is_answered_as_it_stops() -> None:
+    touching = asyncio.Event()
+    answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def renew(evaluation_id: str, attempt: int, lease: float) -> bool:
+        return False
+
+    async def in_progress() -> None:
+        touching.set()
+        await answer
+
+    heartbeat = Heartbeat(RunHandle("ev_1", attempt=1), renew, in_progress, lease=30, ack_wait=0.03)
+    heartbeat.start()
+    await asyncio.wait_for(touching.wait(), 5)
+    answer.set_result(None)  # the reply lands in the same turn of the loop as the stop
+    stopping = asyncio.ensure_future(heartbeat.stop())
+    await asyncio.wait({stopping}, timeout=5)
+    assert stopping.done(), "the touch loop swallowed the stop and beats on"
+    beating = [task for task in asyncio.all_tasks() if task.get_name().startswith("heartbeat")]
+    assert beating == []

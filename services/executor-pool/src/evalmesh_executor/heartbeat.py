@@ -78,8 +78,11 @@ class Heartbeat:
             await self._touch_message()
 
     async def _touch_message(self) -> None:
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the answer instead of
+        # raising when it is cancelled in the turn the answer lands, and the stop is lost.
         try:
-            await asyncio.wait_for(self._in_progress(), timeout=self._tick)
+            async with asyncio.timeout(self._tick):
+                await self._in_progress()
         except Exception as exc:  # NATS away: the lease in storage still protects the run
             logger.warning("in_progress failed: %r", exc, extra=self._extra())
 

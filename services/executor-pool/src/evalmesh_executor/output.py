@@ -122,8 +122,9 @@ class OutputSink:
 
     async def _flush_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._config.flush_interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                async with asyncio.timeout(self._config.flush_interval):
+                    await self._wake.wait()
             self._wake.clear()
             closing = self._closing  # read before flushing: a chunk added meanwhile is kept
             if closing and self._pending_bytes <= self._hand_over:

@@ -80,8 +80,9 @@ class Wakeup:
 
     async def wait(self) -> None:
         """Sleep until a hint arrives (or arrived since the last wait) or the interval passes."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hint.wait(), self.recheck_interval)
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+            async with asyncio.timeout(self.recheck_interval):
+                await self._hint.wait()
         self._hint.clear()
 
 

@@ -37,5 +37,6 @@ async def every(
         if wake is None:
             await asyncio.sleep(interval)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval)
+        with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+            async with asyncio.timeout(interval):
+                await wake.wait()
