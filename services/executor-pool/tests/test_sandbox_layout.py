@@ -1,12 +1,24 @@
-"""The bwrap command line and the limits value type, checked without running anything."""
+"""The bwrap command line, the boot program's code and the limits value type, checked without
+running a sandbox."""
 
 from __future__ import annotations
 
+import marshal
+from dataclasses import replace
+
 import pytest
 
-from evalmesh_executor.sandbox import SandboxLimits
+from evalmesh_executor.sandbox import SandboxLimits, SandboxUnavailableError
 from evalmesh_executor.sandbox.bwrap import PYTHON
-from evalmesh_executor.sandbox.bwrap.layout import BOOT_SOURCE, BwrapFds, Rlimits, bwrap_argv
+from evalmesh_executor.sandbox.bwrap.layout import (
+    BOOT_MARKER,
+    BOOT_SOURCE,
+    BwrapFds,
+    Rlimits,
+    boot_loader,
+    bwrap_argv,
+)
+from evalmesh_executor.sandbox.bwrap.runtime import boot_code
 
 FDS = BwrapFds(etc={"/etc/passwd": 11}, block=12, status=13, seccomp=14)
 
@@ -19,6 +31,7 @@ def argv(scratch: int | None = 1 << 20) -> list[str]:
         scratch_bytes=scratch,
         fds=FDS,
         rlimits=Rlimits(nofile=64, fsize=1 << 20),
+        boot_bytes=1234,
     )
 
 
@@ -56,7 +69,8 @@ def test_scratch_tmpfs_are_size_capped_when_bwrap_supports_it() -> None:
 
 def test_the_program_is_the_boot_program_told_the_jobs_rlimits() -> None:
     tail = argv()[argv().index("--") + 1 :]
-    assert tail == ["/usr/bin/python3", "-I", "-B", "-u", "-c", BOOT_SOURCE, "64", str(1 << 20)]
+    loader = boot_loader(1234)
+    assert tail == ["/usr/bin/python3", "-I", "-B", "-u", "-c", loader, "64", str(1 << 20)]
 
 
 def test_the_sandbox_is_told_its_descriptors_by_number() -> None:
@@ -79,3 +93,17 @@ def test_the_sandbox_is_told_its_descriptors_by_number() -> None:
 def test_limits_must_be_positive_numbers_of_the_right_kind(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="positive"):
         SandboxLimits(**bad)  # type: ignore[arg-type]
+
+
+async def test_the_boot_program_is_compiled_by_the_runtimes_own_interpreter() -> None:
+    code = marshal.loads(await boot_code(PYTHON, BOOT_SOURCE))
+    namespace: dict[str, object] = {"__name__": "__main__"}
+    exec(code, namespace)  # defines the boot program's function; runs nothing
+    assert callable(namespace[BOOT_MARKER.decode()])
+    assert BOOT_MARKER.decode() in boot_loader(len(BOOT_SOURCE))
+
+
+async def test_a_runtime_whose_interpreter_cannot_compile_the_boot_program_is_unavailable() -> None:
+    broken = replace(PYTHON, name="broken", argv=("/bin/false",))
+    with pytest.raises(SandboxUnavailableError, match="cannot compile the boot program"):
+        await boot_code(broken, BOOT_SOURCE)

@@ -1,7 +1,9 @@
 """The first Python code of every bwrap sandbox: wait for the job, then become it.
 
-The executor starts the interpreter ahead of demand (``python3 -I -B -u -c <this file> NOFILE
-FSIZE``) in a fresh sandbox whose stdin is a pipe. This code first sets the job's rlimits
+The executor starts the interpreter ahead of demand in a fresh sandbox whose stdin is a pipe,
+with a loader for a program (``python3 -I -B -u -c <layout.boot_loader> NOFILE FSIZE``), and
+writes this module's code down that pipe, compiled once by the same interpreter; the loader runs
+it and calls ``_evalmesh_boot()()``. This code first sets the job's rlimits
 (RLIMIT_NOFILE and RLIMIT_FSIZE from its arguments, RLIMIT_CORE 0, hard = soft: no process of
 the job can raise them again), then blocks on that pipe until the executor hands the job over:
 a header (two big-endian 8-byte lengths), the code, then the job's stdin. It puts the job's
@@ -31,8 +33,9 @@ end look at the job's objects only. The job runs one call deeper than a script w
 program's ``run``, below its module frame).
 
 It runs inside the sandbox, as the job, using only what the interpreter loaded at start-up and
-``_signal``, ``atexit``, ``gc`` and ``resource``, which it drops from ``sys.modules`` again. When
-run as the executor's module it does nothing: its source is what the sandbox gets.
+``_signal``, ``atexit``, ``gc`` and ``resource``, which it drops from ``sys.modules`` again.
+Imported by the executor it only defines: its source is what the sandboxes' interpreters
+compile.
 """
 
 from __future__ import annotations
@@ -271,7 +274,3 @@ _SYS_CLEARED = (
 _KEPT = frozenset(
     ("__name__", "__builtins__", "__loader__", "__spec__", "__package__", "__annotations__")
 )
-
-
-if __name__ == "__main__":
-    _evalmesh_boot()()

@@ -36,6 +36,7 @@ class HostSetup:
     """What `BwrapSandbox.prepare()` found out about this host, shared by all runs.
 
     cleanups: removing finished sandboxes' cgroups and scratch, after their results.
+    boot_code: per runtime, the boot program compiled by its interpreter (marshalled).
     after_job_s: how long after a job's end its cleanup and its replacement begin.
     """
 
@@ -50,6 +51,7 @@ class HostSetup:
     host_ids: tuple[int, int] | None
     cgroups: CgroupDriver
     identities: Mapping[str, str]
+    boot_code: Mapping[str, bytes]
     setup_timeout_s: float
     kill_timeout_s: float
     poll_interval_s: float

@@ -62,6 +62,7 @@ async def _exec(
         scratch_bytes=shape.scratch_bytes if host.tmpfs_size_supported else None,
         fds=fds,
         rlimits=Rlimits(shape.max_open_files, shape.max_file_size_bytes),
+        boot_bytes=len(host.boot_code[runtime.name]),
         overlay_empty=host.overlay_empty,
         scratch_mounts=(str(scratch.tmp), str(scratch.shm)) if scratch is not None else None,
     )

@@ -47,7 +47,7 @@ from evalmesh_common.backoff import exponential_delay
 from evalmesh_executor.sandbox.core.models import SandboxError
 
 from .cgroups import CgroupLimits
-from .fds import close_all
+from .fds import close_all, write_all
 from .host import HostSetup, Launch, Prepared, Shape
 from .launch import launch
 from .runtime import Runtime
@@ -106,7 +106,8 @@ async def _abandon(host: HostSetup, started: Launch) -> str:
 
 
 async def _place_and_release(host: HostSetup, prepared: Prepared) -> None:
-    """Move the sandbox's pid 1 into the cgroups before anything of it runs, then release it.
+    """Move the sandbox's pid 1 into the cgroups before anything of it runs, release it, and
+    give its interpreter the boot program's code (``layout.boot_loader``).
 
     bwrap's sandbox child (pid 1 of the new pid namespace, the parent of everything that will
     ever run inside) reports its host pid on the status pipe and blocks; every later process
@@ -129,6 +130,9 @@ async def _place_and_release(host: HostSetup, prepared: Prepared) -> None:
         raise
     finally:
         os.close(started.block)
+    # Released, the sandbox is in its cgroups: a failure from here is killed through them.
+    boot = host.boot_code[prepared.runtime.name]
+    await asyncio.wait_for(write_all(started.handover, boot), host.setup_timeout_s)
 
 
 async def _child_pid(prepared: Prepared) -> int:

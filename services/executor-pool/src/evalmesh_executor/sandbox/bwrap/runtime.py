@@ -12,10 +12,22 @@ from evalmesh_executor.sandbox.core.models import SandboxUnavailableError
 
 from .tree import PackageTree
 
-__all__ = ["DEFAULT_RUNTIMES", "PYTHON", "Runtime", "python_with_tree", "runtime_identity"]
+__all__ = [
+    "DEFAULT_RUNTIMES",
+    "PYTHON",
+    "Runtime",
+    "boot_code",
+    "python_with_tree",
+    "runtime_identity",
+]
 
 # Read through a pipe, never through the environment: -I ignores PYTHON* variables.
 _VERSION_PROBE = "import sys; print(sys.version.split()[0])"
+# Compiled as `python -c` compiles its program: as "<string>", with no inherited flags.
+_COMPILE = (
+    "import marshal, sys; sys.stdout.buffer.write(marshal.dumps(compile("
+    "sys.stdin.buffer.read(), '<string>', 'exec', dont_inherit=True)))"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +94,8 @@ async def runtime_identity(runtime: Runtime) -> str:
     for a runtime with a package tree, of that digest and the tree's together."""
     if not await asyncio.to_thread(os.access, runtime.interpreter, os.X_OK):
         raise SandboxUnavailableError(f"runtime {runtime.name}: {runtime.interpreter} is missing")
-    probe = await asyncio.create_subprocess_exec(
-        runtime.interpreter,
-        "-I",
-        "-c",
-        _VERSION_PROBE,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        env={},
-    )
-    out, _ = await probe.communicate()
-    if probe.returncode != 0:
+    status, out, _ = await _run_on_host(runtime, _VERSION_PROBE, b"")
+    if status != 0:
         raise SandboxUnavailableError(f"runtime {runtime.name}: version probe failed")
     version = out.decode().strip()
     digest = await asyncio.to_thread(_sha256_of, runtime.interpreter)
@@ -105,3 +108,32 @@ async def runtime_identity(runtime: Runtime) -> str:
             )
         digest = _combined(digest, tree)
     return f"{runtime.name} {version} sha256:{digest}"
+
+
+async def boot_code(runtime: Runtime, source: str) -> bytes:
+    """``source`` compiled by the runtime's own interpreter, marshalled (its format is that
+    interpreter's): what each of the runtime's sandboxes loads first (``layout.boot_loader``)."""
+    status, code, said = await _run_on_host(runtime, _COMPILE, source.encode())
+    if status != 0 or not code:
+        raise SandboxUnavailableError(
+            f"runtime {runtime.name}: {runtime.interpreter} cannot compile the boot program: "
+            f"{said.decode(errors='replace').strip()[-500:]}"
+        )
+    return code
+
+
+async def _run_on_host(runtime: Runtime, program: str, stdin: bytes) -> tuple[int, bytes, bytes]:
+    """Run ``program`` with the runtime's interpreter on the host, isolated (``-I``, no
+    environment): its exit status, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        runtime.interpreter,
+        "-I",
+        "-c",
+        program,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={},
+    )
+    out, err = await process.communicate(stdin)
+    return process.returncode if process.returncode is not None else -1, out, err

@@ -27,11 +27,11 @@ from .binary import default_bwrap, empty_directory
 from .cgroup_detect import detect_cgroups
 from .cgroups import CgroupDriver
 from .host import HostSetup, Shape
-from .layout import BOOT_MARKER, host_root_links
+from .layout import BOOT_MARKER, BOOT_SOURCE, host_root_links
 from .prepared import PreparedPool, prepare
 from .reaper import StrandedSweeper, become_subreaper, watch_children_by_pidfd
 from .run import BwrapRun
-from .runtime import DEFAULT_RUNTIMES, Runtime, runtime_identity
+from .runtime import DEFAULT_RUNTIMES, Runtime, boot_code, runtime_identity
 from .scratch import ScratchMounts
 
 __all__ = ["BwrapConfig", "BwrapSandbox"]
@@ -153,7 +153,7 @@ class BwrapSandbox(BaseSandbox):
         if host_ids and not os.access(config.setpriv_path, os.X_OK):
             raise SandboxUnavailableError(f"{config.setpriv_path} missing (Debian util-linux)")
         cgroups = detect_cgroups(config.proc_root, config.cgroup_parent)
-        identities = await self._identities()
+        identities, boot = await self._runtimes()
         overlay_empty = empty_directory() if "--ro-overlay" in help_text else None
         scratch = ScratchMounts.setup()
         if overlay_empty is None:
@@ -174,6 +174,7 @@ class BwrapSandbox(BaseSandbox):
             host_ids=host_ids,
             cgroups=cgroups,
             identities=identities,
+            boot_code=boot,
             setup_timeout_s=config.setup_timeout_s,
             kill_timeout_s=config.kill_timeout_s,
             poll_interval_s=config.poll_interval_s,
@@ -204,16 +205,20 @@ class BwrapSandbox(BaseSandbox):
             log.warning("running without seccomp: %s", exc)
             return None
 
-    async def _identities(self) -> dict[str, str]:
-        identities = {}
+    async def _runtimes(self) -> tuple[dict[str, str], dict[str, bytes]]:
+        """Each available runtime's identity, and the boot program compiled by its interpreter."""
+        identities, boot = {}, {}
         for name, runtime in self._config.runtimes.items():
             try:
-                identities[name] = await runtime_identity(runtime)
+                identity = await runtime_identity(runtime)
+                boot[name] = await boot_code(runtime, BOOT_SOURCE)
             except (OSError, SandboxUnavailableError) as exc:
                 log.warning("runtime %s unavailable: %s", name, exc)
+                continue
+            identities[name] = identity
         if not identities:
             raise SandboxUnavailableError("no runtime is available")
-        return identities
+        return identities, boot
 
     async def close(self) -> None:
         """Cancel the runs in progress (their results say CANCELLED), refuse new ones and tear
