@@ -30,7 +30,7 @@ no finalizer to objects still reachable from elsewhere at exit (another module, 
 C-level ``stdio`` is unbuffered (``-u``), so nothing waits there. The interpreter's own objects
 from its start-up are frozen (``gc.freeze``) while the sandbox waits, so the collections at the
 end look at the job's objects only. The job runs one call deeper than a script would (in this
-program's ``run``, below its module frame).
+program's ``run``, below the loader's module frame).
 
 It runs inside the sandbox, as the job, using only what the interpreter loaded at start-up and
 ``_signal``, ``atexit``, ``gc`` and ``resource``, which it drops from ``sys.modules`` again.
